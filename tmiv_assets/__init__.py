@@ -1,0 +1,1 @@
+"""tmiv_assets: an AutoML and MLOps platform as a Dagster project."""

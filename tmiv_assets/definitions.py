@@ -1,0 +1,24 @@
+"""Everything the platform defines, in one place."""
+
+import dagster as dg
+
+from tmiv_assets.defs.assets.datasets import clean_dataset, dataset_profile, raw_dataset
+from tmiv_assets.defs.assets.features import feature_set
+from tmiv_assets.defs.assets.forecasts import forecast
+from tmiv_assets.defs.assets.models import model_candidates, registered_model, shap_report
+from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
+from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
+from tmiv_assets.defs.resources import build_resources, default_environment
+from tmiv_assets.defs.schedules import weekly_retrain_schedule
+from tmiv_assets.defs.sensors import drift_retrain_sensor, incoming_batches_sensor, new_data_files_sensor
+
+default_environment()
+
+defs = dg.Definitions(
+    assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, model_candidates, registered_model,
+            shap_report, scored_batch, drift_report, forecast],
+    jobs=[full_pipeline, retrain, score_batch, forecast_series],
+    sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor],
+    schedules=[weekly_retrain_schedule],
+    resources=build_resources(),
+)

@@ -1,0 +1,1 @@
+"""Thin Dagster wrappers around the engine: assets, checks, jobs, sensors, schedules."""

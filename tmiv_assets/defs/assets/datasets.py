@@ -1,0 +1,115 @@
+"""Datasets: ingest into the feature store, profile, clean."""
+
+import dagster as dg
+from pydantic import Field
+
+from tmiv_assets.defs.metadata import bad_input_as_failure, column_schema, markdown_table
+from tmiv_assets.defs.partitions import dataset_partitions
+from tmiv_assets.ml.cleaning import DatasetCleaner
+from tmiv_assets.ml.ingest import append_labelled_batches, read_table, validate_dataset
+from tmiv_assets.ml.plots import figure_to_markdown, missing_values_plot
+from tmiv_assets.ml.profiling import profile_frame
+from tmiv_assets.resources.data_source import DataSource
+from tmiv_assets.resources.feature_store import FeatureStore
+
+
+class RawDatasetConfig(dg.Config):
+    include_labelled_batches: bool = Field(
+        default=True, description="Add incoming batches whose labels have arrived to the training rows."
+    )
+
+
+def stored_version_metadata(version) -> dict:
+    return {
+        "version": version.version,
+        "path": dg.MetadataValue.path(str(version.path)),
+        "content_hash": version.content_hash,
+        "new_version": version.created,
+    }
+
+
+@dg.asset(partitions_def=dataset_partitions, pool="duckdb_writer", group_name="datasets", kinds={"duckdb", "parquet"})
+def raw_dataset(
+    context: dg.AssetExecutionContext, config: RawDatasetConfig, source: DataSource, store: FeatureStore
+) -> dg.MaterializeResult:
+    """The dataset file, validated against its spec, plus labelled batches, as a feature-store version."""
+    name = context.partition_key
+    with bad_input_as_failure(name):
+        spec = source.dataset_spec(name)
+        frame = read_table(spec.path)
+        validate_dataset(frame, spec)
+        batches = {}
+        if config.include_labelled_batches:
+            for day in source.batch_days(name):
+                if source.labels_path(name, day).exists():
+                    batches[day] = (read_table(source.batch_path(name, day)), read_table(source.labels_path(name, day)))
+        combined = append_labelled_batches(frame, spec, batches)
+    lineage = {"file": str(spec.path), "labelled_batches": sorted(batches)}
+    version = store.save("raw_dataset", name, combined, lineage)
+    context.log.info(f"Ingested {len(frame):,} rows from {spec.path.name} and {len(combined) - len(frame):,} "
+                     f"labelled batch rows for {name}")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(combined),
+        "dagster/column_schema": column_schema(combined),
+        "rows_from_file": len(frame),
+        "rows_from_labelled_batches": len(combined) - len(frame),
+        "labelled_batches": ", ".join(sorted(batches)) or "none",
+        "source_file": dg.MetadataValue.path(str(spec.path)),
+        **stored_version_metadata(version),
+    })
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[raw_dataset], group_name="datasets", kinds={"pandas"})
+def dataset_profile(context: dg.AssetExecutionContext, store: FeatureStore) -> dg.MaterializeResult:
+    """Per-column dtypes, missing values and numeric statistics of the raw dataset."""
+    frame = store.load("raw_dataset", context.partition_key)
+    profile = profile_frame(frame)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(frame),
+        "columns": len(profile),
+        "missing_cells": int(profile["missing"].sum()),
+        "profile": markdown_table(profile),
+        "missing_values": dg.MetadataValue.md(figure_to_markdown(missing_values_plot(profile), "missing values")),
+    })
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[raw_dataset],
+    pool="duckdb_writer",
+    group_name="datasets",
+    kinds={"duckdb", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec("target_has_no_missing_values", asset="clean_dataset", blocking=True),
+        dg.AssetCheckSpec("ids_are_unique", asset="clean_dataset", blocking=True),
+    ],
+)
+def clean_dataset(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore) -> dg.MaterializeResult:
+    """Typed, deduplicated, labelled rows; imputation happens later inside the model pipeline."""
+    name = context.partition_key
+    raw = store.load("raw_dataset", name)
+    with bad_input_as_failure(name):
+        spec = source.dataset_spec(name)
+        cleaner = DatasetCleaner()
+        clean = cleaner.fit_transform(raw, spec)
+    version = store.save("clean_dataset", name, clean, {"raw_dataset_version": store.latest("raw_dataset", name).version})
+    missing_target = int(clean[spec.target].isna().sum())
+    duplicate_ids = int(clean[spec.id_column].duplicated().sum()) if spec.id_column else 0
+    context.log.info(f"Cleaned {name}: {len(raw):,} -> {len(clean):,} rows, {len(cleaner.report_)} actions")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(clean),
+            "dagster/column_schema": column_schema(clean),
+            "rows_before": len(raw),
+            "columns_before": raw.shape[1],
+            "columns_after": clean.shape[1],
+            "actions": markdown_table(cleaner.report_) if len(cleaner.report_) else "no changes needed",
+            **stored_version_metadata(version),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="target_has_no_missing_values", passed=missing_target == 0,
+                                metadata={"missing_target_values": missing_target, "allowed": 0}),
+            dg.AssetCheckResult(check_name="ids_are_unique", passed=duplicate_ids == 0,
+                                metadata={"duplicate_ids": duplicate_ids, "allowed": 0}),
+        ],
+    )

@@ -1,0 +1,139 @@
+"""Model training, registration in MLflow and explanation of the champion."""
+
+import json
+
+import dagster as dg
+from dagster_mlflow.resources import MlFlow
+from pydantic import Field
+from sklearn.pipeline import Pipeline
+
+from tmiv_assets.defs.assets.features import feature_set
+from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
+from tmiv_assets.defs.partitions import dataset_partitions
+from tmiv_assets.ml.explain import explain_pipeline
+from tmiv_assets.ml.features import FeatureBuilder
+from tmiv_assets.ml.plots import figure_to_markdown, importance_plot, test_set_plot
+from tmiv_assets.ml.training import (
+    PRIMARY_METRIC,
+    fit_candidates,
+    is_better,
+    leaderboard,
+    resolve_positive_class,
+    split_dataset,
+)
+from tmiv_assets.resources.data_source import DataSource
+from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.files import write_text_atomic
+from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.tracking import log_candidates
+
+
+class TrainingConfig(dg.Config):
+    test_size: float = Field(default=0.2, gt=0, lt=1, description="Share of rows held out for the test set.")
+    seed: int = Field(default=0, description="Seed of the split and of every model.")
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[feature_set],
+    group_name="models",
+    kinds={"mlflow", "lightgbm", "scikitlearn"},
+    check_specs=[dg.AssetCheckSpec("champion_gate", asset="model_candidates", blocking=True,
+                                   description="The best candidate beats the no-skill baseline on the test set.")],
+)
+def model_candidates(
+    context: dg.AssetExecutionContext, config: TrainingConfig, source: DataSource, store: FeatureStore,
+    mlflow: dg.ResourceParam[MlFlow],
+) -> dg.MaterializeResult:
+    """A baseline, a linear model and LightGBM, fitted on a stratified split and logged to MLflow."""
+    name = context.partition_key
+    with bad_input_as_failure(name):
+        spec = source.dataset_spec(name)
+    features, clean = store.load("feature_set", name), store.load("clean_dataset", name)
+    data = split_dataset(features, spec.target, spec.task, config.test_size, config.seed)
+    results = fit_candidates(data, spec.task, spec.positive_class, config.seed)
+    board = leaderboard(results, spec.task)
+    metric = PRIMARY_METRIC[spec.task]
+    # Serving models take raw columns: the stateless feature builder goes in front of the fitted pipeline.
+    raw_inputs = clean.drop(columns=[spec.target])
+    builder = FeatureBuilder.from_spec(spec).fit(raw_inputs)
+    serving = {r.name: Pipeline([("features", builder), ("model", r.pipeline)])
+               for r in results if not r.name.startswith("baseline")}
+    tags = {"dataset": name, "feature_set_version": str(store.latest("feature_set", name).version),
+            "clean_dataset_version": str(store.latest("clean_dataset", name).version), "task": spec.task}
+    logged = log_candidates(mlflow, results, serving, raw_inputs.head(5), tags)
+    board = board.assign(run_id=board["model"].map(lambda m: logged[m]["run_id"]),
+                         model_uri=board["model"].map(lambda m: logged[m]["model_uri"]))
+    path = store.artifact_path("models", name, "candidates.json")
+    write_text_atomic(path, json.dumps({"metric": metric, "tags": tags, "leaderboard": board.to_dict("records")}))
+
+    best = board[board["model_uri"] != ""].iloc[0]
+    baseline = board[board["model"].str.startswith("baseline")].iloc[0]
+    best_model = next(r.pipeline for r in results if r.name == best["model"])
+    positive = resolve_positive_class(best_model.classes_, spec.positive_class) if spec.task == "binary" else None
+    plot = test_set_plot(best_model, data.X_test, data.y_test, spec.task, positive)
+    context.log.info(f"{len(results)} candidates for {name}; best {best['model']} {metric}={best[metric]:.4f}")
+    return dg.MaterializeResult(
+        metadata={
+            "leaderboard": markdown_table(board.drop(columns=["model_uri"])),
+            "best_model": best["model"],
+            f"best_{metric}": float(best[metric]),
+            "train_rows": len(data.X_train),
+            "test_rows": len(data.X_test),
+            "candidates_file": dg.MetadataValue.path(str(path)),
+            "test_set_plot": dg.MetadataValue.md(figure_to_markdown(plot, "test set")),
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name="champion_gate",
+            passed=is_better(metric, float(best[metric]), float(baseline[metric])),
+            metadata={f"best_{metric}": float(best[metric]), f"baseline_{metric}": float(baseline[metric])},
+        )],
+    )
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[model_candidates], group_name="models", kinds={"mlflow"})
+def registered_model(context: dg.AssetExecutionContext, store: FeatureStore,
+                     registry: ModelRegistry) -> dg.MaterializeResult:
+    """The best candidate as a new version in the MLflow registry, aliased `champion`."""
+    name = context.partition_key
+    candidates = json.loads(store.artifact_path("models", name, "candidates.json").read_text())
+    best = next(row for row in candidates["leaderboard"] if row["model_uri"])
+    previous = registry.champion(name)
+    tags = {**candidates["tags"], "candidate": best["model"], candidates["metric"]: str(best[candidates["metric"]]),
+            "dagster_run_id": context.run_id}
+    version = registry.register(name, best["model_uri"], best["run_id"], tags)
+    registry.promote(name, version.version)
+    context.log.info(f"Registered {version.name} v{version.version} ({best['model']}) as champion")
+    return dg.MaterializeResult(metadata={
+        "model_name": version.name,
+        "model_version": int(version.version),
+        "alias": "champion",
+        "candidate": best["model"],
+        candidates["metric"]: float(best[candidates["metric"]]),
+        "previous_champion_version": int(previous.version) if previous else 0,
+        "model_uri": best["model_uri"],
+    })
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[registered_model], group_name="explanations", kinds={"shap"})
+def shap_report(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
+                registry: ModelRegistry) -> dg.MaterializeResult:
+    """Global SHAP importance of the champion on a sample of its training rows."""
+    name = context.partition_key
+    with bad_input_as_failure(name):
+        spec = source.dataset_spec(name)
+    champion = registry.champion(name)
+    clean = store.load("clean_dataset", name, int(champion.tags["clean_dataset_version"]))
+    report = explain_pipeline(registry.load_champion(name), clean.drop(columns=[spec.target]))
+    path = store.artifact_path("reports", name, f"shap_importance_v{champion.version}.csv")
+    write_text_atomic(path, report.importance.to_csv(index=False))
+    context.log.info(f"SHAP for {name} v{champion.version}: top feature {report.importance['feature'].iloc[0]}")
+    return dg.MaterializeResult(metadata={
+        "champion_version": int(champion.version),
+        "rows_explained": report.n_rows,
+        "top_feature": report.importance["feature"].iloc[0],
+        "importance": markdown_table(report.importance),
+        "importance_plot": dg.MetadataValue.md(figure_to_markdown(importance_plot(report.importance), "importance")),
+        "summary_plot": dg.MetadataValue.md(figure_to_markdown(report.summary_figure, "SHAP summary")),
+        "importance_file": dg.MetadataValue.path(str(path)),
+    })

@@ -1,0 +1,37 @@
+"""Jobs: what `dagster job execute`, sensors and schedules launch."""
+
+import dagster as dg
+
+from tmiv_assets.defs.assets.datasets import clean_dataset, dataset_profile, raw_dataset
+from tmiv_assets.defs.assets.features import feature_set
+from tmiv_assets.defs.assets.forecasts import forecast
+from tmiv_assets.defs.assets.models import model_candidates, registered_model, shap_report
+from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
+from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
+
+TRAINING_ASSETS = [raw_dataset, clean_dataset, feature_set, model_candidates, registered_model, shap_report]
+
+full_pipeline = dg.define_asset_job(
+    "full_pipeline",
+    selection=dg.AssetSelection.assets(dataset_profile, *TRAINING_ASSETS),
+    partitions_def=dataset_partitions,
+    description="Ingest, profile, clean, engineer features, train, register the champion and explain it.",
+)
+retrain = dg.define_asset_job(
+    "retrain",
+    selection=dg.AssetSelection.assets(*TRAINING_ASSETS),
+    partitions_def=dataset_partitions,
+    description="Re-ingest (with newly labelled batches), retrain and promote a new champion.",
+)
+score_batch = dg.define_asset_job(
+    "score_batch",
+    selection=dg.AssetSelection.assets(scored_batch, drift_report),
+    partitions_def=batch_partitions,
+    description="Score one (dataset, day) batch with the champion and report its drift.",
+)
+forecast_series = dg.define_asset_job(
+    "forecast_series",
+    selection=dg.AssetSelection.assets(forecast),
+    partitions_def=series_partitions,
+    description="Backtest and forecast one time series.",
+)

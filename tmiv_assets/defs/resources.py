@@ -1,0 +1,32 @@
+"""Resource configuration: every path comes from TMIV_HOME (state) and TMIV_DATA_DIR (inputs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from tmiv_assets.resources.data_source import DataSource
+from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.tracking import experiment_tracking
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_environment() -> None:
+    """Fill in the documented defaults so `dagster dev` works from a bare shell."""
+    os.environ.setdefault("TMIV_HOME", str(PROJECT_ROOT / ".tmiv"))
+    os.environ.setdefault("TMIV_DATA_DIR", str(PROJECT_ROOT / "data"))
+
+
+def build_resources(home: str | dg.EnvVar = dg.EnvVar("TMIV_HOME"),
+                    data_dir: str | dg.EnvVar = dg.EnvVar("TMIV_DATA_DIR")) -> dict:
+    home_config = {"env": "TMIV_HOME"} if isinstance(home, dg.EnvVar) else home
+    return {
+        "store": FeatureStore(home=home),
+        "registry": ModelRegistry(home=home),
+        "source": DataSource(data_dir=data_dir),
+        "mlflow": experiment_tracking.configured({"home": home_config}),
+    }

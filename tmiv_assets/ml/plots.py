@@ -1,0 +1,95 @@
+"""Matplotlib figures rendered as Markdown images, the form Dagster's UI shows in asset metadata."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and in the daemon
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
+
+
+def figure_to_markdown(figure: plt.Figure, title: str = "plot") -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"![{title}](data:image/png;base64,{encoded})"
+
+
+def missing_values_plot(profile: pd.DataFrame) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(6, 0.3 * len(profile) + 1))
+    axis.barh(profile["column"], profile["missing_pct"], color="tab:orange")
+    axis.set_xlabel("missing values (%)")
+    axis.invert_yaxis()
+    return figure
+
+
+def roc_plot(model, X: pd.DataFrame, y: pd.Series, positive) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(5, 4))
+    RocCurveDisplay.from_estimator(model, X, y, pos_label=positive, ax=axis)
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    return figure
+
+
+def predicted_vs_actual_plot(model, X: pd.DataFrame, y: pd.Series) -> plt.Figure:
+    predicted = model.predict(X)
+    figure, axis = plt.subplots(figsize=(5, 4))
+    axis.scatter(y, predicted, s=8, alpha=0.6)
+    low, high = float(np.min(y)), float(np.max(y))
+    axis.plot([low, high], [low, high], linestyle="--", color="grey")
+    axis.set_xlabel("actual")
+    axis.set_ylabel("predicted")
+    return figure
+
+
+def importance_plot(importance: pd.DataFrame, top: int = 15) -> plt.Figure:
+    shown = importance.head(top)
+    figure, axis = plt.subplots(figsize=(6, 0.35 * len(shown) + 1))
+    axis.barh(shown["feature"], shown["mean_abs_shap"], color="tab:blue")
+    axis.invert_yaxis()
+    axis.set_xlabel("mean |SHAP value|")
+    return figure
+
+
+def drift_plot(per_column: pd.DataFrame) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(6, 0.35 * len(per_column) + 1))
+    colours = ["tab:red" if d else "tab:green" for d in per_column["drifted"]]
+    axis.barh(per_column["column"], per_column["score"], color=colours)
+    for threshold in per_column["threshold"].unique():
+        axis.axvline(threshold, linestyle="--", color="grey")
+    axis.invert_yaxis()
+    axis.set_xlabel("drift score (red: drifted)")
+    return figure
+
+
+def forecast_plot(history: pd.Series, forecast: pd.DataFrame, title: str) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.plot(history.index, history.values, label="observed", color="black")
+    axis.plot(forecast["ds"], forecast["yhat"], label="forecast", color="tab:blue")
+    axis.fill_between(
+        forecast["ds"], forecast["yhat_lower"], forecast["yhat_upper"], alpha=0.25, label="95% interval"
+    )
+    axis.set_title(title)
+    axis.legend(loc="upper left")
+    return figure
+
+
+def confusion_matrix_plot(model, X: pd.DataFrame, y: pd.Series) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(5, 4))
+    ConfusionMatrixDisplay.from_estimator(model, X, y, ax=axis, colorbar=False)
+    return figure
+
+
+def test_set_plot(model, X: pd.DataFrame, y: pd.Series, task: str, positive=None) -> plt.Figure:
+    """ROC curve for binary, confusion matrix for multiclass, predicted vs actual for regression."""
+    if task == "binary":
+        return roc_plot(model, X, y, positive)
+    if task == "multiclass":
+        return confusion_matrix_plot(model, X, y)
+    return predicted_vs_actual_plot(model, X, y)

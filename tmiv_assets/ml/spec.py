@@ -1,0 +1,138 @@
+"""Dataset and series specs: the small YAML files that describe a data file to the platform."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+TASKS = ("binary", "multiclass", "regression")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class SpecError(ValueError):
+    """A spec file is missing, malformed or names something that does not exist."""
+
+
+def validate_name(name: str, what: str = "dataset") -> str:
+    """Names become partition keys, file names and SQL values, so only a safe alphabet is accepted."""
+    if not _NAME.match(name):
+        raise SpecError(
+            f"{what} name {name!r} is not allowed: use 1-63 lowercase letters, digits and '_', "
+            "starting with a letter (rename the spec file)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A tabular dataset registered with the platform."""
+
+    name: str
+    """Partition key of the dataset; the spec file's stem."""
+    path: Path
+    """Data file (CSV or Parquet), resolved next to the spec."""
+    target: str
+    """Column to predict."""
+    task: str
+    """One of 'binary', 'multiclass', 'regression'."""
+    id_column: str | None = None
+    """Unique row identifier, never used as a feature."""
+    time_column: str | None = None
+    """Event time; expanded into calendar features and used to cut incoming batches."""
+    positive_class: str | int | None = None
+    """Label treated as positive for binary metrics."""
+    sensitive_columns: tuple[str, ...] = ()
+    """Columns reported on by fairness checks; still used as features unless excluded."""
+    exclude_columns: tuple[str, ...] = ()
+    """Columns never used as features."""
+    spec_path: Path | None = None
+
+    @property
+    def key_columns(self) -> list[str]:
+        return [c for c in (self.id_column, self.time_column) if c]
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task in ("binary", "multiclass")
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    """A univariate time series to forecast."""
+
+    name: str
+    path: Path
+    time_column: str
+    value_column: str
+    freq: str = "MS"
+    """pandas offset alias of the observations, e.g. 'MS' for month starts."""
+    season_length: int = 12
+    horizon: int = 24
+    """Steps forecast ahead and held out in the backtest."""
+    log_transform: bool = False
+    """Model log(y): right for series whose seasonal swing grows with the level."""
+    spec_path: Path | None = field(default=None)
+
+
+def _load_yaml(spec_path: Path) -> dict:
+    if not spec_path.exists():
+        raise SpecError(f"{spec_path}: spec file not found; add it next to the data file")
+    try:
+        raw = yaml.safe_load(spec_path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{spec_path}: not valid YAML ({error}); fix the file") from error
+    if not isinstance(raw, dict):
+        raise SpecError(f"{spec_path}: expected a mapping of fields, got {type(raw).__name__}")
+    return raw
+
+
+def _require(raw: dict, key: str, spec_path: Path) -> object:
+    if raw.get(key) in (None, ""):
+        raise SpecError(f"{spec_path}: required field '{key}' is missing; add it to the spec")
+    return raw[key]
+
+
+def _data_path(raw: dict, spec_path: Path) -> Path:
+    file_name = str(_require(raw, "file", spec_path))
+    path = (spec_path.parent / file_name).resolve()
+    if spec_path.parent.resolve() not in path.parents:
+        raise SpecError(f"{spec_path}: 'file' must name a file in the same folder, got {file_name!r}")
+    return path
+
+
+def load_dataset_spec(spec_path: Path) -> DatasetSpec:
+    """Read `<name>.yaml`; the data file it names lives in the same folder."""
+    raw = _load_yaml(spec_path)
+    task = str(_require(raw, "task", spec_path))
+    if task not in TASKS:
+        raise SpecError(f"{spec_path}: task {task!r} is not one of {TASKS}; fix the 'task' field")
+    return DatasetSpec(
+        name=validate_name(spec_path.stem),
+        path=_data_path(raw, spec_path),
+        target=str(_require(raw, "target", spec_path)),
+        task=task,
+        id_column=raw.get("id_column"),
+        time_column=raw.get("time_column"),
+        positive_class=raw.get("positive_class"),
+        sensitive_columns=tuple(raw.get("sensitive_columns") or ()),
+        exclude_columns=tuple(raw.get("exclude_columns") or ()),
+        spec_path=spec_path,
+    )
+
+
+def load_series_spec(spec_path: Path) -> SeriesSpec:
+    raw = _load_yaml(spec_path)
+    return SeriesSpec(
+        name=validate_name(spec_path.stem, "series"),
+        path=_data_path(raw, spec_path),
+        time_column=str(_require(raw, "time_column", spec_path)),
+        value_column=str(_require(raw, "value_column", spec_path)),
+        freq=str(raw.get("freq", "MS")),
+        season_length=int(raw.get("season_length", 12)),
+        horizon=int(raw.get("horizon", 24)),
+        log_transform=bool(raw.get("log_transform", False)),
+        spec_path=spec_path,
+    )

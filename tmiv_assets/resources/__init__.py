@@ -1,0 +1,1 @@
+"""Dagster resources: the platform's outside world (files, feature store, MLflow)."""

@@ -1,0 +1,85 @@
+"""The MLflow model registry (SQLite backend under the state directory) and experiment tracking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+EXPERIMENT = "tmiv"
+
+
+class ModelRegistry(dg.ConfigurableResource):
+    """Registered models, one per dataset (`tmiv_<dataset>`), with the alias `champion` for serving."""
+
+    home: str
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self._mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self._mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def _mlflow_dir(self) -> Path:
+        path = Path(self.home).resolve() / "mlflow"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def ensure_experiment(self, name: str = EXPERIMENT) -> str:
+        """Create the experiment with its artifacts under the state directory (MLflow's default is ./mlruns)."""
+        client = self.client()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=self.artifact_location)
+
+    @staticmethod
+    def model_name(dataset: str) -> str:
+        return f"tmiv_{dataset}"
+
+    def register(self, dataset: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+        """Add `model_uri` as a new version of the dataset's model; the champion is not changed."""
+        client = self.client()
+        name = self.model_name(dataset)
+        try:
+            client.get_registered_model(name)
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+            client.create_registered_model(name, description=f"Champion models for dataset '{dataset}'")
+        return client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+
+    def promote(self, dataset: str, version: str) -> None:
+        """Point `champion` at `version`; an alias names exactly one version, so the swap is atomic."""
+        self.client().set_registered_model_alias(self.model_name(dataset), CHAMPION, version)
+
+    def champion(self, dataset: str) -> ModelVersion | None:
+        try:
+            return self.client().get_model_version_by_alias(self.model_name(dataset), CHAMPION)
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+            return None
+
+    def load_champion(self, dataset: str):
+        """The champion's scikit-learn pipeline; it takes raw dataset columns."""
+        if self.champion(dataset) is None:
+            raise LookupError(
+                f"dataset '{dataset}' has no champion model; materialize registered_model for it first"
+            )
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        return mlflow.sklearn.load_model(f"models:/{self.model_name(dataset)}@{CHAMPION}")
+

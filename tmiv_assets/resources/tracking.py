@@ -1,0 +1,74 @@
+"""Experiment tracking through dagster-mlflow: one MLflow run per Dagster run, candidates nested."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import dagster as dg
+import mlflow
+import pandas as pd
+from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
+from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
+
+from tmiv_assets.ml.training import CandidateResult
+from tmiv_assets.resources.model_registry import EXPERIMENT, ModelRegistry
+
+# Listing requirements skips MLflow's inference, which re-imports the model in a subprocess per log.
+SERVING_PACKAGES = ("scikit-learn", "lightgbm", "pandas", "numpy")
+
+
+@dg.resource(
+    config_schema={
+        "home": dg.Field(dg.StringSource, description="State directory (TMIV_HOME)."),
+        "experiment_name": dg.Field(str, default_value=EXPERIMENT),
+    },
+    description="dagster-mlflow tracking in the registry's store, artifacts under TMIV_HOME.",
+)
+def experiment_tracking(init_context: dg.InitResourceContext) -> MlFlow:
+    registry = ModelRegistry(home=init_context.resource_config["home"])
+    experiment_name = init_context.resource_config["experiment_name"]
+    registry.ensure_experiment(experiment_name)  # before dagster-mlflow would create it under ./mlruns
+    config = {key: None for key in CONFIG_SCHEMA} | {
+        "experiment_name": experiment_name,
+        "mlflow_tracking_uri": registry.tracking_uri,
+        "env": {"MLFLOW_REGISTRY_URI": registry.tracking_uri},
+        "extra_tags": {},
+    }
+    return MlFlow(init_context.replace_config(config))
+
+
+def log_candidates(
+    tracking: MlFlow,
+    results: list[CandidateResult],
+    serving_models: dict[str, Pipeline],
+    X_example: pd.DataFrame,
+    tags: dict[str, str],
+) -> dict[str, dict[str, str]]:
+    """Log each candidate as a nested run of the Dagster run's MLflow run; returns run id and model URI.
+
+    Candidates in `serving_models` are logged with their model (signature on the raw input columns).
+    """
+    requirements = [f"{p}=={importlib.metadata.version(p)}" for p in SERVING_PACKAGES]
+    logged = {}
+    try:
+        for result in results:
+            with mlflow.start_run(run_name=result.name, nested=True) as run:
+                mlflow.set_tags({**tags, "candidate": result.name})
+                tracking.log_params({k: str(v) for k, v in result.params.items()})
+                mlflow.log_metrics({**result.metrics, "fit_seconds": result.fit_seconds})
+                entry = {"run_id": run.info.run_id, "model_uri": ""}
+                if result.name in serving_models:
+                    model = serving_models[result.name]
+                    signature = infer_signature(X_example, model.predict(X_example))
+                    info = mlflow.sklearn.log_model(
+                        model, name="model", signature=signature, input_example=X_example,
+                        pip_requirements=requirements, serialization_format="cloudpickle",
+                    )
+                    entry["model_uri"] = info.model_uri
+                logged[result.name] = entry
+    except BaseException:
+        tracking.cleanup_on_error()
+        raise
+    tracking.end_run()  # the next step of this Dagster run resumes it by its dagster_run_id tag
+    return logged
