@@ -60,7 +60,9 @@ def log_candidates(
                 entry = {"run_id": run.info.run_id, "model_uri": ""}
                 if result.name in serving_models:
                     model = serving_models[result.name]
-                    signature = infer_signature(X_example, model.predict(X_example))
+                    # Integers are declared as doubles: a batch with a missing value must still match.
+                    as_float = {c: "float64" for c in X_example.select_dtypes("integer").columns}
+                    signature = infer_signature(X_example.astype(as_float), model.predict(X_example))
                     info = mlflow.sklearn.log_model(
                         model, name="model", signature=signature, input_example=X_example,
                         pip_requirements=requirements, serialization_format="cloudpickle",

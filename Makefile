@@ -1,0 +1,35 @@
+# Every target creates .venv if needed and installs the pinned versions first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export TMIV_HOME ?= $(CURDIR)/.tmiv
+export TMIV_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(TMIV_HOME)/dagster
+
+.PHONY: install demo test ui instance benchmarks clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch from local disk first; otherwise a dependency pulls GBs of CUDA.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+instance: install
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: instance
+	$(BIN)/python -m tmiv_assets.demo
+
+test: install
+	$(BIN)/pytest -n 2 --durations=10
+
+ui: instance
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf $(TMIV_HOME)
