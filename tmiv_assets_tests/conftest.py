@@ -1,0 +1,36 @@
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tmiv_assets.defs.resources import build_resources
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJECT_ROOT / "data"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh state directory."""
+    path = tmp_path / "tmiv"
+    monkeypatch.setenv("TMIV_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A writable copy of the embedded data, for tests that drop or break files."""
+    target = tmp_path / "data"
+    shutil.copytree(DATA_DIR, target, ignore=shutil.ignore_patterns("*.py"))
+    return target
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def resources_for(home: Path, data_dir: Path = DATA_DIR) -> dict:
+    return build_resources(home=str(home), data_dir=str(data_dir))

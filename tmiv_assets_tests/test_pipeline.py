@@ -1,0 +1,147 @@
+"""The whole default pipeline on the embedded data, asserted on its real outputs."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from tmiv_assets.defs.assets.datasets import dataset_profile
+from tmiv_assets.defs.assets.forecasts import forecast
+from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
+from tmiv_assets.defs.jobs import TRAINING_ASSETS
+from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets_tests.conftest import resources_for
+
+DATASETS = ["titanic", "cps1985", "flights"]
+SERIES = ["air_passengers", "uk_driver_deaths"]
+UNSHIFTED_DAY, SHIFTED_DAY = "2013-02-12", "2013-07-22"
+
+
+@dataclass
+class Pipeline:
+    home: Path
+    instance: dg.DagsterInstance
+    results: dict[str, dg.ExecuteInProcessResult]
+
+    def metadata(self, run: str, asset: str) -> dict:
+        return {k: v.value for k, v in self.results[run].asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def batch_key(day: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"dataset": "flights", "day": day})
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Pipeline:
+    home = tmp_path_factory.mktemp("pipeline") / "tmiv"
+    resources = resources_for(home)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", DATASETS)
+        instance.add_dynamic_partitions("series", SERIES)
+        results = {}
+        for dataset in DATASETS:
+            results[dataset] = dg.materialize([dataset_profile, *TRAINING_ASSETS], resources=resources,
+                                              partition_key=dataset, instance=instance)
+        for day in (UNSHIFTED_DAY, SHIFTED_DAY):
+            results[day] = dg.materialize([scored_batch, drift_report], resources=resources,
+                                          partition_key=batch_key(day), instance=instance)
+        for series in SERIES:
+            results[series] = dg.materialize([forecast], resources=resources, partition_key=series, instance=instance)
+        yield Pipeline(home, instance, results)
+
+
+def test_every_run_succeeds(pipeline):
+    assert {name: r.success for name, r in pipeline.results.items()} == {name: True for name in pipeline.results}
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_champion_is_registered_with_alias(pipeline, dataset):
+    registry = ModelRegistry(home=str(pipeline.home))
+    champion = registry.champion(dataset)
+    assert champion is not None and champion.name == f"tmiv_{dataset}"
+    assert champion.aliases == ["champion"]
+    metadata = pipeline.metadata(dataset, "registered_model")
+    assert metadata["model_version"] == int(champion.version)
+    model = registry.load_champion(dataset)
+    clean = FeatureStore(home=str(pipeline.home)).load("clean_dataset", dataset)
+    assert len(model.predict(clean.head(10))) == 10  # serves raw columns
+
+
+def test_feature_set_catalog_rows_point_at_parquet_files(pipeline):
+    store = FeatureStore(home=str(pipeline.home))
+    with duckdb.connect(str(store.catalog_path), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT dataset, path, row_count, content_hash FROM feature_sets WHERE name = 'feature_set'"
+        ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(DATASETS)
+    for dataset, path, row_count, _ in rows:
+        assert Path(path).exists()
+        assert len(pd.read_parquet(path)) == row_count
+
+
+def test_flights_feature_set_has_calendar_features_and_labelled_batches(pipeline):
+    metadata = pipeline.metadata("flights", "raw_dataset")
+    assert metadata["rows_from_labelled_batches"] > 2000  # three labelled days of ~900 flights
+    assert metadata["labelled_batches"] == "2013-02-12, 2013-02-13, 2013-07-22"
+    features = FeatureStore(home=str(pipeline.home)).load("feature_set", "flights")
+    assert {"time_hour_hour_sin", "time_hour_day_of_week"} <= set(features.columns)
+    assert "flight_id" not in features.columns
+
+
+@pytest.mark.parametrize(("dataset", "metric", "better_than"), [("titanic", "roc_auc", 0.75), ("flights", "roc_auc", 0.85)])
+def test_champion_beats_the_baseline(pipeline, dataset, metric, better_than):
+    metadata = pipeline.metadata(dataset, "model_candidates")
+    assert metadata[f"best_{metric}"] > better_than
+    check = pipeline.results[dataset].get_asset_check_evaluations()
+    assert {c.check_name: c.passed for c in check}["champion_gate"]
+    assert "![test set](data:image/png;base64," in metadata["test_set_plot"]
+
+
+def test_drift_verdicts_follow_the_season(pipeline):
+    unshifted = pipeline.metadata(UNSHIFTED_DAY, "drift_report")
+    shifted = pipeline.metadata(SHIFTED_DAY, "drift_report")
+    assert unshifted["drift_detected"] is False
+    assert shifted["drift_detected"] is True
+    assert "dep_delay" in shifted["drifted_columns"]
+    html = Path(shifted["evidently_report"])
+    assert html.exists() and html.stat().st_size > 10_000
+
+
+def test_scored_batch_has_predictions_and_live_metrics(pipeline):
+    metadata = pipeline.metadata(UNSHIFTED_DAY, "scored_batch")
+    scored = pd.read_parquet(pipeline.home / "batches" / "flights" / UNSHIFTED_DAY / "scored.parquet")
+    assert len(scored) == metadata["dagster/row_count"] > 800
+    assert scored["score"].between(0, 1).all() and set(scored["prediction"]) <= {0, 1}
+    assert metadata["live_roc_auc"] > 0.8
+
+
+def test_shap_report_ranks_departure_delay_first_for_flights(pipeline):
+    metadata = pipeline.metadata("flights", "shap_report")
+    assert metadata["top_feature"] == "dep_delay"
+    importance = pd.read_csv(metadata["importance_file"])
+    assert importance["share"].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("series", "horizon"), [("air_passengers", 24), ("uk_driver_deaths", 12)])
+def test_forecast_horizon_and_interval_order(pipeline, series, horizon):
+    predicted = pd.read_parquet(pipeline.home / "forecasts" / f"{series}.parquet")
+    assert len(predicted) == horizon
+    assert (predicted["yhat_lower"] <= predicted["yhat"]).all() and (predicted["yhat"] <= predicted["yhat_upper"]).all()
+    assert pipeline.metadata(series, "forecast")["backtest_mape_pct"] < 15
+
+
+def test_retraining_the_same_data_reproduces_the_metrics(pipeline):
+    first = json.loads((pipeline.home / "models" / "titanic" / "candidates.json").read_text())["leaderboard"]
+    again = dg.materialize(TRAINING_ASSETS, resources=resources_for(pipeline.home), partition_key="titanic",
+                           instance=pipeline.instance)
+    assert again.success
+    second = json.loads((pipeline.home / "models" / "titanic" / "candidates.json").read_text())["leaderboard"]
+    metrics = ["model", "roc_auc", "accuracy", "log_loss"]
+    assert [{k: r[k] for k in metrics} for r in first] == [{k: r[k] for k in metrics} for r in second]
+    versions = FeatureStore(home=str(pipeline.home)).versions("feature_set", "titanic")
+    assert len(versions) == 1  # identical content: no new feature-set version
