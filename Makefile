@@ -26,7 +26,7 @@ demo: instance
 	$(BIN)/python -m tmiv_assets.demo
 
 test: install
-	$(BIN)/pytest -n 2 --durations=10
+	$(BIN)/pytest -n 2 --dist loadfile --durations=10
 
 ui: instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -14,6 +14,12 @@ from tmiv_assets.defs.sensors import drift_retrain_sensor, incoming_batches_sens
 
 default_environment()
 
+# Steps fork from a server that has already imported the project (pandas, mlflow, shap, ...):
+# a step starts in well under a second instead of re-importing for several seconds.
+executor = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["tmiv_assets.definitions"]}}}
+)
+
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, model_candidates, registered_model,
             shap_report, scored_batch, drift_report, forecast],
@@ -21,4 +27,5 @@ defs = dg.Definitions(
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor],
     schedules=[weekly_retrain_schedule],
     resources=build_resources(),
+    executor=executor,
 )

@@ -14,7 +14,8 @@ from tmiv_assets.resources.data_source import DataSource
 WATCHED = (("datasets", dataset_partitions, full_pipeline), ("series", series_partitions, forecast_series))
 
 
-@dg.sensor(jobs=[full_pipeline, forecast_series], minimum_interval_seconds=30)
+@dg.sensor(jobs=[full_pipeline, forecast_series], minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING)
 def new_data_files_sensor(context: dg.SensorEvaluationContext, source: DataSource) -> dg.SensorResult | dg.SkipReason:
     """Register each new (or changed) dataset/series spec as a partition and run its pipeline."""
     seen = json.loads(context.cursor or "{}")
@@ -43,7 +44,7 @@ def new_data_files_sensor(context: dg.SensorEvaluationContext, source: DataSourc
                            cursor=json.dumps(seen, sort_keys=True))
 
 
-@dg.sensor(job=score_batch, minimum_interval_seconds=60)
+@dg.sensor(job=score_batch, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSource) -> dg.SensorResult | dg.SkipReason:
     """Score every new batch file of a dataset that has a registered champion."""
     seen = json.loads(context.cursor or "{}")
@@ -61,7 +62,7 @@ def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSou
     return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(seen, sort_keys=True))
 
 
-@dg.sensor(job=retrain, minimum_interval_seconds=60)
+@dg.sensor(job=retrain, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def drift_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     """Request one `retrain` per (dataset, batch day) whose drift report says the batch drifted."""
     after = int(context.cursor) if context.cursor else None

@@ -35,6 +35,9 @@ class ModelRegistry(dg.ConfigurableResource):
         return path
 
     def client(self) -> MlflowClient:
+        # MLflow resolves `models:/` URIs through its global store, not the client's, so set both.
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def ensure_experiment(self, name: str = EXPERIMENT) -> str:
@@ -79,7 +82,5 @@ class ModelRegistry(dg.ConfigurableResource):
             raise LookupError(
                 f"dataset '{dataset}' has no champion model; materialize registered_model for it first"
             )
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
         return mlflow.sklearn.load_model(f"models:/{self.model_name(dataset)}@{CHAMPION}")
 

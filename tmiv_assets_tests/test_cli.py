@@ -1,0 +1,86 @@
+"""The shell entry points: `dagster job execute`, `dagster asset materialize` and the sensor daemon."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tmiv_assets_tests.conftest import DATA_DIR, PROJECT_ROOT
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    dagster_home = tmp_path / "tmiv" / "dagster"
+    dagster_home.mkdir(parents=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))  # dagster.yaml reads it
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    return os.environ | {"TMIV_HOME": str(tmp_path / "tmiv"), "DAGSTER_HOME": str(dagster_home),
+                         "TMIV_DATA_DIR": str(DATA_DIR)}
+
+
+def persistent_instance(environment: dict[str, str]) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(environment["DAGSTER_HOME"])
+
+
+def dagster(environment: dict[str, str], *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "dagster"), *args], cwd=PROJECT_ROOT, env=environment, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_job_execute_runs_the_full_pipeline(environment):
+    with persistent_instance(environment) as instance:
+        instance.add_dynamic_partitions("dataset", ["titanic"])
+    completed = dagster(environment, "job", "execute", "-m", "tmiv_assets.definitions", "-j", "full_pipeline",
+                        "--tags", json.dumps({"dagster/partition": "titanic"}))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with persistent_instance(environment) as instance:
+        runs = instance.get_runs()
+        assert [(r.job_name, r.status, r.tags["dagster/partition"]) for r in runs] == [
+            ("full_pipeline", dg.DagsterRunStatus.SUCCESS, "titanic")]
+        assert instance.get_latest_materialization_event(dg.AssetKey("registered_model")) is not None
+
+
+def test_asset_materialize_with_a_partition(environment):
+    with persistent_instance(environment) as instance:
+        instance.add_dynamic_partitions("series", ["air_passengers"])
+    completed = dagster(environment, "asset", "materialize", "-m", "tmiv_assets.definitions",
+                        "--select", "forecast", "--partition", "air_passengers")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (Path(environment["TMIV_HOME"]) / "forecasts" / "air_passengers.parquet").exists()
+
+
+def test_daemon_launches_retrain_when_a_drift_report_says_drift(environment, tmp_path):
+    empty_data = tmp_path / "empty_data"  # keeps the other sensors idle
+    empty_data.mkdir()
+    environment = environment | {"TMIV_DATA_DIR": str(empty_data)}
+    with persistent_instance(environment) as instance:
+        instance.add_dynamic_partitions("dataset", ["flights"])
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key="drift_report", partition=dg.MultiPartitionKey({"dataset": "flights", "day": "2013-07-22"}),
+            metadata={"drift_detected": True}))
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=PROJECT_ROOT,
+                              env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        runs = []
+        deadline = time.monotonic() + 240
+        with persistent_instance(environment) as instance:
+            while not runs and time.monotonic() < deadline:
+                time.sleep(2)
+                runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "drift_retrain_sensor"}))
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+    assert len(runs) == 1
+    assert runs[0].job_name == "retrain"
+    assert runs[0].tags["dagster/partition"] == "flights"
+    assert runs[0].tags["dagster/run_key"] == "drift/flights/2013-07-22"

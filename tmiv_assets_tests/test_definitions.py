@@ -1,0 +1,37 @@
+"""The Definitions object loads, and the layers keep their boundaries."""
+
+import ast
+from pathlib import Path
+
+import dagster as dg
+
+from tmiv_assets.definitions import defs
+
+ENGINE = Path(__file__).resolve().parents[1] / "tmiv_assets" / "ml"
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_every_asset_is_partitioned():
+    graph = defs.resolve_asset_graph()
+    unpartitioned = [key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is None]
+    assert unpartitioned == []
+
+
+def test_jobs_sensors_and_schedule_exist():
+    assert {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")} == {
+        "full_pipeline", "retrain", "score_batch", "forecast_series"}
+    assert {s.name for s in defs.sensors} == {"new_data_files_sensor", "incoming_batches_sensor", "drift_retrain_sensor"}
+    assert [s.cron_schedule for s in defs.schedules] == ["0 3 * * 1"]
+
+
+def test_engine_never_imports_dagster():
+    offenders = []
+    for path in ENGINE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "dagster" or n.startswith("tmiv_assets.defs")]
+    assert offenders == []

@@ -1,0 +1,104 @@
+"""Sensors and the schedule evaluated against a real (temporary) Dagster instance."""
+
+import json
+import shutil
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from tmiv_assets.defs.schedules import weekly_retrain_schedule
+from tmiv_assets.defs.sensors import drift_retrain_sensor, incoming_batches_sensor, new_data_files_sensor
+from tmiv_assets.resources.data_source import DataSource
+
+
+def report_drift(instance: dg.DagsterInstance, day: str, drifted: bool) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="drift_report",
+        partition=dg.MultiPartitionKey({"dataset": "flights", "day": day}),
+        metadata={"drift_detected": drifted, "drifted_share": 0.7 if drifted else 0.1},
+    ))
+
+
+def run_requests(result) -> list[dg.RunRequest]:
+    return [] if isinstance(result, dg.SkipReason) else list(result.run_requests)
+
+
+def test_drift_requests_one_retrain_per_drifted_batch_and_none_on_reevaluation(instance):
+    instance.add_dynamic_partitions("dataset", ["flights"])
+    report_drift(instance, "2013-02-12", drifted=False)
+    report_drift(instance, "2013-07-22", drifted=True)
+    report_drift(instance, "2013-07-23", drifted=True)
+    result = drift_retrain_sensor(dg.build_sensor_context(instance=instance))
+    requests = run_requests(result)
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("flights", "drift/flights/2013-07-22"), ("flights", "drift/flights/2013-07-23")]
+    assert requests[0].tags["tmiv/drifted_batch"] == "2013-07-22"
+    again = drift_retrain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    assert isinstance(again, dg.SkipReason)
+
+
+def test_no_drift_requests_nothing(instance):
+    instance.add_dynamic_partitions("dataset", ["flights"])
+    report_drift(instance, "2013-02-12", drifted=False)
+    report_drift(instance, "2013-02-13", drifted=False)
+    result = drift_retrain_sensor(dg.build_sensor_context(instance=instance))
+    assert run_requests(result) == []
+    assert result.cursor  # the reports were read, so they are not read again
+
+
+def test_new_files_become_partitions_and_runs(instance, data_dir):
+    source = DataSource(data_dir=str(data_dir))
+    result = new_data_files_sensor(dg.build_sensor_context(instance=instance, resources={"source": source}))
+    added = {r.partitions_def_name: sorted(r.partition_keys) for r in result.dynamic_partitions_requests}
+    assert added == {"dataset": ["cps1985", "flights", "titanic"], "series": ["air_passengers", "uk_driver_deaths"]}
+    assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
+        ("forecast_series", "air_passengers"), ("forecast_series", "uk_driver_deaths"),
+        ("full_pipeline", "cps1985"), ("full_pipeline", "flights"), ("full_pipeline", "titanic")]
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+    context = dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"source": source})
+    assert isinstance(new_data_files_sensor(context), dg.SkipReason)
+
+    shutil.copy(data_dir / "datasets" / "titanic.yaml", data_dir / "datasets" / "titanic_2026.yaml")
+    context = dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"source": source})
+    dropped = new_data_files_sensor(context)
+    assert [r.partition_key for r in dropped.run_requests] == ["titanic_2026"]
+    assert [list(r.partition_keys) for r in dropped.dynamic_partitions_requests] == [["titanic_2026"]]
+
+
+def test_a_bad_spec_is_skipped_without_blocking_others(instance, data_dir):
+    (data_dir / "datasets" / "broken.yaml").write_text("file: broken.csv\n")
+    source = DataSource(data_dir=str(data_dir))
+    result = new_data_files_sensor(dg.build_sensor_context(instance=instance, resources={"source": source}))
+    assert "broken" not in {r.partition_key for r in result.run_requests}
+    assert len(result.run_requests) == 5
+
+
+def test_new_batches_are_scored_once_for_datasets_with_a_champion(instance, data_dir):
+    source = DataSource(data_dir=str(data_dir))
+    instance.add_dynamic_partitions("dataset", ["flights", "titanic"])
+    context = dg.build_sensor_context(instance=instance, resources={"source": source})
+    assert isinstance(incoming_batches_sensor(context), dg.SkipReason)  # no champion yet
+
+    instance.report_runless_asset_event(dg.AssetMaterialization("registered_model", partition="flights"))
+    result = incoming_batches_sensor(dg.build_sensor_context(instance=instance, resources={"source": source}))
+    keys = [r.partition_key for r in result.run_requests]
+    assert [k.keys_by_dimension["day"] for k in keys] == ["2013-02-12", "2013-02-13", "2013-07-22", "2013-07-23"]
+    assert {k.keys_by_dimension["dataset"] for k in keys} == {"flights"}
+    assert len(json.loads(result.cursor)) == 4
+    context = dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"source": source})
+    assert isinstance(incoming_batches_sensor(context), dg.SkipReason)
+
+
+@pytest.mark.parametrize("datasets", [[], ["cps1985", "titanic"]])
+def test_weekly_schedule_retrains_every_dataset(instance, datasets):
+    instance.add_dynamic_partitions("dataset", datasets)
+    monday = datetime(2026, 11, 23, 3, tzinfo=timezone.utc)
+    result = weekly_retrain_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=monday))
+    if not datasets:
+        assert isinstance(result, dg.SkipReason)
+        return
+    assert [(r.partition_key, r.run_key) for r in result] == [
+        ("cps1985", "weekly/cps1985/2026-11-23"), ("titanic", "weekly/titanic/2026-11-23")]
