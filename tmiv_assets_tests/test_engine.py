@@ -77,8 +77,9 @@ def test_empty_files_are_rejected(tmp_path, content, message):
 
 
 def test_unknown_file_type_is_rejected(tmp_path):
-    with pytest.raises(DataValidationError, match="unsupported file type '.xlsx'"):
-        read_table(tmp_path / "toy.xlsx")
+    # Excel is supported since issue 4; a SPSS file is not.
+    with pytest.raises(DataValidationError, match="unsupported file type '.sav'"):
+        read_table(tmp_path / "toy.sav")
 
 
 def test_cleaner_drops_unlabelled_duplicate_rows_and_useless_columns(tmp_path):

@@ -1,8 +1,12 @@
 """The DuckDB + Parquet feature store against a real catalog file."""
 
 import json
+import subprocess
+import sys
+import time
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -61,3 +65,104 @@ def test_loading_unknown_version_names_the_versions(store):
 def test_artifact_paths_stay_inside_the_state_directory(store):
     with pytest.raises(ValueError, match="escapes the state directory"):
         store.artifact_path("..", "outside.txt")
+
+
+def test_round_trip_keeps_dtypes_and_missing_values(store):
+    original = pd.DataFrame({
+        "f": [1.5, np.nan, 3.0], "s": ["a", np.nan, "c"], "b": [True, False, True],
+        "t": pd.to_datetime(["2013-01-01", None, "2013-01-03"]), "n": pd.array([1, None, 3], dtype="Int64"),
+        "cat": pd.Categorical(["x", "y", "x"]), "tz": pd.to_datetime(["2013-01-01"] * 3).tz_localize("UTC"),
+    })
+    store.save("feature_set", "toy", original, {})
+    pd.testing.assert_frame_equal(store.load("feature_set", "toy"), original)
+
+
+def test_catalog_lineage_listing_and_schema_diff(store):
+    store.save("feature_set", "toy", frame(5), {"clean_dataset_version": 3, "transform": {"degree": 2}})
+    store.save("feature_set", "toy", frame(5).assign(x=lambda f: f["x"] * 1.0, extra=1), {})
+    store.save("clean_dataset", "toy", frame(3), {})
+    listing = store.feature_sets()
+    assert listing[["name", "dataset", "versions"]].values.tolist() == [["clean_dataset", "toy", 1], ["feature_set", "toy", 2]]
+    versions = store.versions("feature_set", "toy")
+    assert versions["code_version"].str.len().eq(12).all()
+    assert json.loads(versions["lineage"].iloc[0])["transform"] == {"degree": 2}
+    diff = store.diff_schemas("feature_set", "toy", 1, "latest")
+    assert (diff.added, diff.removed, diff.type_changed) == (("extra",), (), (("x", "int64", "float64"),))
+    assert store.diff_schemas("feature_set", "toy", 2, 2).unchanged
+
+
+def test_merge_on_keys_with_quoted_identifiers(store):
+    store.save("left_set", "toy", pd.DataFrame({"id": [1, 2, 3], 'we"ird name': [0.1, 0.2, 0.3]}), {})
+    store.save("right_set", "toy", pd.DataFrame({"id": [3, 1], "other": ["c", "a"]}), {})
+    merged = store.merge(("left_set", "toy"), ("right_set", "toy"), on=["id"])
+    assert merged.values.tolist() == [[1, 0.1, "a"], [3, 0.3, "c"]]
+    assert len(store.merge(("left_set", "toy"), ("right_set", "toy"), on=["id"], how="left")) == 3
+    with pytest.raises(ValueError, match=r"columns \['nope'\] not found"):
+        store.merge(("left_set", "toy"), ("right_set", "toy"), on=["nope"])
+
+
+def test_point_in_time_retrieval_never_sees_the_future(store):
+    features = pd.DataFrame({
+        "customer": [1, 1, 1, 2],
+        "as_of": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-03-01", "2020-01-15"]),
+        "balance": [10.0, 20.0, 30.0, 99.0],
+    })
+    store.save("customer_features", "toy", features, {})
+    spine = pd.DataFrame({"customer": [1, 1, 2, 2], "event_time": pd.to_datetime(
+        ["2020-02-15", "2020-01-01", "2020-01-10", "2021-01-01"]), "label": [1, 0, 1, 0]})
+    joined = store.point_in_time(spine, ("customer_features", "toy"), keys=["customer"], spine_time="event_time",
+                                 feature_time="as_of")
+    # Same rows and order as the spine; each gets the latest balance at or before its own time.
+    pd.testing.assert_frame_equal(joined[spine.columns], spine)
+    assert joined["balance"].tolist()[:2] == [20.0, 10.0]
+    assert np.isnan(joined["balance"].iloc[2]) and joined["balance"].iloc[3] == 99.0
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (pd.DataFrame([[1, 2]], columns=["a", "a"]), "collide"),
+        (pd.DataFrame({"Age": [1], "age": [2]}), "differing only by case"),
+        (pd.DataFrame({"m": [1, "a"]}), "mixed or non-text"),
+    ],
+)
+def test_unstorable_frames_fail_and_leave_earlier_versions_intact(store, bad, message):
+    store.save("feature_set", "toy", frame(5), {})
+    before = store.versions("feature_set", "toy")
+    with pytest.raises(ValueError, match=message):
+        store.save("feature_set", "toy", bad, {})
+    pd.testing.assert_frame_equal(store.versions("feature_set", "toy"), before)
+    pd.testing.assert_frame_equal(store.load("feature_set", "toy"), frame(5))
+    assert sorted(p.name for p in (store.root / "feature_set" / "toy").iterdir()) == ["v0001.parquet"]
+
+
+def test_failed_catalog_insert_removes_the_new_file(store, monkeypatch):
+    store.save("feature_set", "toy", frame(5), {})
+
+    def failing_code_version(*args, **kwargs):
+        raise duckdb.ConstraintException("simulated catalog failure")
+
+    monkeypatch.setattr("tmiv_assets.resources.feature_store.code_version", failing_code_version)
+    with pytest.raises(duckdb.ConstraintException, match="simulated"):
+        store.save("feature_set", "toy", frame(6), {})
+    assert store.versions("feature_set", "toy")["version"].tolist() == [1]
+    assert sorted(p.name for p in (store.root / "feature_set" / "toy").iterdir()) == ["v0001.parquet"]
+
+
+def test_readers_do_not_block_on_a_writer_holding_the_catalog(store):
+    store.save("feature_set", "toy", frame(5), {})
+    # Another process opens the catalog for writing; DuckDB then locks the file against every other process.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
+         "time.sleep(30)", str(store.catalog_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(duckdb.IOException, match="lock"):
+            duckdb.connect(str(store.catalog_path), read_only=True)
+        started = time.monotonic()
+        assert len(store.versions("feature_set", "toy")) == 1
+        pd.testing.assert_frame_equal(store.load("feature_set", "toy"), frame(5))
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()

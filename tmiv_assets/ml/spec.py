@@ -9,6 +9,12 @@ from pathlib import Path
 import yaml
 
 TASKS = ("binary", "multiclass", "regression")
+COLUMN_TYPES = ("numeric", "categorical", "datetime", "boolean", "text")
+CLEANING_OPTIONS = {
+    "missing": ("none", "mean", "median", "mode", "drop", "ffill", "bfill", "constant"),
+    "outliers": ("none", "iqr", "zscore"),
+    "outlier_action": ("clip", "drop"),
+}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -49,6 +55,16 @@ class DatasetSpec:
     exclude_columns: tuple[str, ...] = ()
     """Columns never used as features."""
     spec_path: Path | None = None
+    dtypes: dict[str, str] = field(default_factory=dict)
+    """Explicit column types overriding inference: column -> one of COLUMN_TYPES."""
+    cleaning: dict[str, object] = field(default_factory=dict)
+    """DatasetCleaner options: missing, fill_value, outliers, outlier_action, outlier_threshold."""
+    delimiter: str | None = None
+    """CSV delimiter; sniffed from the file when absent."""
+    encoding: str | None = None
+    """CSV encoding; detected when absent."""
+    sheet: str | int | None = None
+    """Excel sheet name or index; the first sheet when absent."""
 
     @property
     def key_columns(self) -> list[str]:
@@ -120,7 +136,35 @@ def load_dataset_spec(spec_path: Path) -> DatasetSpec:
         sensitive_columns=tuple(raw.get("sensitive_columns") or ()),
         exclude_columns=tuple(raw.get("exclude_columns") or ()),
         spec_path=spec_path,
+        dtypes=_dtypes(raw, spec_path),
+        cleaning=_cleaning(raw, spec_path),
+        delimiter=raw.get("delimiter"),
+        encoding=raw.get("encoding"),
+        sheet=raw.get("sheet"),
     )
+
+
+def _dtypes(raw: dict, spec_path: Path) -> dict[str, str]:
+    dtypes = raw.get("dtypes") or {}
+    if not isinstance(dtypes, dict):
+        raise SpecError(f"{spec_path}: 'dtypes' must map column names to types, got {type(dtypes).__name__}")
+    for column, kind in dtypes.items():
+        if kind not in COLUMN_TYPES:
+            raise SpecError(f"{spec_path}: dtypes.{column} is {kind!r}; use one of {COLUMN_TYPES}")
+    return {str(c): str(k) for c, k in dtypes.items()}
+
+
+def _cleaning(raw: dict, spec_path: Path) -> dict[str, object]:
+    cleaning = raw.get("cleaning") or {}
+    if not isinstance(cleaning, dict):
+        raise SpecError(f"{spec_path}: 'cleaning' must be a mapping of options, got {type(cleaning).__name__}")
+    allowed = {*CLEANING_OPTIONS, "fill_value", "outlier_threshold"}
+    for key, value in cleaning.items():
+        if key not in allowed:
+            raise SpecError(f"{spec_path}: unknown cleaning option {key!r}; use one of {sorted(allowed)}")
+        if key in CLEANING_OPTIONS and value not in CLEANING_OPTIONS[key]:
+            raise SpecError(f"{spec_path}: cleaning.{key} is {value!r}; use one of {CLEANING_OPTIONS[key]}")
+    return dict(cleaning)
 
 
 def load_series_spec(spec_path: Path) -> SeriesSpec:

@@ -1,4 +1,9 @@
-"""The feature store: immutable Parquet versions catalogued in a DuckDB table."""
+"""The feature store: immutable Parquet versions catalogued in a DuckDB table.
+
+Writers hold the DuckDB catalog file only for one short transaction. Readers never open it: every
+commit also publishes the catalog as `catalog.parquet` (temporary file + rename), which readers query
+with an in-memory DuckDB, so a reader is never blocked by a writer's file lock.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +20,19 @@ import duckdb
 import pandas as pd
 
 from tmiv_assets.ml.spec import validate_name
-from tmiv_assets.resources.files import atomic_path, confined
+from tmiv_assets.resources.files import (
+    atomic_path,
+    check_storable,
+    confined,
+    content_hash,
+    frame_schema,
+    quote_identifier,
+    read_parquet_frame,
+    temporary_beside,
+    write_parquet_hashed,
+)
+
+__all__ = ["FeatureStore", "SchemaDiff", "StoredVersion", "content_hash"]
 
 CATALOG_DDL = """
 CREATE TABLE IF NOT EXISTS feature_sets (
@@ -28,8 +46,11 @@ CREATE TABLE IF NOT EXISTS feature_sets (
     created_at TIMESTAMP NOT NULL,
     lineage JSON NOT NULL,
     PRIMARY KEY (name, dataset, version)
-)
+);
+ALTER TABLE feature_sets ADD COLUMN IF NOT EXISTS code_version VARCHAR;
 """
+CATALOG_COLUMNS = ["name", "dataset", "version", "path", "schema", "row_count", "content_hash", "created_at",
+                   "lineage", "code_version"]
 LOCK_RETRY_SECONDS = 60.0
 
 
@@ -47,11 +68,30 @@ class StoredVersion:
     """False when identical content already existed and no new version was written."""
 
 
-def content_hash(frame: pd.DataFrame) -> str:
+@dataclass(frozen=True)
+class SchemaDiff:
+    """How the columns of two versions of a feature set differ."""
+
+    added: tuple[str, ...]
+    """Columns only in the newer version."""
+    removed: tuple[str, ...]
+    """Columns only in the older version."""
+    type_changed: tuple[tuple[str, str, str], ...]
+    """(column, old dtype, new dtype) for columns in both with a different dtype."""
+
+    @property
+    def unchanged(self) -> bool:
+        return not (self.added or self.removed or self.type_changed)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of the engine sources, so a catalog row says which transform code produced it."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
+    engine = Path(__file__).resolve().parents[1] / "ml"
+    for source in sorted(engine.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class FeatureStore(dg.ConfigurableResource):
@@ -67,27 +107,46 @@ class FeatureStore(dg.ConfigurableResource):
     def catalog_path(self) -> Path:
         return self.root / "catalog.duckdb"
 
+    @property
+    def catalog_snapshot_path(self) -> Path:
+        return self.root / "catalog.parquet"
+
     def save(self, name: str, dataset: str, frame: pd.DataFrame, lineage: dict) -> StoredVersion:
-        """Store `frame` as the next version of (name, dataset) unless the latest has the same content."""
+        """Store `frame` as the next version of (name, dataset) unless the latest has the same content.
+
+        The Parquet file is written under a temporary name first; it gets its final name and its catalog
+        row in one transaction, so a failure at any point leaves earlier versions and rows as they were.
+        """
         validate_name(name, "feature set")
         validate_name(dataset)
-        digest = content_hash(frame)
-        latest = self.latest(name, dataset)
-        if latest is not None and latest.content_hash == digest:
-            return StoredVersion(**{**latest.__dict__, "created": False})
-        version = 1 if latest is None else latest.version + 1
-        path = confined(self.root, name, dataset, f"v{version:04d}.parquet")
-        with atomic_path(path) as temporary:
-            frame.to_parquet(temporary, index=False)
-        schema = json.dumps([{"name": str(c), "type": str(t)} for c, t in frame.dtypes.items()])
-        row = [name, dataset, version, str(path), schema, len(frame), digest,
-               datetime.now(timezone.utc).replace(tzinfo=None), json.dumps(lineage, default=str)]
-        try:
+        check_storable(frame, f"{name} for dataset '{dataset}'")
+        directory = confined(self.root, name, dataset)
+        lineage_json = json.dumps(lineage, default=str)
+        with temporary_beside(directory / "pending.parquet") as temporary:
+            digest = write_parquet_hashed(frame, temporary)
             with self._connect() as connection:
-                connection.execute("INSERT INTO feature_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        except duckdb.Error:
-            path.unlink(missing_ok=True)  # no file without its catalog row
-            raise
+                connection.execute("BEGIN TRANSACTION")
+                try:
+                    latest = self._latest_row(connection, name, dataset)
+                    if latest is not None and latest[2] == digest:
+                        connection.execute("ROLLBACK")
+                        return StoredVersion(name, dataset, latest[0], Path(latest[1]), frame.shape[0], digest,
+                                             created=False)
+                    version = 1 if latest is None else latest[0] + 1
+                    path = confined(directory, f"v{version:04d}.parquet")
+                    row = [name, dataset, version, str(path), json.dumps(frame_schema(frame)), len(frame), digest,
+                           datetime.now(timezone.utc).replace(tzinfo=None), lineage_json, code_version()]
+                    connection.execute(f"INSERT INTO feature_sets ({', '.join(CATALOG_COLUMNS)}) "
+                                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    temporary.replace(path)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    if "path" in locals():
+                        path.unlink(missing_ok=True)  # no file without its catalog row
+                    raise
+                # Still holding the writer lock, so no other commit can slip in before this snapshot.
+                self._publish_snapshot(connection)
         return StoredVersion(name, dataset, version, path, len(frame), digest, created=True)
 
     def latest(self, name: str, dataset: str) -> StoredVersion | None:
@@ -100,45 +159,147 @@ class FeatureStore(dg.ConfigurableResource):
 
     def versions(self, name: str, dataset: str) -> pd.DataFrame:
         """Catalog rows of (name, dataset), oldest first."""
-        if not self.catalog_path.exists():
-            return pd.DataFrame(columns=["version", "path", "row_count", "content_hash", "created_at", "lineage"])
-        with self._connect(read_only=True) as connection:
-            return connection.execute(
-                "SELECT version, path, row_count, content_hash, created_at, lineage FROM feature_sets "
-                "WHERE name = ? AND dataset = ? ORDER BY version",
-                [name, dataset],
-            ).df()
+        return self._query_catalog(
+            "SELECT version, path, row_count, content_hash, created_at, lineage, schema, code_version "
+            "FROM catalog WHERE name = ? AND dataset = ? ORDER BY version",
+            [name, dataset],
+        )
+
+    def feature_sets(self) -> pd.DataFrame:
+        """Every stored (name, dataset) with its number of versions and the newest one."""
+        return self._query_catalog(
+            "SELECT name, dataset, count(*) AS versions, max(version) AS latest_version, "
+            "max(created_at) AS latest_created_at FROM catalog GROUP BY name, dataset ORDER BY name, dataset",
+            [],
+        )
 
     def load(self, name: str, dataset: str, version: int | str = "latest") -> pd.DataFrame:
         """Read one version back; 'latest' is the newest."""
-        versions = self.versions(name, dataset)
-        if versions.empty:
-            raise LookupError(f"no stored '{name}' for dataset '{dataset}'; materialize {name} first")
-        if version == "latest":
-            row = versions.iloc[-1]
-        else:
-            matching = versions[versions["version"] == int(version)]
-            if matching.empty:
-                raise LookupError(f"'{name}' for '{dataset}' has no version {version}: {versions['version'].tolist()}")
-            row = matching.iloc[0]
-        return pd.read_parquet(row["path"])
+        row = self._version_row(name, dataset, version)
+        return read_parquet_frame(Path(row["path"]), json.loads(row["schema"]))
+
+    def diff_schemas(self, name: str, dataset: str, old: int | str, new: int | str = "latest") -> SchemaDiff:
+        """Columns added, removed and retyped between two versions."""
+        before = {c["name"]: c["type"] for c in json.loads(self._version_row(name, dataset, old)["schema"])}
+        after = {c["name"]: c["type"] for c in json.loads(self._version_row(name, dataset, new)["schema"])}
+        return SchemaDiff(
+            added=tuple(c for c in after if c not in before),
+            removed=tuple(c for c in before if c not in after),
+            type_changed=tuple((c, before[c], after[c]) for c in before if c in after and before[c] != after[c]),
+        )
+
+    def merge(self, left: tuple[str, str], right: tuple[str, str], on: list[str], how: str = "inner",
+              versions: tuple[int | str, int | str] = ("latest", "latest")) -> pd.DataFrame:
+        """Join two stored feature sets, each `(name, dataset)`, on key columns with DuckDB."""
+        if how not in ("inner", "left"):
+            raise ValueError(f"merge how={how!r} is not supported; use 'inner' or 'left'")
+        left_row = self._version_row(*left, versions[0])
+        right_row = self._version_row(*right, versions[1])
+        left_columns = self._columns(left_row, on, left)
+        right_columns = self._columns(right_row, on, right)
+        extra = [c for c in right_columns if c not in on]
+        clash = sorted(set(extra) & set(left_columns))
+        if clash:
+            raise ValueError(f"merge of {left} and {right}: columns {clash} are in both; add them to 'on' or "
+                             "rename them in one feature set")
+        keys = " AND ".join(f"l.{quote_identifier(k)} = r.{quote_identifier(k)}" for k in on)
+        selected = ", ".join([f"l.{quote_identifier(c)}" for c in left_columns] +
+                             [f"r.{quote_identifier(c)}" for c in extra])
+        sql = (f"SELECT {selected} FROM read_parquet(?) l {how.upper()} JOIN read_parquet(?) r ON {keys} "
+               "ORDER BY ALL")
+        with duckdb.connect() as connection:
+            return connection.execute(sql, [left_row["path"], right_row["path"]]).df()
+
+    def point_in_time(self, spine: pd.DataFrame, feature_set: tuple[str, str], keys: list[str],
+                      spine_time: str, feature_time: str, version: int | str = "latest") -> pd.DataFrame:
+        """For each spine row, the latest feature row with the same keys at or before the spine's time.
+
+        A DuckDB `ASOF LEFT JOIN`, so a training row never sees a feature value from its future; spine
+        rows with no earlier feature row get missing values.
+        """
+        row = self._version_row(*feature_set, version)
+        columns = self._columns(row, [*keys, feature_time], feature_set)
+        for column in [*keys, spine_time]:
+            if column not in spine.columns:
+                raise ValueError(f"point-in-time spine: column {column!r} not found (columns: "
+                                 f"{list(spine.columns)}); pass the entity keys and the event time column")
+        extra = [c for c in columns if c not in keys and c != feature_time and c not in spine.columns]
+        conditions = [f"s.{quote_identifier(k)} = f.{quote_identifier(k)}" for k in keys]
+        conditions.append(f"s.{quote_identifier(spine_time)} >= f.{quote_identifier(feature_time)}")
+        selected = ", ".join(["s.*", *[f"f.{quote_identifier(c)}" for c in extra]])
+        sql = (f"SELECT {selected} FROM (SELECT *, row_number() OVER () AS spine_row__ FROM spine_frame) s "
+               f"ASOF LEFT JOIN read_parquet(?) f ON {' AND '.join(conditions)} ORDER BY s.spine_row__")
+        with duckdb.connect() as connection:
+            connection.register("spine_frame", spine)
+            joined = connection.execute(sql, [row["path"]]).df()
+        return joined.drop(columns="spine_row__")
 
     def artifact_path(self, *parts: str) -> Path:
         """A path for reports and batch outputs, confined to the state directory."""
         return confined(Path(self.home).resolve(), *parts)
 
-    def _connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    def _version_row(self, name: str, dataset: str, version: int | str) -> pd.Series:
+        validate_name(name, "feature set")
+        validate_name(dataset)
+        versions = self.versions(name, dataset)
+        if versions.empty:
+            raise LookupError(f"no stored '{name}' for dataset '{dataset}'; materialize {name} first")
+        if version == "latest":
+            return versions.iloc[-1]
+        matching = versions[versions["version"] == int(version)]
+        if matching.empty:
+            raise LookupError(f"'{name}' for '{dataset}' has no version {version}: {versions['version'].tolist()}")
+        return matching.iloc[0]
+
+    @staticmethod
+    def _columns(row: pd.Series, required: list[str], feature_set: tuple[str, str]) -> list[str]:
+        columns = [c["name"] for c in json.loads(row["schema"])]
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise ValueError(f"feature set {feature_set} version {row['version']}: columns {missing} not found "
+                             f"(columns: {columns}); pick key/time columns that exist in it")
+        return columns
+
+    def _query_catalog(self, sql: str, parameters: list) -> pd.DataFrame:
+        if self.catalog_path.exists() and not self.catalog_snapshot_path.exists():
+            # A catalog written before snapshots were published: migrate it and publish one, once.
+            with self._connect() as connection:
+                self._publish_snapshot(connection)
+        with duckdb.connect() as connection:
+            if self.catalog_snapshot_path.exists():
+                connection.execute(f"CREATE VIEW catalog AS SELECT * FROM read_parquet("
+                                   f"'{_sql_literal(self.catalog_snapshot_path)}')")
+            else:
+                connection.execute(CATALOG_DDL)
+                connection.execute("CREATE VIEW catalog AS SELECT * FROM feature_sets")
+            return connection.execute(sql, parameters).df()
+
+    @staticmethod
+    def _latest_row(connection: duckdb.DuckDBPyConnection, name: str, dataset: str) -> tuple | None:
+        return connection.execute(
+            "SELECT version, path, content_hash FROM feature_sets WHERE name = ? AND dataset = ? "
+            "ORDER BY version DESC LIMIT 1", [name, dataset]).fetchone()
+
+    def _publish_snapshot(self, connection: duckdb.DuckDBPyConnection) -> None:
+        with atomic_path(self.catalog_snapshot_path) as temporary:
+            connection.execute(f"COPY (SELECT * FROM feature_sets ORDER BY name, dataset, version) "
+                               f"TO '{_sql_literal(temporary)}' (FORMAT parquet)")
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         self.root.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
         while True:
             try:
-                connection = duckdb.connect(str(self.catalog_path), read_only=read_only and self.catalog_path.exists())
+                connection = duckdb.connect(str(self.catalog_path))
                 break
             except duckdb.IOException as error:
-                # Another process holds DuckDB's file lock for a moment; wait for it rather than fail.
+                # Another writer process holds DuckDB's file lock for a moment; wait for it rather than fail.
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        if not read_only:
-            connection.execute(CATALOG_DDL)
+        connection.execute(CATALOG_DDL)
         return connection
+
+
+def _sql_literal(path: Path) -> str:
+    return str(path).replace("'", "''")

@@ -1,12 +1,23 @@
-"""Atomic file writes: a reader never sees half a file, a failed write leaves the old one intact."""
+"""Files under the state directory: atomic writes, path confinement and Parquet frames.
+
+A reader never sees half a file and a failed write leaves the old one intact: everything is written to
+a temporary name beside the target and renamed into place.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
 
 
 @contextmanager
@@ -23,6 +34,22 @@ def atomic_path(target: Path) -> Iterator[Path]:
         temporary_path.unlink(missing_ok=True)
 
 
+@contextmanager
+def temporary_beside(target: Path) -> Iterator[Path]:
+    """Yield a fresh temporary path beside `target` (same file system, so a rename is atomic).
+
+    The caller renames it into place; whatever is left at the temporary path is removed on exit.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
 def write_text_atomic(target: Path, text: str) -> Path:
     with atomic_path(target) as temporary:
         temporary.write_text(text)
@@ -35,3 +62,92 @@ def confined(root: Path, *parts: str) -> Path:
     if path != root.resolve() and root.resolve() not in path.parents:
         raise ValueError(f"path {path} escapes the state directory {root}")
     return path
+
+
+def quote_identifier(name: str) -> str:
+    """A column name as a DuckDB identifier: double-quoted, inner quotes doubled, so it is never SQL."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def frame_schema(frame: pd.DataFrame) -> list[dict[str, str]]:
+    return [{"name": str(c), "type": str(t)} for c, t in frame.dtypes.items()]
+
+
+def check_storable(frame: pd.DataFrame, what: str) -> None:
+    """Refuse frames that Parquet via DuckDB would silently change: odd names, mixed-type objects."""
+    names = list(frame.columns)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{what}: column names must be strings, got {names[:10]}; rename the columns")
+    lowered: dict[str, str] = {}
+    for column in names:
+        # DuckDB identifiers are case-insensitive, so 'Age' and 'age' would collide in SQL.
+        if column.lower() in lowered:
+            raise ValueError(f"{what}: columns {lowered[column.lower()]!r} and {column!r} collide "
+                             "(duplicate or differing only by case); rename one")
+        lowered[column.lower()] = column
+    for column in frame.select_dtypes(include="object").columns:
+        kind = pd.api.types.infer_dtype(frame[column], skipna=True)
+        if kind not in ("string", "empty"):
+            raise ValueError(f"{what}: column {column!r} holds mixed or non-text Python objects ({kind}); "
+                             "cast it with astype(str) or to a numeric type before storing")
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 of the column names, dtypes and values; independent of how the frame is laid out."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(frame_schema(frame)).encode())
+    for column in frame.columns:
+        values = frame[column]
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biufcmM":
+            # hashlib releases the GIL on large buffers, so this overlaps the Parquet write.
+            digest.update(np.ascontiguousarray(values.to_numpy()).view(np.uint8).data)
+        else:
+            digest.update(pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_parquet_hashed(frame: pd.DataFrame, target: Path) -> str:
+    """Write `frame` to `target` with DuckDB while hashing it in a second thread; return the hash."""
+    result: dict[str, object] = {}
+
+    def hash_frame() -> None:
+        try:
+            result["hash"] = content_hash(frame)
+        except BaseException as error:  # re-raised in the caller's thread below
+            result["error"] = error
+
+    hasher = threading.Thread(target=hash_frame, name="feature-store-hash")
+    hasher.start()
+    try:
+        with duckdb.connect() as connection:
+            connection.register("frame_to_store", frame)
+            connection.execute(f"COPY frame_to_store TO '{_sql_path(target)}' (FORMAT parquet)")
+    finally:
+        hasher.join()
+    if "error" in result:
+        raise result["error"]
+    return str(result["hash"])
+
+
+def read_parquet_frame(path: Path, schema: list[dict[str, str]] | None = None) -> pd.DataFrame:
+    """Read a stored Parquet file with DuckDB and give columns back the pandas dtypes they were saved with."""
+    with duckdb.connect() as connection:
+        table = connection.sql(f"SELECT * FROM read_parquet('{_sql_path(path)}')").to_arrow_table()
+    # self_destruct frees each Arrow column once converted, so the peak stays near one copy of the data.
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    for column in schema or ():
+        name, dtype = column["name"], column["type"]
+        if name not in frame.columns:
+            continue
+        if str(frame[name].dtype) != dtype:
+            frame[name] = frame[name].astype(dtype)
+        elif dtype == "object" and frame[name].hasnans:
+            # DuckDB returns missing text as None; pandas frames written from CSV hold NaN.
+            frame[name] = frame[name].where(frame[name].notna(), np.nan)
+    return frame
+
+
+def _sql_path(path: Path) -> str:
+    # COPY ... TO takes no bind parameter; the path is ours (confined, validated names), quotes doubled anyway.
+    return str(path).replace("'", "''")
