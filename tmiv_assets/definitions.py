@@ -3,7 +3,7 @@
 import dagster as dg
 
 from tmiv_assets.defs.assets.datasets import clean_dataset, dataset_profile, raw_dataset
-from tmiv_assets.defs.assets.features import feature_set
+from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasts import forecast
 from tmiv_assets.defs.assets.models import model_candidates, registered_model, shap_report
 from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
@@ -21,8 +21,8 @@ executor = dg.multiprocess_executor.configured(
 )
 
 defs = dg.Definitions(
-    assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, model_candidates, registered_model,
-            shap_report, scored_batch, drift_report, forecast],
+    assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
+            registered_model, shap_report, scored_batch, drift_report, forecast],
     jobs=[full_pipeline, retrain, score_batch, forecast_series],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor],
     schedules=[weekly_retrain_schedule],

@@ -86,3 +86,21 @@ def test_missing_spec_field_names_the_spec(trained):
         spec.write_text(original)
     description = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
     assert f"{spec}: required field 'target' is missing" in description
+
+
+def test_failing_blocking_quality_check_stops_training(trained):
+    home, data_dir, instance = trained
+    path = data_dir / "datasets" / "titanic.csv"
+    before = snapshot(home, "titanic")
+    original = break_file(path, transform=lambda f: f.assign(age=f["age"].where(f.index % 5 == 0)))  # 80% missing
+    try:
+        result = dg.materialize(TRAINING_ASSETS, resources=resources_for(home, data_dir), partition_key="titanic",
+                                instance=instance, raise_on_error=False)
+    finally:
+        path.write_bytes(original)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["missing_rate_within_threshold"].passed
+    assert "age" in checks["missing_rate_within_threshold"].metadata["detail"].value
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "model_candidates" not in materialized and "registered_model" not in materialized
+    assert snapshot(home, "titanic")[1] == before[1]  # the champion is untouched

@@ -13,6 +13,7 @@ from tmiv_assets.defs.assets.datasets import dataset_profile
 from tmiv_assets.defs.assets.forecasts import forecast
 from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
+from tmiv_assets.ml.quality import QUALITY_CHECKS
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
 from tmiv_assets_tests.conftest import resources_for
@@ -91,6 +92,21 @@ def test_flights_feature_set_has_calendar_features_and_labelled_batches(pipeline
     features = FeatureStore(home=str(pipeline.home)).load("feature_set", "flights")
     assert {"time_hour_hour_sin", "time_hour_day_of_week"} <= set(features.columns)
     assert "flight_id" not in features.columns
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_clean_dataset_passes_every_quality_check(pipeline, dataset):
+    checks = {c.check_name: c.passed for c in pipeline.results[dataset].get_asset_check_evaluations()
+              if c.asset_key == dg.AssetKey("clean_dataset")}
+    assert checks == {name: True for name in QUALITY_CHECKS}
+
+
+def test_selected_features_keep_departure_delay_for_flights(pipeline):
+    metadata = pipeline.metadata("flights", "selected_features")
+    assert "dep_delay" in metadata["selected_features"].split(", ")
+    assert 0 < metadata["n_selected"] < metadata["n_candidates"]
+    ranking = pd.read_csv(metadata["ranking_file"])
+    assert set(ranking["feature"]) >= {"dep_delay", "distance"}
 
 
 @pytest.mark.parametrize(("dataset", "metric", "better_than"), [("titanic", "roc_auc", 0.75), ("flights", "roc_auc", 0.85)])

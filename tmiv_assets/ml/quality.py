@@ -14,6 +14,8 @@ import pandas as pd
 from tmiv_assets.ml.ingest import DataValidationError, infinite_counts, mixed_type_columns, unparseable_dates
 from tmiv_assets.ml.spec import DatasetSpec
 
+QUALITY_CHECKS = ("schema_matches_spec", "target_is_valid", "missing_rate_within_threshold", "ids_are_unique",
+                  "values_are_finite")
 TRUE_WORDS = {"true", "yes", "y", "1", "t"}
 FALSE_WORDS = {"false", "no", "n", "0", "f"}
 

@@ -15,6 +15,8 @@ from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
 from sklearn.feature_selection import RFE, VarianceThreshold, mutual_info_classif, mutual_info_regression
 from sklearn.linear_model import LassoCV, LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
+
+from tmiv_assets.ml.feature_engineering import CategoricalEncoder
 from sklearn.utils.validation import check_is_fitted
 
 FILTERS = ("variance", "correlation")
@@ -132,3 +134,12 @@ class FeatureSelector(TransformerMixin, BaseEstimator):
         trees = (ExtraTreesClassifier if classification else ExtraTreesRegressor)(
             n_estimators=100, random_state=self.random_state, n_jobs=1)
         return trees.fit(X, y).feature_importances_
+
+
+def rank_features(features: pd.DataFrame, target: str, task: str, random_state: int = 0) -> FeatureSelector:
+    """Encode categoricals (one-hot / cross-fitted target encoding), then rank and select with every filter
+    and ranker that is cheap enough to run on each materialization."""
+    X, y = features.drop(columns=[target]), features[target]
+    encoded = CategoricalEncoder(random_state=random_state).fit_transform(X, y)
+    methods = ("variance", "correlation", "mutual_info", "l1", "tree")
+    return FeatureSelector(task=task, methods=methods, min_votes=2, random_state=random_state).fit(encoded, y)

@@ -6,9 +6,10 @@ from pydantic import Field
 from tmiv_assets.defs.metadata import bad_input_as_failure, column_schema, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.cleaning import DatasetCleaner
-from tmiv_assets.ml.ingest import append_labelled_batches, read_table, validate_dataset
+from tmiv_assets.ml.ingest import append_labelled_batches, read_dataset, read_table, validate_dataset
 from tmiv_assets.ml.plots import figure_to_markdown, missing_values_plot
 from tmiv_assets.ml.profiling import profile_frame
+from tmiv_assets.ml.quality import QUALITY_CHECKS, infer_schema, run_quality_checks
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
 
@@ -36,7 +37,7 @@ def raw_dataset(
     name = context.partition_key
     with bad_input_as_failure(name):
         spec = source.dataset_spec(name)
-        frame = read_table(spec.path)
+        frame = read_dataset(spec)
         validate_dataset(frame, spec)
         batches = {}
         if config.include_labelled_batches:
@@ -73,43 +74,50 @@ def dataset_profile(context: dg.AssetExecutionContext, store: FeatureStore) -> d
     })
 
 
+class CleaningConfig(dg.Config):
+    max_missing_rate: float = Field(default=0.5, ge=0, le=1,
+                                    description="Largest share of missing values a feature may have (blocking check).")
+
+
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[raw_dataset],
     pool="duckdb_writer",
     group_name="datasets",
     kinds={"duckdb", "parquet"},
-    check_specs=[
-        dg.AssetCheckSpec("target_has_no_missing_values", asset="clean_dataset", blocking=True),
-        dg.AssetCheckSpec("ids_are_unique", asset="clean_dataset", blocking=True),
-    ],
+    check_specs=[dg.AssetCheckSpec(name, asset="clean_dataset", blocking=True) for name in QUALITY_CHECKS],
 )
-def clean_dataset(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore) -> dg.MaterializeResult:
-    """Typed, deduplicated, labelled rows; imputation happens later inside the model pipeline."""
+def clean_dataset(context: dg.AssetExecutionContext, config: CleaningConfig, source: DataSource,
+                  store: FeatureStore) -> dg.MaterializeResult:
+    """Typed, deduplicated, labelled rows, cleaned with the spec's `cleaning:` strategies.
+
+    Imputation and scaling for models are learned inside the model pipeline on the training split.
+    """
     name = context.partition_key
     raw = store.load("raw_dataset", name)
     with bad_input_as_failure(name):
         spec = source.dataset_spec(name)
-        cleaner = DatasetCleaner()
+        cleaner = DatasetCleaner.from_spec(spec)
         clean = cleaner.fit_transform(raw, spec)
     version = store.save("clean_dataset", name, clean, {"raw_dataset_version": store.latest("raw_dataset", name).version})
-    missing_target = int(clean[spec.target].isna().sum())
-    duplicate_ids = int(clean[spec.id_column].duplicated().sum()) if spec.id_column else 0
-    context.log.info(f"Cleaned {name}: {len(raw):,} -> {len(clean):,} rows, {len(cleaner.report_)} actions")
+    checks = run_quality_checks(clean, spec, config.max_missing_rate)
+    context.log.info(f"Cleaned {name}: {len(raw):,} -> {len(clean):,} rows, {len(cleaner.report_)} actions, "
+                     f"{sum(c.passed for c in checks)}/{len(checks)} quality checks passed")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(clean),
             "dagster/column_schema": column_schema(clean),
-            "rows_before": len(raw),
-            "columns_before": raw.shape[1],
-            "columns_after": clean.shape[1],
+            "rows_before": cleaner.summary_.rows_before,
+            "columns_before": cleaner.summary_.columns_before,
+            "columns_after": cleaner.summary_.columns_after,
             "actions": markdown_table(cleaner.report_) if len(cleaner.report_) else "no changes needed",
+            "schema": markdown_table(infer_schema(clean, spec)),
             **stored_version_metadata(version),
         },
         check_results=[
-            dg.AssetCheckResult(check_name="target_has_no_missing_values", passed=missing_target == 0,
-                                metadata={"missing_target_values": missing_target, "allowed": 0}),
-            dg.AssetCheckResult(check_name="ids_are_unique", passed=duplicate_ids == 0,
-                                metadata={"duplicate_ids": duplicate_ids, "allowed": 0}),
+            dg.AssetCheckResult(check_name=check.name, passed=check.passed,
+                                metadata={"observed": check.observed, "threshold": check.threshold,
+                                          "detail": check.detail})
+            for check in checks
         ],
     )
