@@ -31,5 +31,8 @@ test: install
 ui: instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+benchmarks: install
+	$(BIN)/python benchmarks/feature_store.py
+
 clean:
 	rm -rf $(TMIV_HOME)
