@@ -13,7 +13,7 @@ from tmiv_assets.ml.features import FeatureBuilder
 from tmiv_assets.ml.forecasting import SarimaForecaster
 from tmiv_assets.ml.ingest import DataValidationError, append_labelled_batches, read_series, read_table, validate_dataset
 from tmiv_assets.ml.spec import DatasetSpec, SpecError, load_dataset_spec, load_series_spec, validate_name
-from tmiv_assets.ml.training import fit_candidates, leaderboard, split_dataset
+from tmiv_assets.ml.training import decide_promotion, fit_candidates, leaderboard, split_dataset
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -181,3 +181,24 @@ def test_sarima_needs_two_seasons():
     short = pd.Series(np.arange(1.0, 20.0), index=pd.date_range("2000-01-01", periods=19, freq="MS"))
     with pytest.raises(ValueError, match="at least two seasons"):
         SarimaForecaster().fit(short)
+
+
+def test_id_split_is_stratified_and_stable_when_rows_are_added():
+    frame = breast_cancer()
+    ids = pd.Series([f"row{i}" for i in range(len(frame))], index=frame.index)
+    first = split_dataset(frame, "y", "binary", test_size=0.2, ids=ids)
+    assert abs(len(first.X_test) / len(frame) - 0.2) < 0.01
+    assert abs(first.y_test.mean() - frame["y"].mean()) < 0.01
+    grown = pd.concat([frame, frame.iloc[:50]], ignore_index=True)
+    grown_ids = pd.concat([ids, pd.Series([f"new{i}" for i in range(50)])], ignore_index=True)
+    second = split_dataset(grown, "y", "binary", test_size=0.2, ids=grown_ids)
+    kept = set(ids[first.X_test.index]) & set(grown_ids[second.X_test.index])
+    assert len(kept) >= 0.9 * len(first.X_test)
+
+
+@pytest.mark.parametrize(("metric", "challenger", "incumbent", "promote"), [
+    ("roc_auc", 0.80, None, True), ("roc_auc", 0.80, 0.85, False), ("roc_auc", 0.85, 0.85, True),
+    ("rmse", 3.0, 3.5, True), ("rmse", 4.0, 3.5, False),
+])
+def test_promotion_keeps_a_better_champion(metric, challenger, incumbent, promote):
+    assert decide_promotion(metric, challenger, incumbent).promote is promote

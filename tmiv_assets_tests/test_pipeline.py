@@ -161,3 +161,6 @@ def test_retraining_the_same_data_reproduces_the_metrics(pipeline):
     assert [{k: r[k] for k in metrics} for r in first] == [{k: r[k] for k in metrics} for r in second]
     versions = FeatureStore(home=str(pipeline.home)).versions("feature_set", "titanic")
     assert len(versions) == 1  # identical content: no new feature-set version
+    registered = again.asset_materializations_for_node("registered_model")[0].metadata
+    assert registered["promoted"].value is True  # a tie on the same test rows promotes the newer model
+    assert "same test rows" in registered["reason"].value

@@ -42,16 +42,29 @@ class CandidateResult:
 
 
 def split_dataset(
-    features: pd.DataFrame, target: str, task: str, test_size: float = 0.2, seed: int = 0
+    features: pd.DataFrame, target: str, task: str, test_size: float = 0.2, seed: int = 0,
+    ids: pd.Series | None = None,
 ) -> TrainTestSplit:
-    """Hold out `test_size` of the rows; stratified on the target for classification."""
+    """Hold out `test_size` of the rows; stratified on the target for classification.
+
+    With `ids` the split is stable: within each class the rows whose id hashes lowest form the test set,
+    so when labelled rows are added a row stays where it was and a retrained model is compared with the
+    champion on rows neither trained on.
+    """
     X = features.drop(columns=[target])
     y = features[target]
-    stratify = y if task in ("binary", "multiclass") else None
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=test_size, random_state=seed, stratify=stratify
-    )
-    return TrainTestSplit(X_train, X_test, y_train, y_test)
+    if ids is None:
+        stratify = y if task in ("binary", "multiclass") else None
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=test_size, random_state=seed, stratify=stratify
+        )
+        return TrainTestSplit(X_train, X_test, y_train, y_test)
+    rank = pd.Series(pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy(), index=features.index)
+    groups = y if task in ("binary", "multiclass") else pd.Series(0, index=features.index)
+    # Within each class (one group for regression) the lowest hashes are held out.
+    quantile = rank.groupby(groups).rank(method="first", pct=True)
+    test = quantile <= test_size
+    return TrainTestSplit(X[~test], X[test], y[~test], y[test])
 
 
 def build_preprocessor() -> ColumnTransformer:
@@ -153,3 +166,22 @@ def leaderboard(results: list[CandidateResult], task: str) -> pd.DataFrame:
 
 def is_better(metric: str, value: float, than: float) -> bool:
     return value < than if metric in LOWER_IS_BETTER else value > than
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether a newly trained model replaces the champion, and why."""
+
+    promote: bool
+    reason: str
+
+
+def decide_promotion(metric: str, challenger: float, incumbent: float | None) -> PromotionDecision:
+    """Promote unless the current champion scores strictly better on the same test rows."""
+    if incumbent is None:
+        return PromotionDecision(True, "no comparable champion")
+    if is_better(metric, incumbent, challenger):
+        return PromotionDecision(False, f"champion {metric}={incumbent:.4f} beats challenger {challenger:.4f} "
+                                        "on the same test rows")
+    return PromotionDecision(True, f"challenger {metric}={challenger:.4f} matches or beats champion "
+                                   f"{incumbent:.4f} on the same test rows")

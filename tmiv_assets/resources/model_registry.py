@@ -12,6 +12,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 EXPERIMENT = "tmiv"
 
 
@@ -64,9 +65,9 @@ class ModelRegistry(dg.ConfigurableResource):
             client.create_registered_model(name, description=f"Champion models for dataset '{dataset}'")
         return client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
 
-    def promote(self, dataset: str, version: str) -> None:
-        """Point `champion` at `version`; an alias names exactly one version, so the swap is atomic."""
-        self.client().set_registered_model_alias(self.model_name(dataset), CHAMPION, version)
+    def promote(self, dataset: str, version: str, alias: str = CHAMPION) -> None:
+        """Point `alias` at `version`; an alias names exactly one version, so the swap is atomic."""
+        self.client().set_registered_model_alias(self.model_name(dataset), alias, version)
 
     def champion(self, dataset: str) -> ModelVersion | None:
         try:

@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import pandas as pd
 from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 from sklearn.pipeline import Pipeline
@@ -15,22 +16,39 @@ from tmiv_assets.ml.features import FeatureBuilder
 from tmiv_assets.ml.plots import figure_to_markdown, importance_plot, test_set_plot
 from tmiv_assets.ml.training import (
     PRIMARY_METRIC,
+    decide_promotion,
     fit_candidates,
     is_better,
     leaderboard,
     resolve_positive_class,
+    score_model,
     split_dataset,
 )
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.files import write_text_atomic
-from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from tmiv_assets.resources.tracking import log_candidates
 
 
 class TrainingConfig(dg.Config):
     test_size: float = Field(default=0.2, gt=0, lt=1, description="Share of rows held out for the test set.")
     seed: int = Field(default=0, description="Seed of the split and of every model.")
+
+
+def score_incumbent(context: dg.AssetExecutionContext, registry: ModelRegistry, dataset: str, test_rows: pd.DataFrame,
+                    spec, metric: str, y_test: pd.Series) -> dict:
+    """The current champion's score on this run's test rows, so the challenger is compared like for like."""
+    champion = registry.champion(dataset)
+    if champion is None:
+        return {"version": None, "score": None, "note": "no champion yet"}
+    try:
+        scores = score_model(registry.load_champion(dataset), test_rows.drop(columns=[spec.target]), y_test,
+                             spec.task, spec.positive_class)
+    except (KeyError, ValueError) as error:  # e.g. the dataset gained or lost columns since it was trained
+        context.log.warning(f"champion v{champion.version} cannot score the new test rows: {error}")
+        return {"version": int(champion.version), "score": None, "note": f"not comparable: {error}"}
+    return {"version": int(champion.version), "score": scores[metric], "note": "scored on the same test rows"}
 
 
 @dg.asset(
@@ -43,14 +61,15 @@ class TrainingConfig(dg.Config):
 )
 def model_candidates(
     context: dg.AssetExecutionContext, config: TrainingConfig, source: DataSource, store: FeatureStore,
-    mlflow: dg.ResourceParam[MlFlow],
+    registry: ModelRegistry, mlflow: dg.ResourceParam[MlFlow],
 ) -> dg.MaterializeResult:
     """A baseline, a linear model and LightGBM, fitted on a stratified split and logged to MLflow."""
     name = context.partition_key
     with bad_input_as_failure(name):
         spec = source.dataset_spec(name)
     features, clean = store.load("feature_set", name), store.load("clean_dataset", name)
-    data = split_dataset(features, spec.target, spec.task, config.test_size, config.seed)
+    ids = clean[spec.id_column] if spec.id_column else None
+    data = split_dataset(features, spec.target, spec.task, config.test_size, config.seed, ids)
     results = fit_candidates(data, spec.task, spec.positive_class, config.seed)
     board = leaderboard(results, spec.task)
     metric = PRIMARY_METRIC[spec.task]
@@ -64,8 +83,10 @@ def model_candidates(
     logged = log_candidates(mlflow, results, serving, raw_inputs.head(5), tags)
     board = board.assign(run_id=board["model"].map(lambda m: logged[m]["run_id"]),
                          model_uri=board["model"].map(lambda m: logged[m]["model_uri"]))
+    incumbent = score_incumbent(context, registry, name, clean.loc[data.X_test.index], spec, metric, data.y_test)
     path = store.artifact_path("models", name, "candidates.json")
-    write_text_atomic(path, json.dumps({"metric": metric, "tags": tags, "leaderboard": board.to_dict("records")}))
+    write_text_atomic(path, json.dumps({"metric": metric, "tags": tags, "incumbent": incumbent,
+                                        "leaderboard": board.to_dict("records")}))
 
     best = board[board["model_uri"] != ""].iloc[0]
     baseline = board[board["model"].str.startswith("baseline")].iloc[0]
@@ -94,23 +115,28 @@ def model_candidates(
 @dg.asset(partitions_def=dataset_partitions, deps=[model_candidates], group_name="models", kinds={"mlflow"})
 def registered_model(context: dg.AssetExecutionContext, store: FeatureStore,
                      registry: ModelRegistry) -> dg.MaterializeResult:
-    """The best candidate as a new version in the MLflow registry, aliased `champion`."""
+    """The best candidate as a new MLflow model version: `champion` unless the current champion scores
+    better on the same test rows, in which case it is kept and the new version is aliased `challenger`."""
     name = context.partition_key
     candidates = json.loads(store.artifact_path("models", name, "candidates.json").read_text())
     best = next(row for row in candidates["leaderboard"] if row["model_uri"])
-    previous = registry.champion(name)
-    tags = {**candidates["tags"], "candidate": best["model"], candidates["metric"]: str(best[candidates["metric"]]),
-            "dagster_run_id": context.run_id}
+    metric, incumbent = candidates["metric"], candidates["incumbent"]
+    decision = decide_promotion(metric, float(best[metric]), incumbent["score"])
+    tags = {**candidates["tags"], "candidate": best["model"], metric: str(best[metric]), "dagster_run_id": context.run_id}
     version = registry.register(name, best["model_uri"], best["run_id"], tags)
-    registry.promote(name, version.version)
-    context.log.info(f"Registered {version.name} v{version.version} ({best['model']}) as champion")
+    alias = CHAMPION if decision.promote else CHALLENGER
+    registry.promote(name, version.version, alias)
+    context.log.info(f"Registered {version.name} v{version.version} ({best['model']}) as {alias}: {decision.reason}")
     return dg.MaterializeResult(metadata={
         "model_name": version.name,
         "model_version": int(version.version),
-        "alias": "champion",
+        "alias": alias,
+        "promoted": decision.promote,
+        "reason": decision.reason,
         "candidate": best["model"],
-        candidates["metric"]: float(best[candidates["metric"]]),
-        "previous_champion_version": int(previous.version) if previous else 0,
+        metric: float(best[metric]),
+        "champion_version": int(registry.champion(name).version),
+        "previous_champion_version": incumbent["version"] or 0,
         "model_uri": best["model_uri"],
     })
 
