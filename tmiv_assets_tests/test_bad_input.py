@@ -10,7 +10,7 @@ import pytest
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
-from tmiv_assets_tests.conftest import DATA_DIR, resources_for
+from tmiv_assets_tests.conftest import DATA_DIR, FAST_TRAINING, resources_for
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def trained(tmp_path_factory):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["titanic", "cps1985"])
         for dataset in ("titanic", "cps1985"):
-            assert dg.materialize(TRAINING_ASSETS, resources=resources_for(home, data_dir), partition_key=dataset,
-                                  instance=instance).success
+            assert dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home, data_dir),
+                                  partition_key=dataset, instance=instance).success
         yield home, data_dir, instance
 
 
@@ -60,8 +60,8 @@ def test_bad_file_fails_clearly_and_keeps_earlier_state(trained, dataset, breaka
     before = snapshot(home, dataset)
     original = break_file(path, **breakage)
     try:
-        result = dg.materialize(TRAINING_ASSETS, resources=resources_for(home, data_dir), partition_key=dataset,
-                                instance=instance, raise_on_error=False)
+        result = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home, data_dir),
+                                partition_key=dataset, instance=instance, raise_on_error=False)
     finally:
         path.write_bytes(original)
     assert not result.success
@@ -94,8 +94,8 @@ def test_failing_blocking_quality_check_stops_training(trained):
     before = snapshot(home, "titanic")
     original = break_file(path, transform=lambda f: f.assign(age=f["age"].where(f.index % 5 == 0)))  # 80% missing
     try:
-        result = dg.materialize(TRAINING_ASSETS, resources=resources_for(home, data_dir), partition_key="titanic",
-                                instance=instance, raise_on_error=False)
+        result = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home, data_dir),
+                                partition_key="titanic", instance=instance, raise_on_error=False)
     finally:
         path.write_bytes(original)
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}

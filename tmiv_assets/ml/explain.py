@@ -11,6 +11,8 @@ import shap
 from sklearn.pipeline import Pipeline
 
 TREE_LIBRARIES = {"lightgbm", "xgboost", "catboost"}
+AGNOSTIC_SAMPLE = 60
+AGNOSTIC_BACKGROUND = 40
 
 
 @dataclass(frozen=True)
@@ -29,13 +31,17 @@ def explain_pipeline(
     model: Pipeline, X: pd.DataFrame, sample_size: int = 500, background_size: int = 100, seed: int = 0
 ) -> ShapReport:
     """Explain `model` (feature steps followed by ('preprocess', ...), ('estimator', ...)) on X."""
-    sample = X.sample(n=min(sample_size, len(X)), random_state=seed)
     *feature_steps, (_, fitted) = model.steps
+    if not _is_fast(fitted.named_steps["estimator"]):
+        sample_size = min(sample_size, AGNOSTIC_SAMPLE)  # each row costs ~2 x features model calls
+    sample = X.sample(n=min(sample_size, len(X)), random_state=seed)
     features = Pipeline(feature_steps).transform(sample) if feature_steps else sample
     preprocess, estimator = fitted.named_steps["preprocess"], fitted.named_steps["estimator"]
     encoded = preprocess.transform(features)
     names = list(preprocess.get_feature_names_out())
-    explanation = _explainer(estimator, encoded, names, background_size, seed)(encoded)
+    explainer = _explainer(estimator, encoded, names, background_size, seed)
+    agnostic = isinstance(explainer, shap.explainers.Permutation)
+    explanation = explainer(encoded, silent=True) if agnostic else explainer(encoded)
     values = np.abs(explanation.values)
     if values.ndim == 3:  # one slice per class: average the magnitude over classes
         values = values.mean(axis=2)
@@ -48,11 +54,21 @@ def explain_pipeline(
 
 
 def _explainer(estimator, encoded: np.ndarray, names: list[str], background_size: int, seed: int):
-    """Exact path-dependent TreeSHAP for tree models; a masker over a background sample for the rest."""
+    """Exact path-dependent TreeSHAP for tree models, LinearSHAP for linear ones, and the model-agnostic
+    permutation explainer over a small background sample for the rest (ensembles, kernels, neighbours)."""
     if type(estimator).__module__.split(".")[0] in TREE_LIBRARIES or hasattr(estimator, "tree_"):
         return shap.TreeExplainer(estimator, feature_names=names)
-    background = shap.sample(encoded, min(background_size, len(encoded)), random_state=seed)
-    return shap.Explainer(estimator, background, feature_names=names)
+    if hasattr(estimator, "coef_"):
+        background = shap.sample(encoded, min(background_size, len(encoded)), random_state=seed)
+        return shap.Explainer(estimator, background, feature_names=names)
+    background = shap.sample(encoded, min(AGNOSTIC_BACKGROUND, len(encoded)), random_state=seed)
+    predict = estimator.predict_proba if hasattr(estimator, "predict_proba") else estimator.predict
+    return shap.explainers.Permutation(predict, background, feature_names=names, seed=seed)
+
+
+def _is_fast(estimator) -> bool:
+    return (type(estimator).__module__.split(".")[0] in TREE_LIBRARIES or hasattr(estimator, "tree_")
+            or hasattr(estimator, "coef_"))
 
 
 def _ranked(frame: pd.DataFrame) -> pd.DataFrame:

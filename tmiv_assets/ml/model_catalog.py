@@ -1,12 +1,16 @@
-"""Model families the AutoML searches: how to build each estimator and its Optuna search space."""
+"""Model families the AutoML searches: the shared preprocessor, each estimator and its Optuna search space."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import optuna
+import pandas as pd
 from lightgbm import LGBMClassifier, LGBMRegressor
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import (
     AdaBoostClassifier,
     AdaBoostRegressor,
@@ -22,12 +26,73 @@ from sklearn.ensemble import (
 from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression, Ridge
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from sklearn.utils.validation import check_is_fitted
 from xgboost import XGBClassifier, XGBRegressor
+
+from tmiv_assets.ml.neural import TorchMLPClassifier, TorchMLPRegressor
+from tmiv_assets.ml.training import build_preprocessor
 
 CLASSIFICATION = ("binary", "multiclass")
 ALL_TASKS = (*CLASSIFICATION, "regression")
+
+
+class TabularTypes(TransformerMixin, BaseEstimator):
+    """Datetime columns become calendar parts, booleans 0/1 floats; columns with no value are dropped.
+
+    Runs in front of `build_preprocessor`, whose encoders know only numbers and categories. Part names
+    are '<column>_<part>' so explanations map them back to their input column.
+    """
+
+    PARTS = ("year", "month", "day", "dayofweek", "hour")
+
+    def fit(self, X: pd.DataFrame, y=None) -> TabularTypes:
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.empty_columns_ = [c for c in X.columns if X[c].isna().all()]
+        self.datetime_columns_ = [c for c in X.columns if pd.api.types.is_datetime64_any_dtype(X[c])]
+        self.feature_names_out_ = np.asarray(self.transform(X.head(2)).columns, dtype=object)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self, "datetime_columns_")
+        frame = X.drop(columns=self.empty_columns_)
+        for column in [c for c in self.datetime_columns_ if c not in self.empty_columns_]:
+            stamp = pd.to_datetime(frame.pop(column))
+            for part in self.PARTS:
+                frame[f"{column}_{part}"] = getattr(stamp.dt, part).astype("float64")
+        for column in frame.columns:
+            if pd.api.types.is_bool_dtype(frame[column]):
+                frame[column] = frame[column].astype("float64")
+        return frame
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return self.feature_names_out_
+
+
+class XGBLabelClassifier(XGBClassifier):
+    """XGBClassifier that accepts any class labels, as the scikit-learn classifiers do (XGBoost wants 0..K-1)."""
+
+    def fit(self, X, y, **kwargs):
+        labels, codes = np.unique(np.asarray(y), return_inverse=True)
+        self.__dict__.pop("labels_", None)
+        super().fit(X, codes, **kwargs)
+        self.labels_ = labels
+        return self
+
+    def predict(self, X, **kwargs) -> np.ndarray:
+        return self.labels_[np.asarray(super().predict(X, **kwargs), dtype=int)]
+
+    @property
+    def classes_(self) -> np.ndarray:
+        # XGBoost checks classes_ against the codes during fit; callers see the labels afterwards.
+        return self.__dict__["labels_"] if "labels_" in self.__dict__ else np.arange(self.n_classes_)
+
+
+def make_preprocessor() -> Pipeline:
+    """Types, then impute / scale / one-hot (ml.training.build_preprocessor); fitted on training rows only."""
+    return Pipeline([("types", TabularTypes()), ("encode", build_preprocessor())])
 
 
 @dataclass(frozen=True)
@@ -41,16 +106,20 @@ class ModelFamily:
     space: Callable[[optuna.Trial, str], dict]
     """Samples a parameter dict from a trial for a task; an empty dict means the defaults."""
     budget_weight: float = 1.0
-    """Share of the search budget relative to the other families."""
+    """Share of the tuning budget relative to the other families."""
     max_rows: int | None = None
     """Skipped above this many training rows (kernel and neighbour methods scale badly)."""
-    defaults: dict = field(default_factory=dict)
-    """First trial of every search: a strong, known-good configuration."""
+    starts: tuple[dict, ...] = ({},)
+    """Configurations tried before sampling: the library defaults first, then known-good alternatives."""
+    grid: dict | Callable[[str], dict] | None = None
+    """Small grid for sampler='grid' (or task -> grid); None: only the start configurations are tried."""
 
+    def grid_for(self, task: str) -> dict | None:
+        return self.grid(task) if callable(self.grid) else self.grid
 
-def _by_task(classifier, regressor):
-    return lambda params, task, seed, n_jobs: (classifier if task in CLASSIFICATION else regressor)(
-        **_with_seed(classifier if task in CLASSIFICATION else regressor, params, seed, n_jobs))
+    @property
+    def tunable(self) -> bool:
+        return self.space is not _no_space
 
 
 def _with_seed(cls, params: dict, seed: int, n_jobs: int) -> dict:
@@ -61,56 +130,59 @@ def _with_seed(cls, params: dict, seed: int, n_jobs: int) -> dict:
     return {**extra, **params}
 
 
+def _by_task(classifier, regressor, **fixed):
+    def build(params: dict, task: str, seed: int, n_jobs: int):
+        cls = classifier if task in CLASSIFICATION else regressor
+        return cls(**_with_seed(cls, {**fixed, **params}, seed, n_jobs))
+    return build
+
+
 def _lightgbm_space(trial: optuna.Trial, task: str) -> dict:
     return {
-        "n_estimators": trial.suggest_int("n_estimators", 50, 800, log=True),
+        "n_estimators": trial.suggest_int("n_estimators", 50, 1000, log=True),
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 4, 128, log=True),
         "min_child_samples": trial.suggest_int("min_child_samples", 2, 100, log=True),
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),
         "subsample_freq": 1,
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
     }
 
 
 def _xgboost_space(trial: optuna.Trial, task: str) -> dict:
     return {
-        "n_estimators": trial.suggest_int("n_estimators", 50, 800, log=True),
+        "n_estimators": trial.suggest_int("n_estimators", 50, 1000, log=True),
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
         "max_depth": trial.suggest_int("max_depth", 2, 10),
         "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20, log=True),
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
     }
 
 
 def _forest_space(trial: optuna.Trial, task: str) -> dict:
-    return {
-        "n_estimators": trial.suggest_int("n_estimators", 100, 500, log=True),
-        "max_features": trial.suggest_float("max_features", 0.1, 1.0),
-        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True),
-    }
+    return {"n_estimators": trial.suggest_int("n_estimators", 100, 400, log=True),
+            "max_features": trial.suggest_float("max_features", 0.1, 1.0),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True)}
 
 
 def _hist_gb_space(trial: optuna.Trial, task: str) -> dict:
-    return {
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
-        "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 4, 128, log=True),
-        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 2, 100, log=True),
-        "l2_regularization": trial.suggest_float("l2_regularization", 1e-4, 10.0, log=True),
-        "max_iter": trial.suggest_int("max_iter", 50, 500, log=True),
-    }
+    return {"learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 4, 128, log=True),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 2, 100, log=True),
+            "l2_regularization": trial.suggest_float("l2_regularization", 1e-4, 10.0, log=True),
+            "max_iter": trial.suggest_int("max_iter", 50, 500, log=True)}
 
 
 def _linear_space(trial: optuna.Trial, task: str) -> dict:
     if task in CLASSIFICATION:
         return {"C": trial.suggest_float("C", 1e-3, 100.0, log=True)}
-    return _ridge_space(trial, task)
+    return _alpha_space(trial, task)
 
 
-def _ridge_space(trial: optuna.Trial, task: str) -> dict:
+def _alpha_space(trial: optuna.Trial, task: str) -> dict:
     return {"alpha": trial.suggest_float("alpha", 1e-3, 100.0, log=True)}
 
 
@@ -143,60 +215,81 @@ def _gradient_boosting_space(trial: optuna.Trial, task: str) -> dict:
     return {**_boosting_space(trial, task), "max_depth": trial.suggest_int("max_depth", 2, 6)}
 
 
+def _mlp_space(trial: optuna.Trial, task: str) -> dict:
+    return {"hidden_layers": trial.suggest_int("hidden_layers", 1, 3),
+            "width": trial.suggest_categorical("width", [32, 64, 128, 256]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+            "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)}
+
+
 def _no_space(trial: optuna.Trial, task: str) -> dict:
     return {}
 
 
 def _linear_build(params: dict, task: str, seed: int, n_jobs: int):
     if task in CLASSIFICATION:
-        return LogisticRegression(max_iter=3000, random_state=seed, **params)
-    return Ridge(random_state=seed, **params)
+        return LogisticRegression(**{"max_iter": 3000, "random_state": seed, **params})
+    return Ridge(**{"random_state": seed, **params})
 
 
 def _svm_build(params: dict, task: str, seed: int, n_jobs: int):
     if task in CLASSIFICATION:
-        return SVC(probability=True, random_state=seed, **params)
+        # Platt scaling on 3 folds: SVC(probability=True) is deprecated and runs 5 internal folds.
+        return CalibratedClassifierCV(SVC(**{"random_state": seed, **params}), method="sigmoid", cv=3, ensemble=False)
     return SVR(**params)
 
 
-def _knn_build(params: dict, task: str, seed: int, n_jobs: int):
-    return (KNeighborsClassifier if task in CLASSIFICATION else KNeighborsRegressor)(n_jobs=n_jobs, **params)
+def _mlp_build(params: dict, task: str, seed: int, n_jobs: int):
+    cls = TorchMLPClassifier if task in CLASSIFICATION else TorchMLPRegressor
+    return cls(**{"seed": seed, "max_epochs": 60, "patience": 8, **params})
 
 
-def _fixed(cls, **fixed):
-    return lambda params, task, seed, n_jobs: cls(**_with_seed(cls, {**fixed, **params}, seed, n_jobs))
-
-
+_LGBM_TUNED = {"n_estimators": 400, "learning_rate": 0.03, "num_leaves": 15, "min_child_samples": 10,
+               "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.7, "reg_lambda": 1.0}
 CATALOG: tuple[ModelFamily, ...] = (
+    # Order is the order of the first pass: cheap, strong families first.
+    ModelFamily("linear", ALL_TASKS, _linear_build, _linear_space, 0.3,
+                grid=lambda task: {"C" if task in CLASSIFICATION else "alpha": [0.01, 0.1, 1.0, 10.0]}),
     ModelFamily("lightgbm", ALL_TASKS, _by_task(LGBMClassifier, LGBMRegressor), _lightgbm_space, 3.0,
-                defaults={"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31}),
-    ModelFamily("hist_gradient_boosting", ALL_TASKS, _by_task(HistGradientBoostingClassifier, HistGradientBoostingRegressor),
-                _hist_gb_space, 1.5),
-    ModelFamily("xgboost", ALL_TASKS, _by_task(XGBClassifier, XGBRegressor), _xgboost_space, 2.0,
-                defaults={"n_estimators": 200, "learning_rate": 0.05, "max_depth": 6}),
-    ModelFamily("linear", ALL_TASKS, _linear_build, _linear_space, 0.5),
-    ModelFamily("random_forest", ALL_TASKS, _by_task(RandomForestClassifier, RandomForestRegressor), _forest_space, 1.5,
-                defaults={"n_estimators": 200, "max_features": 0.5, "min_samples_leaf": 1}),
-    ModelFamily("extra_trees", ALL_TASKS, _by_task(ExtraTreesClassifier, ExtraTreesRegressor), _forest_space, 1.0,
-                defaults={"n_estimators": 200, "max_features": 0.7, "min_samples_leaf": 1}),
-    ModelFamily("svm", ALL_TASKS, _svm_build, _svm_space, 0.7, max_rows=5_000),
-    ModelFamily("knn", ALL_TASKS, _knn_build, _knn_space, 0.3, max_rows=20_000),
-    ModelFamily("gradient_boosting", ALL_TASKS, _by_task(GradientBoostingClassifier, GradientBoostingRegressor),
-                _gradient_boosting_space, 0.7, max_rows=50_000),
-    ModelFamily("adaboost", ALL_TASKS, _by_task(AdaBoostClassifier, AdaBoostRegressor), _boosting_space, 0.3),
-    ModelFamily("decision_tree", ALL_TASKS, _by_task(DecisionTreeClassifier, DecisionTreeRegressor), _tree_space, 0.2),
+                starts=({}, _LGBM_TUNED), grid={"num_leaves": [7, 31], "learning_rate": [0.03, 0.1]}),
+    ModelFamily("hist_gradient_boosting", ALL_TASKS,
+                _by_task(HistGradientBoostingClassifier, HistGradientBoostingRegressor), _hist_gb_space, 1.5,
+                grid={"learning_rate": [0.03, 0.1], "max_leaf_nodes": [15, 31]}),
+    ModelFamily("random_forest", ALL_TASKS, _by_task(RandomForestClassifier, RandomForestRegressor, n_estimators=200),
+                _forest_space, 1.0, grid={"max_features": [0.3, 0.6, 1.0]}),
+    ModelFamily("extra_trees", ALL_TASKS, _by_task(ExtraTreesClassifier, ExtraTreesRegressor, n_estimators=200),
+                _forest_space, 1.0, grid={"max_features": [0.3, 0.6, 1.0]}),
+    ModelFamily("xgboost", ALL_TASKS, _by_task(XGBLabelClassifier, XGBRegressor), _xgboost_space, 2.0,
+                starts=({"n_estimators": 200, "learning_rate": 0.05, "max_depth": 6},),
+                grid={"max_depth": [3, 6], "learning_rate": [0.03, 0.1]}),
     ModelFamily("naive_bayes", CLASSIFICATION, lambda p, t, s, n: GaussianNB(), _no_space, 0.1),
-    ModelFamily("lasso", ("regression",), _fixed(Lasso, max_iter=5000), _ridge_space, 0.3),
-    ModelFamily("elastic_net", ("regression",), _fixed(ElasticNet, max_iter=5000), _elastic_space, 0.3),
+    ModelFamily("knn", ALL_TASKS, lambda p, t, s, n: (KNeighborsClassifier if t in CLASSIFICATION else
+                                                      KNeighborsRegressor)(**p), _knn_space, 0.3,
+                max_rows=20_000, grid={"n_neighbors": [5, 15, 30]}),
+    ModelFamily("lasso", ("regression",), _by_task(Lasso, Lasso, max_iter=5000), _alpha_space, 0.3,
+                grid={"alpha": [0.01, 0.1, 1.0]}),
+    ModelFamily("elastic_net", ("regression",), _by_task(ElasticNet, ElasticNet, max_iter=5000), _elastic_space, 0.3,
+                grid={"alpha": [0.01, 0.1, 1.0], "l1_ratio": [0.2, 0.8]}),
+    ModelFamily("svm", ALL_TASKS, _svm_build, _svm_space, 0.7, max_rows=5_000,
+                grid={"C": [0.1, 1, 10], "gamma": [0.01, 0.1]}),
+    ModelFamily("decision_tree", ALL_TASKS, _by_task(DecisionTreeClassifier, DecisionTreeRegressor), _tree_space, 0.2,
+                grid={"max_depth": [3, 6, 12]}),
+    ModelFamily("gradient_boosting", ALL_TASKS, _by_task(GradientBoostingClassifier, GradientBoostingRegressor),
+                _gradient_boosting_space, 0.7, max_rows=50_000, grid={"max_depth": [2, 3, 5]}),
+    ModelFamily("adaboost", ALL_TASKS, _by_task(AdaBoostClassifier, AdaBoostRegressor), _boosting_space, 0.3,
+                grid={"learning_rate": [0.1, 1.0]}),
+    ModelFamily("mlp", ALL_TASKS, _mlp_build, _mlp_space, 0.7, max_rows=100_000, grid={"hidden_layers": [1, 2]}),
 )
 
 PRESETS = {
-    # families searched (None: all that fit the task), CV folds, ensemble selection rounds
-    "fast": {"families": ("lightgbm", "linear", "hist_gradient_boosting"), "folds": 3, "ensemble_rounds": 0},
-    "balanced": {"families": ("lightgbm", "hist_gradient_boosting", "xgboost", "linear", "random_forest",
-                              "extra_trees", "svm", "knn", "naive_bayes", "lasso", "elastic_net"),
-                 "folds": 5, "ensemble_rounds": 25},
-    "best_quality": {"families": None, "folds": 5, "ensemble_rounds": 50},
+    # families (None: every family that fits the task), CV folds, families tuned after the first pass,
+    # ensemble selection rounds
+    "fast": {"families": ("linear", "lightgbm", "hist_gradient_boosting"), "folds": 3, "tuned": 1,
+             "ensemble_rounds": 0},
+    "balanced": {"families": ("linear", "lightgbm", "hist_gradient_boosting", "random_forest", "extra_trees",
+                              "xgboost", "naive_bayes", "knn", "lasso", "elastic_net", "svm"),
+                 "folds": 5, "tuned": 4, "ensemble_rounds": 25},
+    "best_quality": {"families": None, "folds": 5, "tuned": 6, "ensemble_rounds": 50},
 }
 
 
@@ -205,7 +298,7 @@ def families_for(task: str, preset: str, include=None, exclude=None, n_rows: int
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} is not one of {sorted(PRESETS)}")
     known = {f.name for f in CATALOG}
-    unknown = sorted(set(include or ()) | set(exclude or ()) - known)
+    unknown = sorted((set(include or ()) | set(exclude or ())) - known)
     if unknown:
         raise ValueError(f"unknown model families {unknown}; choose from {sorted(known)}")
     names = set(include) if include else set(PRESETS[preset]["families"] or known)

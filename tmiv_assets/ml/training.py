@@ -34,8 +34,9 @@ class CandidateResult:
     """One fitted candidate and its held-out scores."""
 
     name: str
-    pipeline: Pipeline
-    """Preprocessing and estimator, fitted on the training split only."""
+    pipeline: Pipeline | None
+    """Preprocessing and estimator, fitted on the training split only; None for a searched family
+    whose only score is cross-validated."""
     metrics: dict[str, float]
     fit_seconds: float
     params: dict[str, object]

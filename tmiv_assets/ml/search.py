@@ -1,0 +1,206 @@
+"""The AutoML search loop: one Optuna study per model family, cross-validated on pre-encoded folds."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from tmiv_assets.ml.model_catalog import ModelFamily
+from tmiv_assets.ml.tuning import LOWER, create_study, direction_of, is_improvement, make_sampler, oof_score, trials_frame
+
+logger = logging.getLogger(__name__)
+FAILURES = (ValueError, ArithmeticError, np.linalg.LinAlgError)  # recorded as FAIL trials; the search goes on
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Everything a trial needs; the folds are encoded once and shared by every trial."""
+
+    task: str
+    metric: str
+    y: pd.Series
+    classes: np.ndarray | None
+    folds: list
+    encoded: list
+    """Per fold (encoded training rows, encoded validation rows)."""
+    seed: int
+    n_jobs: int
+    sampler: str
+    sampler_options: dict
+    storage: object
+    study_prefix: str
+    max_trials: int | None
+    progress: Callable[[dict], None] | None
+
+
+@dataclass(frozen=True)
+class FamilyResult:
+    """The best trial of one family."""
+
+    family: ModelFamily
+    params: dict
+    cv_mean: float
+    cv_std: float
+    fit_seconds: float
+    """Seconds of the best trial's whole cross-validation."""
+    fold_seconds: float
+    """Mean seconds of one fold's fit, the estimate of a refit's cost."""
+    oof: np.ndarray
+    """Out-of-fold probabilities (one column per class) or values."""
+    trials: pd.DataFrame
+
+
+class _Tracker:
+    """Global trial count, best score and ETA across families, sent to the progress callback."""
+
+    def __init__(self, context: SearchContext, started: float, deadline: float):
+        self.context, self.started, self.deadline = context, started, deadline
+        self.count, self.best, self.seconds = 0, None, []
+
+    def callback(self, search: _FamilySearch):
+        def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            self.count += 1
+            if trial.duration:
+                self.seconds.append(trial.duration.total_seconds())
+            if trial.value is not None and is_improvement(self.context.metric, trial.value, self.best):
+                self.best = trial.value
+            now = time.monotonic()
+            left = max(0.0, self.deadline - now)
+            event = {"event": "trial", "family": search.family.name, "number": trial.number, "trial": self.count,
+                     "n_trials": self.count + int(left / max(np.mean(self.seconds or [1.0]), 1e-3)),
+                     "state": trial.state.name, "value": trial.value,
+                     "best": search.best["value"] if search.best else None, "best_overall": self.best,
+                     "elapsed_s": now - self.started, "eta_s": left,
+                     "pruned_reason": trial.user_attrs.get("pruned_reason")}
+            logger.debug("trial %s", event)
+            if self.context.progress is not None:
+                self.context.progress(event)
+        return report
+
+
+class _FamilySearch:
+    def __init__(self, context: SearchContext, family: ModelFamily, tracker: _Tracker):
+        self.context, self.family, self.tracker = context, family, tracker
+        self.grid = family.grid_for(context.task) if context.sampler == "grid" else None
+        self.tunable = family.tunable and (context.sampler != "grid" or bool(self.grid))
+        sampler = make_sampler(context.sampler if self.tunable else "random", context.seed, grid=self.grid,
+                               **context.sampler_options)
+        self.study = create_study(f"{context.study_prefix}-{family.name}", direction_of(context.metric), sampler,
+                                  context.storage)
+        if not self.grid and not self.study.trials:
+            for index in range(len(family.starts)):
+                self.study.enqueue_trial({}, user_attrs={"start": index})
+        self.best: dict | None = None
+        self.cache: dict[str, float] = {}
+        self.limit = 0.0
+        self.fold_seconds = 0.0  # of the last finished trial: whether the next one fits before the limit
+
+    def run(self, n_trials: int | None, limit: float) -> None:
+        """Trials until `n_trials` or the monotonic time `limit`; folds are pruned when they would overrun it."""
+        if not self.tunable:
+            started = sum("start" in t.user_attrs for t in self.study.trials)
+            n_trials = min(n_trials or len(self.family.starts), len(self.family.starts) - started)
+        if n_trials == 0 or time.monotonic() >= limit:
+            return
+        self.limit = limit
+        self.study.optimize(self._objective, n_trials=n_trials, timeout=max(0.0, limit - time.monotonic()),
+                            callbacks=[self.tracker.callback(self)], catch=FAILURES)
+
+    def result(self) -> FamilyResult | None:
+        if self.best is None:
+            return None
+        b = self.best
+        return FamilyResult(self.family, b["params"], b["value"], b["std"], b["seconds"], b["fold_seconds"], b["oof"],
+                            trials_frame(self.study, self.family.name))
+
+    def _params(self, trial: optuna.Trial) -> dict:
+        if "start" in trial.user_attrs:
+            return dict(self.family.starts[trial.user_attrs["start"]])
+        if self.grid:
+            return {**self.family.starts[0], **{k: trial.suggest_categorical(k, v) for k, v in self.grid.items()}}
+        return self.family.space(trial, self.context.task)
+
+    def _objective(self, trial: optuna.Trial) -> float:
+        params = self._params(trial)
+        key = repr(sorted(params.items()))
+        if key in self.cache:  # samplers on small spaces repeat themselves; refitting would waste the budget
+            trial.set_user_attr("duplicate", True)
+            return self.cache[key]
+        oof, fold_seconds = self._cross_validate(trial, params)
+        c = self.context
+        value = oof_score(c.metric, c.task, _codes(c), oof, _labels(c))
+        self.cache[key] = value
+        if self.best is None or is_improvement(c.metric, value, self.best["value"]):
+            per_fold = [oof_score(c.metric, c.task, _codes(c)[v], oof[v], _labels(c)) for _, v in c.folds]
+            self.best = {"value": value, "params": params, "oof": oof, "std": float(np.std(per_fold)),
+                         "seconds": float(sum(fold_seconds)), "fold_seconds": float(np.mean(fold_seconds))}
+        return value
+
+    def _cross_validate(self, trial: optuna.Trial, params: dict) -> tuple[np.ndarray, list[float]]:
+        """Out-of-fold predictions; pruned on the running fold score (median rule) or the time limit."""
+        c = self.context
+        y = _codes(c)
+        oof = np.full((len(y), len(c.classes) if c.classes is not None else 1), np.nan)
+        seconds, seen = [], []
+        for step, ((train, valid), (X_train, X_valid)) in enumerate(zip(c.folds, c.encoded, strict=True)):
+            expected = np.mean(seconds) if seconds else self.fold_seconds
+            if self.tracker.best is not None and expected and time.monotonic() + expected > self.limit:
+                reason = f"fold {step + 1}/{len(c.folds)}: the fold would overrun the time budget"
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
+            started = time.monotonic()
+            model = self.family.build(params, c.task, c.seed, c.n_jobs).fit(X_train, y[train])
+            oof[valid] = model.predict_proba(X_valid) if c.classes is not None else model.predict(X_valid)[:, None]
+            seconds.append(time.monotonic() - started)
+            self.fold_seconds = float(np.mean(seconds))
+            if hasattr(model, "stopped_reason_"):
+                trial.set_user_attr("early_stopping", model.stopped_reason_)
+            seen.extend(valid)
+            if step == len(c.folds) - 1:
+                break
+            running = oof_score(c.metric, c.task, y[seen], oof[seen], _labels(c))
+            trial.report(running, step)
+            if trial.should_prune():
+                reason = f"fold {step + 1}/{len(c.folds)}: running {c.metric} {running:.4f} worse than the median"
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
+        return (oof if c.classes is not None else oof[:, 0]), seconds
+
+
+def _codes(context: SearchContext) -> np.ndarray:
+    """Class labels as 0..K-1 (XGBoost accepts nothing else); regression targets as floats."""
+    if context.classes is None:
+        return context.y.to_numpy(dtype=np.float64)
+    return np.searchsorted(context.classes, context.y.to_numpy())
+
+
+def _labels(context: SearchContext):
+    return None if context.classes is None else np.arange(len(context.classes))
+
+
+def search_families(context: SearchContext, families: list[ModelFamily], tuned: int, started: float,
+                    deadline: float) -> tuple[list[FamilyResult], dict[str, optuna.Study]]:
+    """First pass: each family's start configuration, strong and cheap families first. Second pass: the
+    `tuned` best families share the remaining time in proportion to their budget weights."""
+    tracker = _Tracker(context, started, deadline)
+    searches = [_FamilySearch(context, family, tracker) for family in families]
+    for search in searches:
+        if time.monotonic() >= deadline:
+            logger.info("search budget spent before %s", search.family.name)
+            break
+        search.run(1, deadline)
+    sign = -1 if context.metric in LOWER else 1
+    ranked = sorted([s for s in searches if s.best], key=lambda s: -sign * s.best["value"])
+    chosen = [s for s in ranked if s.tunable or len(s.family.starts) > 1][:tuned]
+    for position, search in enumerate(chosen):
+        remaining = deadline - time.monotonic()
+        share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in chosen[position:])
+        search.run(context.max_trials, time.monotonic() + share)
+    results = [search.result() for search in ranked]
+    return results, {s.family.name: s.study for s in searches}

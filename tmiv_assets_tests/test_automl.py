@@ -1,0 +1,197 @@
+"""AutoML engine: search, ensembles, tuners and evaluation on small bundled or hand-made data."""
+
+import time
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.model_selection import train_test_split
+
+from tmiv_assets.ml.automl import AutoML
+from tmiv_assets.ml.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
+from tmiv_assets.ml.evaluation import evaluate, evaluation_plots, training_curve_plot
+from tmiv_assets.ml.model_catalog import CATALOG, XGBLabelClassifier, families_for, make_preprocessor
+from tmiv_assets.ml.tuning import make_sampler, study_plots
+
+
+def mixed_frame(n: int = 240, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    """Numeric, categorical, boolean and datetime columns with missing values; string labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    X = pd.DataFrame({
+        "x": np.where(rng.random(n) < 0.1, np.nan, x),
+        "colour": pd.Series(colour).where(rng.random(n) > 0.1),
+        "flag": rng.random(n) < 0.5,
+        "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), unit="D"),
+        "empty": np.nan,
+    })
+    signal = x + (colour == "red") * 1.5 + rng.normal(scale=0.5, size=n)
+    return X, pd.Series(np.where(signal > 0.5, "yes", "no"), name="label")
+
+
+@pytest.fixture(scope="module")
+def fitted_mixed():
+    X, y = mixed_frame()
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    events = []
+    started = time.monotonic()
+    model = AutoML(time_budget_s=8, seed=0, n_jobs=1, progress=events.append).fit(X_train, y_train)
+    return model, X_test, y_test, events, time.monotonic() - started
+
+
+def test_automl_fits_raw_mixed_frame(fitted_mixed):
+    model, X_test, y_test, _, seconds = fitted_mixed
+    assert (model.task_, model.metric_) == ("binary", "roc_auc")
+    assert [name for name, _ in model.best_pipeline_.steps] == ["preprocess", "estimator"]
+    proba = model.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 2) and np.allclose(proba.sum(axis=1), 1)
+    assert set(model.predict(X_test)) <= {"yes", "no"}
+    assert evaluate(model.best_pipeline_, X_test, y_test, "binary").metrics["roc_auc"] > 0.8
+
+
+def test_leaderboard_and_trials_record_search(fitted_mixed):
+    model, *_ = fitted_mixed
+    board = model.leaderboard()
+    assert list(board.columns[:4]) == ["model", "cv_roc_auc_mean", "cv_roc_auc_std", "fit_seconds"]
+    assert board["cv_roc_auc_mean"].is_monotonic_decreasing
+    assert abs(sum(model.weights_.values()) - 1) < 1e-9
+    assert set(model.weights_) <= set(board["model"])
+    pruned = model.trials_[model.trials_["state"] == "PRUNED"]
+    assert pruned["pruned_reason"].str.startswith("fold").all()
+
+
+def test_progress_reports_each_trial(fitted_mixed):
+    model, _, _, events, _ = fitted_mixed
+    assert len(events) == len(model.trials_)
+    assert [e["trial"] for e in events] == list(range(1, len(events) + 1))
+    assert {"family", "state", "value", "best", "best_overall", "eta_s", "n_trials", "pruned_reason"} <= set(events[0])
+    assert events[-1]["n_trials"] >= events[-1]["trial"]
+
+
+def test_same_seed_same_leaderboard():
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    X, y = X.head(200), y.head(200)
+
+    def board():
+        model = AutoML(time_budget_s=60, seed=3, n_jobs=1, include=["linear", "lightgbm"], max_trials=3).fit(X, y)
+        return model.leaderboard()
+
+    first, second = board(), board()
+    assert first["model"].tolist() == second["model"].tolist()
+    np.testing.assert_allclose(first["cv_rmse_mean"], second["cv_rmse_mean"])
+    assert (first["trials"] == [4, 5]).all() or set(first["trials"]) <= {4, 5}
+
+
+@pytest.mark.parametrize("ensemble", ["voting", "stacking", "blending"])
+def test_other_ensembles_predict(ensemble):
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    X, y = X.iloc[:150, :8], y.iloc[:150]
+    model = AutoML(time_budget_s=20, seed=0, n_jobs=1, preset="fast", ensemble=ensemble, max_trials=1,
+                   include=["linear", "lightgbm", "hist_gradient_boosting"]).fit(X, y)
+    assert len(model.weights_) >= 2  # the top three; a family can lose its only trial to the clock on a busy machine
+    assert model.predict_proba(X).shape == (150, 2)
+    assert (model.predict(X) == y).mean() > 0.85
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "gp", "grid", "random"])
+def test_samplers_drive_the_search(sampler):
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    model = AutoML(time_budget_s=30, preset="fast", sampler=sampler, include=["linear"], max_trials=4, n_jobs=1,
+                   sampler_options={"population_size": 4, "mutation_prob": 0.2} if sampler == "nsga2" else None)
+    model.fit(X.head(150), y.head(150))
+    study = model.studies_["linear"]
+    assert type(study.sampler).__name__.lower().startswith(sampler[:2])
+    assert 2 <= len(study.trials) <= 5
+
+
+def test_study_shared_through_journal_storage(tmp_path):
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    storage = str(tmp_path / "studies.log")
+    for _ in range(2):  # a second process would do the same with the same storage and study names
+        AutoML(time_budget_s=30, preset="fast", include=["linear"], max_trials=2, n_jobs=1, storage=storage,
+               study_prefix="shared").fit(X.head(100), y.head(100))
+    study = optuna.load_study(study_name="shared-regression-linear", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)))
+    assert len(study.trials) == 2 * 3
+    assert set(study_plots(study)) == {"history", "param_importance"}
+
+
+@pytest.mark.parametrize(("X", "y", "kwargs", "message"), [
+    (pd.DataFrame({"a": range(20)}), pd.Series(["x"] * 20), {}, "single class"),
+    (pd.DataFrame({"a": range(6)}), pd.Series([0.5, 1.5, 2.5, 3.1, 4.2, 5.3]), {}, "fewer than the 10"),
+    (pd.DataFrame({"a": [np.nan] * 20}), pd.Series([0, 1] * 10), {}, "entirely missing"),
+    (pd.DataFrame({"a": range(20)}), pd.Series([0, 1] * 10), {"metric": "rmse"}, "does not fit task 'binary'"),
+    (pd.DataFrame({"a": range(20)}), pd.Series([0, 1] * 10), {"time_budget_s": 1e-6}, "too small to fit any model"),
+    (pd.DataFrame({"a": range(20)}), pd.Series([0] * 19 + [1]), {}, "class 1 has 1 row"),
+    (pd.DataFrame({"a": range(20)}), pd.Series([0, 1] * 10), {"sampler": "annealing"}, "sampler 'annealing'"),
+])
+def test_bad_input_names_the_cause(X, y, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AutoML(n_jobs=1, **kwargs).fit(X, y)
+
+
+def test_caruana_selection_prefers_complementary_members():
+    y = np.array([0, 1, 0, 1, 0, 1], dtype=float)
+    predictions = {"good_a": y + np.array([0.4, 0, 0, 0, 0, 0]), "good_b": y - np.array([0, 0.4, 0, 0, 0, 0]),
+                   "bad": 1 - y}
+    selection = caruana_selection(predictions, lambda p: -np.abs(p - y).max(), rounds=5)
+    assert set(selection.weights) == {"good_a", "good_b"}
+    assert selection.score == pytest.approx(-0.2) and max(selection.history) == selection.score
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_blending_stacking_bagging(task):
+    X, y = load_breast_cancer(return_X_y=True) if task == "binary" else load_diabetes(return_X_y=True)
+    X, y = X[:200], y[:200]
+    base = [(f.name, f.build({}, task, 0, 1)) for f in CATALOG if f.name in ("linear", "decision_tree")]
+    for model in (make_blending(base, task), make_stacking(base, task, cv=3), make_bagging(base[1][1], task, 5)):
+        predicted = model.fit(X, y).predict(X)
+        assert predicted.shape == (200,)
+        assert (predicted == y).mean() > 0.8 if task == "binary" else np.corrcoef(predicted, y)[0, 1] > 0.5
+
+
+def test_preprocessor_expands_datetimes_and_drops_empty_columns():
+    X, _ = mixed_frame(40)
+    names = list(make_preprocessor().fit(X).get_feature_names_out())
+    assert {"when_year", "when_month", "when_dayofweek", "x", "flag"} <= set(names)
+    assert not any(n.startswith("empty") for n in names)
+
+
+def test_xgboost_family_accepts_string_labels():
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = np.where(X[:, 0] > 0, "up", "down")
+    model = XGBLabelClassifier(n_estimators=10).fit(X, y)
+    assert list(model.classes_) == ["down", "up"]
+    assert (model.predict(X) == y).mean() > 0.9
+
+
+def test_presets_choose_families():
+    assert [f.name for f in families_for("binary", "fast")] == ["linear", "lightgbm", "hist_gradient_boosting"]
+    assert "mlp" in {f.name for f in families_for("regression", "best_quality")}
+    assert "naive_bayes" not in {f.name for f in families_for("regression", "best_quality")}
+    with pytest.raises(ValueError, match="unknown model families"):
+        families_for("binary", "fast", include=["catboost"])
+    with pytest.raises(ValueError, match="grid"):
+        make_sampler("grid")
+
+
+def test_evaluation_metrics_and_plots(fitted_mixed):
+    model, X_test, y_test, _, _ = fitted_mixed
+    result = evaluate(model.best_pipeline_, X_test, y_test, "binary", positive_class="yes")
+    assert result.confusion.to_numpy().sum() == len(y_test)
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"} <= set(result.metrics)
+    assert set(evaluation_plots(model.best_pipeline_, X_test, y_test, "binary")) == {
+        "feature_importance", "confusion_matrix", "roc", "precision_recall", "calibration"}
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    linear = make_preprocessor().fit(X)
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    regressor = make_pipeline(linear, Ridge()).fit(X, y)
+    assert evaluate(regressor, X, y, "regression").metrics["mape"] > 0
+    assert set(evaluation_plots(regressor, X.head(60), y.head(60), "regression")) == {
+        "feature_importance", "residuals", "predicted_vs_actual"}
+    curve = training_curve_plot({"valid": {"l2": [3.0, 2.0, 1.5]}})
+    assert curve.axes[0].get_xlabel() == "boosting round"
