@@ -33,6 +33,7 @@ ui: instance
 
 benchmarks: install
 	$(BIN)/python benchmarks/feature_store.py
+	$(BIN)/python benchmarks/automl.py --budget 60
 
 clean:
 	rm -rf $(TMIV_HOME)
