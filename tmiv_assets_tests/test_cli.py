@@ -36,11 +36,13 @@ def dagster(environment: dict[str, str], *args: str, timeout: int = 600) -> subp
                           text=True, timeout=timeout)
 
 
-def test_job_execute_runs_the_full_pipeline(environment):
+def test_job_execute_runs_the_full_pipeline(environment, tmp_path):
     with persistent_instance(environment) as instance:
         instance.add_dynamic_partitions("dataset", ["titanic"])
+    run_config = tmp_path / "fast.yaml"  # the run-config file users pass to tune the search
+    run_config.write_text("ops:\n  model_candidates:\n    config: {time_budget_s: 10, preset: fast, max_trials: 4}\n")
     completed = dagster(environment, "job", "execute", "-m", "tmiv_assets.definitions", "-j", "full_pipeline",
-                        "--tags", json.dumps({"dagster/partition": "titanic"}))
+                        "-c", str(run_config), "--tags", json.dumps({"dagster/partition": "titanic"}))
     assert completed.returncode == 0, completed.stderr[-3000:]
     with persistent_instance(environment) as instance:
         runs = instance.get_runs()
