@@ -48,13 +48,21 @@ def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> lis
     return outcomes
 
 
+def _score(row: dict, metric: str) -> str:
+    """Test score for the final model and the baseline; searched families only have a CV score."""
+    test = row.get(metric)
+    if test is not None and test == test:  # NaN for CV-only rows
+        return f"{row['model']}={test:.3f} (test)"
+    return f"{row['model']}={row[f'cv_{metric}_mean']:.3f} (cv)"
+
+
 def summary(instance: dg.DagsterInstance) -> None:
     store, registry = RESOURCES["store"], RESOURCES["registry"]
     print("\nResults")
     for dataset in sorted(instance.get_dynamic_partitions("dataset")):
         champion = registry.champion(dataset)
         candidates = json.loads(store.artifact_path("models", dataset, "candidates.json").read_text())
-        board = ", ".join(f"{row['model']}={row[candidates['metric']]:.3f}" for row in candidates["leaderboard"])
+        board = ", ".join(_score(row, candidates["metric"]) for row in candidates["leaderboard"])
         print(f"  {dataset}: champion {registry.model_name(dataset)} v{champion.version} ({champion.tags['candidate']}); "
               f"{candidates['metric']}: {board}")
     for report in sorted(store.artifact_path("batches").glob("*/*/drift_report.json")):
