@@ -17,7 +17,13 @@ from sklearn.utils.validation import check_is_fitted
 from tmiv_assets.ml.ensembles import caruana_selection, make_blending, make_stacking, make_voting
 from tmiv_assets.ml.model_catalog import PRESETS, families_for, make_preprocessor
 from tmiv_assets.ml.search import FamilyResult, SearchContext, search_families
-from tmiv_assets.ml.training import PRIMARY_METRIC, build_preprocessor
+from tmiv_assets.ml.training import (
+    PRIMARY_METRIC,
+    CandidateResult,
+    build_preprocessor,
+    candidate_estimators,
+    score_model,
+)
 from tmiv_assets.ml.tuning import LOWER, METRICS, SAMPLERS, oof_score, trials_frame
 
 logger = logging.getLogger(__name__)
@@ -234,8 +240,6 @@ def candidate_results(automl: AutoML, X_test: pd.DataFrame, y_test: pd.Series, p
                       seed: int = 0) -> list:
     """The final AutoML model and a no-skill baseline scored on the test split, then one row per searched
     family with its cross-validated score (families are not refitted alone, so they have no test score)."""
-    from tmiv_assets.ml.training import CandidateResult, candidate_estimators, score_model
-
     final = CandidateResult("automl", automl.best_pipeline_, score_model(automl.best_pipeline_, X_test, y_test,
                             automl.task_, positive_class), round(automl.fit_seconds_, 3),
                             {"members": repr(automl.weights_), "preset": automl.preset, "sampler": automl.sampler})

@@ -13,8 +13,9 @@ import pandas as pd  # noqa: E402
 from sklearn import metrics  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.inspection import permutation_importance  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
+from sklearn.metrics import PrecisionRecallDisplay  # noqa: E402
 
+from tmiv_assets.ml.plots import confusion_matrix_plot, predicted_vs_actual_plot, roc_plot  # noqa: E402
 from tmiv_assets.ml.training import resolve_positive_class, score_model  # noqa: E402
 
 
@@ -54,10 +55,10 @@ def evaluation_plots(model, X: pd.DataFrame, y: pd.Series, task: str, positive_c
         figures["residuals"] = residuals_plot(model, X, y)
         figures["predicted_vs_actual"] = predicted_vs_actual_plot(model, X, y)
         return figures
-    figures["confusion_matrix"] = _figure(lambda ax: ConfusionMatrixDisplay.from_estimator(model, X, y, ax=ax))
+    figures["confusion_matrix"] = confusion_matrix_plot(model, X, y)
     if task == "binary":
         positive = resolve_positive_class(model.classes_, positive_class)
-        figures["roc"] = _figure(lambda ax: RocCurveDisplay.from_estimator(model, X, y, pos_label=positive, ax=ax))
+        figures["roc"] = roc_plot(model, X, y, positive)
         figures["precision_recall"] = _figure(
             lambda ax: PrecisionRecallDisplay.from_estimator(model, X, y, pos_label=positive, ax=ax))
         figures["calibration"] = _figure(
@@ -84,17 +85,6 @@ def residuals_plot(model, X: pd.DataFrame, y: pd.Series) -> plt.Figure:
     axis.axhline(0, linestyle="--", color="grey")
     axis.set_xlabel("predicted")
     axis.set_ylabel("residual (actual - predicted)")
-    return figure
-
-
-def predicted_vs_actual_plot(model, X: pd.DataFrame, y: pd.Series) -> plt.Figure:
-    predicted = model.predict(X)
-    figure, axis = plt.subplots(figsize=(5, 4))
-    axis.scatter(y, predicted, s=8, alpha=0.6)
-    low, high = float(np.min(y)), float(np.max(y))
-    axis.plot([low, high], [low, high], linestyle="--", color="grey")
-    axis.set_xlabel("actual")
-    axis.set_ylabel("predicted")
     return figure
 
 

@@ -21,20 +21,6 @@ import pandas as pd
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    temporary_path = Path(temporary)
-    try:
-        yield temporary_path
-        os.replace(temporary_path, target)
-    finally:
-        temporary_path.unlink(missing_ok=True)
-
-
-@contextmanager
 def temporary_beside(target: Path) -> Iterator[Path]:
     """Yield a fresh temporary path beside `target` (same file system, so a rename is atomic).
 
@@ -48,6 +34,14 @@ def temporary_beside(target: Path) -> Iterator[Path]:
         yield temporary_path
     finally:
         temporary_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds."""
+    with temporary_beside(target) as temporary:
+        yield temporary
+        os.replace(temporary, target)
 
 
 def write_text_atomic(target: Path, text: str) -> Path:
