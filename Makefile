@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 export TMIV_HOME ?= $(CURDIR)/.tmiv
 export TMIV_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(TMIV_HOME)/dagster
+# MLflow's own default is ./mlflow.db in the working directory; point its CLI at the platform's store.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(TMIV_HOME)/mlflow/mlflow.db
 
-.PHONY: install demo test ui instance benchmarks clean
+.PHONY: install demo test ui mlflow-ui instance benchmarks clean
 
 install: $(VENV)/.installed
 
@@ -26,10 +28,14 @@ demo: instance
 	$(BIN)/python -m tmiv_assets.demo
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 --dist loadfile --durations=10
 
 ui: instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h 127.0.0.1 -p 5000
 
 benchmarks: install
 	$(BIN)/python benchmarks/feature_store.py

@@ -25,8 +25,10 @@ from sklearn import datasets as sk
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 
-from tmiv_assets.ml.automl import AutoML
-from tmiv_assets.ml.training import PRIMARY_METRIC, build_preprocessor, score_model, split_dataset
+from tmiv_assets.ml.automl.estimator import AutoML
+from tmiv_assets.ml.data.splits import split_dataset
+from tmiv_assets.ml.features.preprocessing import make_preprocessor
+from tmiv_assets.ml.metrics import PRIMARY_METRIC, score_model
 
 FLAML_METRIC = {"roc_auc": "roc_auc", "f1_macro": "macro_f1", "rmse": "rmse"}
 SYSTEMS = ("ours", "flaml", "lightgbm_default", "linear")
@@ -69,12 +71,12 @@ def run_flaml(X, y, task, budget):
 
 def run_lightgbm(X, y, task, budget):
     estimator = (LGBMRegressor if task == "regression" else LGBMClassifier)(random_state=0, n_jobs=2, verbose=-1)
-    return Pipeline([("preprocess", build_preprocessor()), ("estimator", estimator)]).fit(X, y)
+    return Pipeline([("preprocess", make_preprocessor()), ("estimator", estimator)]).fit(X, y)
 
 
 def run_linear(X, y, task, budget):
     estimator = Ridge() if task == "regression" else LogisticRegression(max_iter=3000)
-    return Pipeline([("preprocess", build_preprocessor()), ("estimator", estimator)]).fit(X, y)
+    return Pipeline([("preprocess", make_preprocessor()), ("estimator", estimator)]).fit(X, y)
 
 
 RUNNERS = {"ours": run_ours, "flaml": run_flaml, "lightgbm_default": run_lightgbm, "linear": run_linear}

@@ -2,10 +2,12 @@
 
 import dagster as dg
 
-from tmiv_assets.defs.assets.datasets import clean_dataset, dataset_profile, raw_dataset
+from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
+from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
+from tmiv_assets.defs.assets.deploy import registered_model
+from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
-from tmiv_assets.defs.assets.forecasts import forecast
-from tmiv_assets.defs.assets.models import model_candidates, registered_model, shap_report
+from tmiv_assets.defs.assets.forecasting import forecast
 from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
 from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
 from tmiv_assets.defs.resources import build_resources, default_environment
@@ -22,7 +24,7 @@ executor = dg.multiprocess_executor.configured(
 
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
-            registered_model, shap_report, scored_batch, drift_report, forecast],
+            model_leaderboard, registered_model, shap_report, scored_batch, drift_report, forecast],
     jobs=[full_pipeline, retrain, score_batch, forecast_series],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor],
     schedules=[weekly_retrain_schedule],

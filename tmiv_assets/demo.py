@@ -7,7 +7,6 @@ Each step evaluates the real sensor, then executes the runs it requests on the p
 3. `drift_retrain_sensor` -> `retrain` for each drifted batch
 """
 
-import json
 import logging
 import os
 import time
@@ -16,6 +15,7 @@ import warnings
 import dagster as dg
 
 from tmiv_assets.definitions import defs
+from tmiv_assets.defs.assets.monitoring import drift_report
 from tmiv_assets.defs.resources import build_resources
 from tmiv_assets.defs.sensors import drift_retrain_sensor, incoming_batches_sensor, new_data_files_sensor
 
@@ -50,28 +50,29 @@ def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> lis
 
 def _score(row: dict, metric: str) -> str:
     """Test score for the final model and the baseline; searched families only have a CV score."""
-    test = row.get(metric)
+    test = row.get(f"test_{metric}")
     if test is not None and test == test:  # NaN for CV-only rows
         return f"{row['model']}={test:.3f} (test)"
     return f"{row['model']}={row[f'cv_{metric}_mean']:.3f} (cv)"
 
 
 def summary(instance: dg.DagsterInstance) -> None:
-    store, registry = RESOURCES["store"], RESOURCES["registry"]
+    store, registry, artifacts = RESOURCES["store"], RESOURCES["registry"], RESOURCES["artifacts"]
     print("\nResults")
     for dataset in sorted(instance.get_dynamic_partitions("dataset")):
         champion = registry.champion(dataset)
-        candidates = json.loads(store.artifact_path("models", dataset, "candidates.json").read_text())
-        board = ", ".join(_score(row, candidates["metric"]) for row in candidates["leaderboard"])
-        print(f"  {dataset}: champion {registry.model_name(dataset)} v{champion.version} ({champion.tags['candidate']}); "
-              f"{candidates['metric']}: {board}")
-    for report in sorted(store.artifact_path("batches").glob("*/*/drift_report.json")):
-        verdict = json.loads(report.read_text())
-        print(f"  drift {verdict['dataset']} {verdict['day']}: drift_detected={verdict['drift_detected']} "
-              f"(share {verdict['drifted_share']:.2f}) -> {report.with_suffix('.html')}")
-    for path in sorted(store.artifact_path("forecasts").glob("*.parquet")):
+        metric = store.lineage("model_leaderboard", dataset)["metric"]
+        board = store.load("model_leaderboard", dataset).to_dict("records")
+        print(f"  {dataset}: champion {registry.model_name(dataset)} v{champion.version}; "
+              f"{metric}: {', '.join(_score(row, metric) for row in board)}")
+    reports = instance.fetch_materializations(drift_report.key, limit=100).records
+    for record in sorted(reports, key=lambda r: r.asset_materialization.partition):
+        meta = record.asset_materialization.metadata
+        print(f"  drift {record.asset_materialization.partition}: drift_detected={meta['drift_detected'].value} "
+              f"(share {meta['drifted_share'].value:.2f}) -> {meta['evidently_report'].value}")
+    for path in sorted(artifacts.path("forecasts").glob("*.parquet")):
         print(f"  forecast {path.stem}: {path}")
-    print(f"\nState directory:  {store.artifact_path()}")
+    print(f"\nState directory:  {artifacts.path()}")
     print(f"Feature catalog:  {store.catalog_path}")
     print(f"MLflow registry:  {registry.tracking_uri}  (mlflow ui --backend-store-uri {registry.tracking_uri})")
     print("Dagster UI:       make ui  ->  http://127.0.0.1:3000")

@@ -9,11 +9,13 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 
-from tmiv_assets.ml.automl import AutoML
-from tmiv_assets.ml.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
-from tmiv_assets.ml.evaluation import evaluate, evaluation_plots, training_curve_plot
-from tmiv_assets.ml.model_catalog import CATALOG, XGBLabelClassifier, families_for, make_preprocessor
-from tmiv_assets.ml.tuning import make_sampler, study_plots
+from tmiv_assets.ml.automl.catalog import CATALOG, XGBLabelClassifier, families_for
+from tmiv_assets.ml.automl.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
+from tmiv_assets.ml.automl.estimator import AutoML
+from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline, training_histories
+from tmiv_assets.ml.automl.tuning import make_sampler, study_plots
+from tmiv_assets.ml.features.preprocessing import make_preprocessor
+from tmiv_assets.ml.metrics import score_model
 
 
 def mixed_frame(n: int = 240, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
@@ -49,7 +51,7 @@ def test_automl_fits_raw_mixed_frame(fitted_mixed):
     proba = model.predict_proba(X_test)
     assert proba.shape == (len(X_test), 2) and np.allclose(proba.sum(axis=1), 1)
     assert set(model.predict(X_test)) <= {"yes", "no"}
-    assert evaluate(model.best_pipeline_, X_test, y_test, "binary").metrics["roc_auc"] > 0.8
+    assert score_model(model.best_pipeline_, X_test, y_test, "binary")["roc_auc"] > 0.8
 
 
 def test_leaderboard_and_trials_record_search(fitted_mixed):
@@ -85,13 +87,17 @@ def test_same_seed_same_leaderboard():
     assert (first["trials"] == [4, 5]).all() or set(first["trials"]) <= {4, 5}
 
 
-@pytest.mark.parametrize("ensemble", ["voting", "stacking", "blending"])
+@pytest.mark.parametrize("ensemble", ["voting", "stacking", "blending", "bagging"])
 def test_other_ensembles_predict(ensemble):
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     X, y = X.iloc[:150, :8], y.iloc[:150]
     model = AutoML(time_budget_s=20, seed=0, n_jobs=1, preset="fast", ensemble=ensemble, max_trials=1,
                    include=["linear", "lightgbm", "hist_gradient_boosting"]).fit(X, y)
-    assert len(model.weights_) >= 2  # the top three; a family can lose its only trial to the clock on a busy machine
+    # the top three (bagging: the best one); a family can lose its only trial to the clock on a busy machine
+    if ensemble == "bagging":
+        assert type(model.best_pipeline_[-1]).__name__ == "BaggingClassifier"
+    else:
+        assert len(model.weights_) >= 2
     assert model.predict_proba(X).shape == (150, 2)
     assert (model.predict(X) == y).mean() > 0.85
 
@@ -156,7 +162,7 @@ def test_blending_stacking_bagging(task):
 def test_preprocessor_expands_datetimes_and_drops_empty_columns():
     X, _ = mixed_frame(40)
     names = list(make_preprocessor().fit(X).get_feature_names_out())
-    assert {"when_year", "when_month", "when_dayofweek", "x", "flag"} <= set(names)
+    assert {"when_year", "when_month", "when_day_of_week", "when_month_sin", "x", "flag"} <= set(names)
     assert not any(n.startswith("empty") for n in names)
 
 
@@ -178,20 +184,29 @@ def test_presets_choose_families():
         make_sampler("grid")
 
 
-def test_evaluation_metrics_and_plots(fitted_mixed):
+def test_evaluation_plots_and_baseline(fitted_mixed):
     model, X_test, y_test, _, _ = fitted_mixed
-    result = evaluate(model.best_pipeline_, X_test, y_test, "binary", positive_class="yes")
-    assert result.confusion.to_numpy().sum() == len(y_test)
-    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"} <= set(result.metrics)
-    assert set(evaluation_plots(model.best_pipeline_, X_test, y_test, "binary")) == {
-        "feature_importance", "confusion_matrix", "roc", "precision_recall", "calibration"}
+    assert set(evaluation_plots(model.best_pipeline_, X_test, y_test, "binary", positive_class="yes")) == {
+        "confusion_matrix", "roc", "precision_recall", "calibration"}
     X, y = load_diabetes(return_X_y=True, as_frame=True)
-    linear = make_preprocessor().fit(X)
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    regressor = make_pipeline(linear, Ridge()).fit(X, y)
-    assert evaluate(regressor, X, y, "regression").metrics["mape"] > 0
-    assert set(evaluation_plots(regressor, X.head(60), y.head(60), "regression")) == {
-        "feature_importance", "residuals", "predicted_vs_actual"}
-    curve = training_curve_plot({"valid": {"l2": [3.0, 2.0, 1.5]}})
-    assert curve.axes[0].get_xlabel() == "boosting round"
+    baseline = fit_baseline(X, y, "regression")
+    assert np.allclose(baseline.predict(X.head(3)), y.mean())
+    assert set(evaluation_plots(baseline, X.head(60), y.head(60), "regression")) == {"residuals", "predicted_vs_actual"}
+
+
+def test_time_ordered_cv_pinned_params_scaler_and_training_curves(tmp_path):
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    X, y = X.iloc[:200, :6], y.iloc[:200]
+    times = pd.Series(pd.date_range("2024-01-01", periods=200, freq="D"))
+    model = AutoML(time_budget_s=30, seed=0, n_jobs=1, preset="fast", include=["mlp"], max_trials=1, n_folds=3,
+                   scaler="robust", pinned_params={"mlp": {"max_epochs": 7, "patience": 100}},
+                   log_dir=str(tmp_path / "tensorboard")).fit(X, y, times=times)
+    assert model.cv_strategy_ == "time-ordered"
+    for train, valid in model.folds_:
+        assert times[train].max() < times[valid].min()
+    histories = training_histories(model.best_pipeline_)
+    assert [len(h) for h in histories.values()] == [7]  # the pinned epochs reached the refit
+    numeric_steps = model.best_pipeline_.named_steps["preprocess"]["encode"].transformers_[0][1]
+    assert type(numeric_steps[-1]).__name__ == "RobustScaler"
+    assert any((tmp_path / "tensorboard" / "mlp").iterdir())
+    assert "training_curve_estimator" in evaluation_plots(model.best_pipeline_, X, y, "binary")

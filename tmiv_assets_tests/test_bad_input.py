@@ -46,7 +46,8 @@ def break_file(path: Path, content: str | None = None, transform=None) -> bytes:
 @pytest.mark.parametrize(
     ("dataset", "breakage", "expected"),
     [
-        ("titanic", {"transform": lambda f: f.drop(columns=["survived"])}, ["target 'survived' not found", "'target' field"]),
+        ("titanic", {"transform": lambda f: f.drop(columns=["survived"])},
+         ["target 'survived' not found", "'target' field"]),
         ("titanic", {"content": ""}, ["file is empty"]),
         ("titanic", {"content": "passenger_id,survived,sex\n"}, ["header but no rows"]),
         ("cps1985", {"transform": lambda f: f.assign(wage=f["wage"].map(lambda w: f"${w:.2f}"))},
@@ -104,3 +105,22 @@ def test_failing_blocking_quality_check_stops_training(trained):
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "model_candidates" not in materialized and "registered_model" not in materialized
     assert snapshot(home, "titanic")[1] == before[1]  # the champion is untouched
+
+
+def test_a_champion_that_cannot_score_the_new_rows_is_kept_not_replaced(trained):
+    home, data_dir, instance = trained
+    path = data_dir / "datasets" / "titanic.csv"
+    champion_before = ModelRegistry(home=str(home)).champion("titanic").version
+    original = break_file(path, transform=lambda f: f.drop(columns=["passengerClass"]))  # a column it needs
+    try:
+        result = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home, data_dir),
+                                partition_key="titanic", instance=instance)
+    finally:
+        path.write_bytes(original)
+    registered = {k: v.value for k, v in result.asset_materializations_for_node("registered_model")[0].metadata.items()}
+    assert registered["promoted"] is False and registered["alias"] == "challenger"
+    assert f"kept champion v{champion_before}" in registered["reason"] and "passengerClass" in registered["reason"]
+    registry = ModelRegistry(home=str(home))
+    assert registry.champion("titanic").version == champion_before
+    challenger = registry.client().get_model_version_by_alias("tmiv_titanic", "challenger")
+    assert int(challenger.version) == registered["model_version"] and "kept champion" in challenger.tags["decision"]

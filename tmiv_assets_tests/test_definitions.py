@@ -4,8 +4,11 @@ import ast
 from pathlib import Path
 
 import dagster as dg
+import pytest
+import yaml
 
 from tmiv_assets.definitions import defs
+from tmiv_assets_tests.conftest import PROJECT_ROOT
 
 ENGINE = Path(__file__).resolve().parents[1] / "tmiv_assets" / "ml"
 
@@ -16,14 +19,16 @@ def test_definitions_load():
 
 def test_every_asset_is_partitioned():
     graph = defs.resolve_asset_graph()
-    unpartitioned = [key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is None]
+    unpartitioned = [key.to_user_string() for key in graph.get_all_asset_keys()
+                     if graph.get(key).partitions_def is None]
     assert unpartitioned == []
 
 
 def test_jobs_sensors_and_schedule_exist():
     assert {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")} == {
         "full_pipeline", "retrain", "score_batch", "forecast_series"}
-    assert {s.name for s in defs.sensors} == {"new_data_files_sensor", "incoming_batches_sensor", "drift_retrain_sensor"}
+    assert {s.name for s in defs.sensors} == {"new_data_files_sensor", "incoming_batches_sensor",
+                                              "drift_retrain_sensor"}
     assert [s.cron_schedule for s in defs.schedules] == ["0 3 * * 1"]
 
 
@@ -33,5 +38,13 @@ def test_engine_never_imports_dagster():
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "dagster" or n.startswith("tmiv_assets.defs")]
+            offenders += [f"{path.name}: {n}" for n in names
+                          if n.split(".")[0] == "dagster" or n.startswith("tmiv_assets.defs")]
     assert offenders == []
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("job", ["full_pipeline", "retrain"])
+def test_shipped_run_configs_are_valid_for_the_training_jobs(path, job):
+    result = dg.validate_run_config(defs.resolve_job_def(job), yaml.safe_load(path.read_text()))
+    assert result["ops"]["model_candidates"]["config"]["time_budget_s"] > 0

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmiv_assets.ml.spec import SpecError
+from tmiv_assets.ml.data.spec import SpecError
+from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.feature_store import FeatureStore
 
 
@@ -62,9 +63,20 @@ def test_loading_unknown_version_names_the_versions(store):
         store.load("clean_dataset", "toy")
 
 
-def test_artifact_paths_stay_inside_the_state_directory(store):
+def test_artifact_paths_stay_inside_the_state_directory(home):
+    artifacts = ArtifactStore(home=str(home))
     with pytest.raises(ValueError, match="escapes the state directory"):
-        store.artifact_path("..", "outside.txt")
+        artifacts.write_text("x", "..", "outside.txt")
+    assert artifacts.write_text("report", "reports", "toy", "r.txt").read_text() == "report"
+
+
+def test_a_spec_change_makes_a_new_version_of_the_same_content(store):
+    first = store.save("raw_dataset", "toy", frame(5), {"spec": {"positive_class": "a"}})
+    same = store.save("raw_dataset", "toy", frame(5), {"spec": {"positive_class": "a"}, "rerun": True})
+    changed = store.save("raw_dataset", "toy", frame(5), {"spec": {"positive_class": "b"}})
+    assert (first.version, same.created, changed.version) == (1, False, 2)
+    assert store.lineage("raw_dataset", "toy")["spec"] == {"positive_class": "b"}
+    assert store.lineage("raw_dataset", "toy", 1)["spec"] == {"positive_class": "a"}
 
 
 def test_round_trip_keeps_dtypes_and_missing_values(store):
@@ -82,40 +94,14 @@ def test_catalog_lineage_listing_and_schema_diff(store):
     store.save("feature_set", "toy", frame(5).assign(x=lambda f: f["x"] * 1.0, extra=1), {})
     store.save("clean_dataset", "toy", frame(3), {})
     listing = store.feature_sets()
-    assert listing[["name", "dataset", "versions"]].values.tolist() == [["clean_dataset", "toy", 1], ["feature_set", "toy", 2]]
+    assert listing[["name", "dataset", "versions"]].values.tolist() == [
+        ["clean_dataset", "toy", 1], ["feature_set", "toy", 2]]
     versions = store.versions("feature_set", "toy")
     assert versions["code_version"].str.len().eq(12).all()
     assert json.loads(versions["lineage"].iloc[0])["transform"] == {"degree": 2}
     diff = store.diff_schemas("feature_set", "toy", 1, "latest")
     assert (diff.added, diff.removed, diff.type_changed) == (("extra",), (), (("x", "int64", "float64"),))
     assert store.diff_schemas("feature_set", "toy", 2, 2).unchanged
-
-
-def test_merge_on_keys_with_quoted_identifiers(store):
-    store.save("left_set", "toy", pd.DataFrame({"id": [1, 2, 3], 'we"ird name': [0.1, 0.2, 0.3]}), {})
-    store.save("right_set", "toy", pd.DataFrame({"id": [3, 1], "other": ["c", "a"]}), {})
-    merged = store.merge(("left_set", "toy"), ("right_set", "toy"), on=["id"])
-    assert merged.values.tolist() == [[1, 0.1, "a"], [3, 0.3, "c"]]
-    assert len(store.merge(("left_set", "toy"), ("right_set", "toy"), on=["id"], how="left")) == 3
-    with pytest.raises(ValueError, match=r"columns \['nope'\] not found"):
-        store.merge(("left_set", "toy"), ("right_set", "toy"), on=["nope"])
-
-
-def test_point_in_time_retrieval_never_sees_the_future(store):
-    features = pd.DataFrame({
-        "customer": [1, 1, 1, 2],
-        "as_of": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-03-01", "2020-01-15"]),
-        "balance": [10.0, 20.0, 30.0, 99.0],
-    })
-    store.save("customer_features", "toy", features, {})
-    spine = pd.DataFrame({"customer": [1, 1, 2, 2], "event_time": pd.to_datetime(
-        ["2020-02-15", "2020-01-01", "2020-01-10", "2021-01-01"]), "label": [1, 0, 1, 0]})
-    joined = store.point_in_time(spine, ("customer_features", "toy"), keys=["customer"], spine_time="event_time",
-                                 feature_time="as_of")
-    # Same rows and order as the spine; each gets the latest balance at or before its own time.
-    pd.testing.assert_frame_equal(joined[spine.columns], spine)
-    assert joined["balance"].tolist()[:2] == [20.0, 10.0]
-    assert np.isnan(joined["balance"].iloc[2]) and joined["balance"].iloc[3] == 99.0
 
 
 @pytest.mark.parametrize(
@@ -153,8 +139,8 @@ def test_readers_do_not_block_on_a_writer_holding_the_catalog(store):
     store.save("feature_set", "toy", frame(5), {})
     # Another process opens the catalog for writing; DuckDB then locks the file against every other process.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
-         "time.sleep(30)", str(store.catalog_path)], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('locked', flush=True); time.sleep(30)", str(store.catalog_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(duckdb.IOException, match="lock"):

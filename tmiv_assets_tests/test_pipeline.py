@@ -1,6 +1,5 @@
 """The whole default pipeline on the embedded data, asserted on its real outputs."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,11 +8,11 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tmiv_assets.defs.assets.datasets import dataset_profile
-from tmiv_assets.defs.assets.forecasts import forecast
+from tmiv_assets.defs.assets.data import dataset_profile
+from tmiv_assets.defs.assets.forecasting import forecast
 from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
-from tmiv_assets.ml.quality import QUALITY_CHECKS
+from tmiv_assets.ml.data.quality import QUALITY_CHECKS
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
 from tmiv_assets_tests.conftest import FAST_TRAINING, resources_for
@@ -68,7 +67,7 @@ def test_champion_is_registered_with_alias(pipeline, dataset):
     assert champion.aliases == ["champion"]
     metadata = pipeline.metadata(dataset, "registered_model")
     assert metadata["model_version"] == int(champion.version)
-    model = registry.load_champion(dataset)
+    model = registry.load_version(dataset, champion.version)
     clean = FeatureStore(home=str(pipeline.home)).load("clean_dataset", dataset)
     assert len(model.predict(clean.head(10))) == 10  # serves raw columns
 
@@ -80,7 +79,7 @@ def test_feature_set_catalog_rows_point_at_parquet_files(pipeline):
             "SELECT dataset, path, row_count, content_hash FROM feature_sets WHERE name = 'feature_set'"
         ).fetchall()
     assert sorted(r[0] for r in rows) == sorted(DATASETS)
-    for dataset, path, row_count, _ in rows:
+    for _, path, row_count, _ in rows:
         assert Path(path).exists()
         assert len(pd.read_parquet(path)) == row_count
 
@@ -109,13 +108,36 @@ def test_selected_features_keep_departure_delay_for_flights(pipeline):
     assert set(ranking["feature"]) >= {"dep_delay", "distance"}
 
 
-@pytest.mark.parametrize(("dataset", "metric", "better_than"), [("titanic", "roc_auc", 0.75), ("flights", "roc_auc", 0.85)])
+@pytest.mark.parametrize(("dataset", "metric", "better_than"),
+                         [("titanic", "roc_auc", 0.75), ("flights", "roc_auc", 0.85)])
 def test_champion_beats_the_baseline(pipeline, dataset, metric, better_than):
-    metadata = pipeline.metadata(dataset, "model_candidates")
+    metadata = pipeline.metadata(dataset, "model_leaderboard")
     assert metadata[f"test_{metric}"] > better_than
     check = pipeline.results[dataset].get_asset_check_evaluations()
     assert {c.check_name: c.passed for c in check}["champion_gate"]
-    assert "![test set](data:image/png;base64," in metadata["test_set_plot"]
+    for plot in ("roc", "precision_recall", "calibration", "confusion_matrix"):
+        assert f"![{plot}](data:image/png;base64," in metadata["evaluation_plots"]
+    board = FeatureStore(home=str(pipeline.home)).load("model_leaderboard", dataset).set_index("model")
+    assert board.loc["automl", f"test_{metric}"] > board.loc["baseline", f"test_{metric}"]
+
+
+def test_time_ordered_data_is_split_and_validated_in_time_order(pipeline):
+    candidates = pipeline.metadata("flights", "model_candidates")
+    assert candidates["cv"].endswith("time-ordered folds, chronological test split")
+    assert pipeline.metadata("titanic", "model_candidates")["cv"].endswith("shuffled folds, stable_id_hash test split")
+    assert pipeline.metadata("flights", "model_leaderboard")["test_split"] == "chronological"
+
+
+def test_search_history_and_trials_are_in_the_ui_and_mlflow(pipeline):
+    metadata = pipeline.metadata("cps1985", "model_candidates")
+    assert "_history](data:image/png;base64," in metadata["search_plots"]
+    assert "| family" in metadata["trial_table"] and metadata["trials"] >= 4
+    board = FeatureStore(home=str(pipeline.home)).load("model_candidates", "cps1985")
+    assert {"automl", "baseline"} <= set(board["model"]) and board["run_id"].str.len().gt(0).all()
+    registry = ModelRegistry(home=str(pipeline.home))
+    automl_run = board.set_index("model").loc["automl", "run_id"]
+    trials = registry.client().download_artifacts(automl_run, "trials.csv", str(pipeline.home / "download"))
+    assert len(pd.read_csv(trials)) == metadata["trials"]
 
 
 def test_drift_verdicts_follow_the_season(pipeline):
@@ -152,13 +174,14 @@ def test_forecast_horizon_and_interval_order(pipeline, series, horizon):
 
 
 def test_retraining_the_same_data_reproduces_the_metrics(pipeline):
-    first = json.loads((pipeline.home / "models" / "titanic" / "candidates.json").read_text())["leaderboard"]
+    store = FeatureStore(home=str(pipeline.home))
+    first = store.load("model_leaderboard", "titanic")
     again = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(pipeline.home),
                            partition_key="titanic", instance=pipeline.instance)
     assert again.success
-    second = json.loads((pipeline.home / "models" / "titanic" / "candidates.json").read_text())["leaderboard"]
-    metrics = ["model", "roc_auc", "accuracy", "log_loss", "cv_roc_auc_mean"]
-    assert [{k: r.get(k) for k in metrics} for r in first] == [{k: r.get(k) for k in metrics} for r in second]
+    second = store.load("model_leaderboard", "titanic")
+    columns = ["model", "trials", "pruned", "params", "cv_roc_auc_mean", "test_roc_auc", "test_log_loss"]
+    assert first[columns].to_string() == second[columns].to_string()
     versions = FeatureStore(home=str(pipeline.home)).versions("feature_set", "titanic")
     assert len(versions) == 1  # identical content: no new feature-set version
     registered = again.asset_materializations_for_node("registered_model")[0].metadata

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmiv_assets.ml.cleaning import DatasetCleaner, OutlierClipper
-from tmiv_assets.ml.ingest import DataValidationError, read_dataset, read_table, sniff_csv, validate_dataset
-from tmiv_assets.ml.quality import apply_schema, infer_schema, run_quality_checks
-from tmiv_assets.ml.spec import DatasetSpec, SpecError, load_dataset_spec
-from tmiv_assets.ml.splits import cross_validator, cv_folds, split_train_validation_test
+from tmiv_assets.ml.data.cleaning import DatasetCleaner
+from tmiv_assets.ml.data.ingest import DataValidationError, read_dataset, read_table, sniff_csv, validate_dataset
+from tmiv_assets.ml.data.quality import apply_schema, infer_schema, run_quality_checks
+from tmiv_assets.ml.data.spec import DatasetSpec, SpecError, load_dataset_spec
+from tmiv_assets.ml.data.splits import cv_folds, split_dataset
 
 
 def spec_for(path: Path, **overrides) -> DatasetSpec:
@@ -22,7 +22,8 @@ TOY = pd.DataFrame({"when": ["2013-01-01 10:00", "2013-01-02 11:30", "2013-01-05
                     "city": ["Zürich", "Genève", "Zürich"], "x": [1.5, 2.5, 3.5], "y": [0, 1, 0]})
 
 
-@pytest.mark.parametrize(("delimiter", "encoding"), [(",", "utf-8"), (";", "latin-1"), ("\t", "utf-8"), ("|", "cp1252")])
+@pytest.mark.parametrize(("delimiter", "encoding"),
+                         [(",", "utf-8"), (";", "latin-1"), ("\t", "utf-8"), ("|", "cp1252")])
 def test_csv_delimiter_and_encoding_are_sniffed(tmp_path, delimiter, encoding):
     path = tmp_path / "toy.csv"
     TOY.to_csv(path, sep=delimiter, encoding=encoding, index=False)
@@ -153,7 +154,8 @@ def test_mode_fills_text_columns_too(tmp_path):
 
 @pytest.mark.parametrize(("outliers", "action", "threshold", "rows", "top"),
                          [("iqr", "clip", None, 8, 11.5), ("iqr", "drop", None, 7, 7.0),
-                          ("zscore", "clip", 2.0, 8, None), ("zscore", "drop", 10.0, 8, 100.0), ("none", "clip", None, 8, 100.0)])
+                          ("zscore", "clip", 2.0, 8, None), ("zscore", "drop", 10.0, 8, 100.0),
+                          ("none", "clip", None, 8, 100.0)])
 def test_outlier_strategies(tmp_path, outliers, action, threshold, rows, top):
     frame = MESSY.assign(a=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 100.0])
     cleaner = DatasetCleaner(outliers=outliers, outlier_action=action, outlier_threshold=threshold)
@@ -176,14 +178,6 @@ def test_cleaner_reports_shape_and_rejects_bad_options(tmp_path):
         DatasetCleaner(outliers="tukey").fit_transform(frame, spec_for(tmp_path / "toy.csv"))
 
 
-def test_outlier_clipper_learns_bounds_on_train_only():
-    train = np.array([[1.0], [2.0], [3.0], [4.0]])
-    clipper = OutlierClipper(method="iqr").fit(train)
-    assert clipper.transform(np.array([[100.0], [-100.0]])).ravel().tolist() == [5.5, -0.5]  # quartiles 1.75 and 3.25
-    with pytest.raises(ValueError, match="method='mad'"):
-        OutlierClipper(method="mad").fit(train)
-
-
 def test_quality_checks_report_observed_and_threshold(tmp_path):
     frame = pd.DataFrame({"id": [1, 1, 2, 3], "x": [np.nan, np.nan, np.nan, 1.0], "z": [np.inf, 1, 2, 3],
                           "y": [0, 1, 0, np.nan]})
@@ -191,7 +185,8 @@ def test_quality_checks_report_observed_and_threshold(tmp_path):
                                                                     dtypes={"missing_col": "numeric"}), 0.5)}
     assert not checks["schema_matches_spec"].passed and "missing_col" in checks["schema_matches_spec"].detail
     assert not checks["target_is_valid"].passed and "1 missing labels" in checks["target_is_valid"].detail
-    assert (checks["missing_rate_within_threshold"].observed, checks["missing_rate_within_threshold"].threshold) == (0.75, 0.5)
+    missing_rate = checks["missing_rate_within_threshold"]
+    assert (missing_rate.observed, missing_rate.threshold) == (0.75, 0.5)
     assert checks["ids_are_unique"].observed == 1 and not checks["values_are_finite"].passed
     good = pd.DataFrame({"id": [1, 2, 3], "x": [1.0, np.nan, 2.0], "y": [0, 1, 1]})
     assert all(c.passed for c in run_quality_checks(good, spec_for(tmp_path / "t.csv", id_column="id")))
@@ -205,32 +200,37 @@ def classified(n: int = 200) -> pd.DataFrame:
         rng.integers(0, 50, n), unit="D"), "y": rng.choice([0, 1], size=n, p=[0.8, 0.2])})
 
 
-def test_stratified_three_way_split_keeps_balance_and_is_reproducible():
+def test_stratified_split_keeps_balance_and_is_reproducible():
     frame = classified()
-    splits = split_train_validation_test(frame, "y", "binary", validation_size=0.2, test_size=0.2, seed=1)
-    assert splits.strategy == "stratified"
-    assert (len(splits.X_train), len(splits.X_validation), len(splits.X_test)) == (120, 40, 40)
-    for part in (splits.y_validation, splits.y_test):
-        assert abs(part.mean() - frame["y"].mean()) < 0.03
-    again = split_train_validation_test(frame, "y", "binary", seed=1)
-    assert splits.X_test.index.equals(again.X_test.index)
-    assert not set(splits.X_train.index) & set(splits.X_test.index)
+    split = split_dataset(frame, "y", "binary", test_size=0.2, seed=1)
+    assert split.strategy == "stratified" and (len(split.X_train), len(split.X_test)) == (160, 40)
+    assert abs(split.y_test.mean() - frame["y"].mean()) < 0.03
+    again = split_dataset(frame, "y", "binary", test_size=0.2, seed=1)
+    assert split.X_test.index.equals(again.X_test.index)
+    assert not set(split.X_train.index) & set(split.X_test.index)
 
 
-def test_time_split_never_trains_on_the_future():
-    splits = split_train_validation_test(classified(), "y", "binary", time_column="t")
-    assert splits.strategy == "chronological"
-    assert splits.X_train["t"].max() < splits.X_validation["t"].min() <= splits.X_validation["t"].max() < splits.X_test["t"].min()
-
-
-@pytest.mark.parametrize(("task", "time_column", "kind"), [("binary", None, "StratifiedKFold"),
-                                                          ("regression", None, "KFold"), ("binary", "t", "TimeSeriesSplit")])
-def test_cross_validator_follows_the_spec(task, time_column, kind):
-    assert type(cross_validator(task, 4, time_column)).__name__ == kind
+def test_time_split_never_trains_on_the_future_and_keeps_ties_together():
     frame = classified()
-    folds = list(cv_folds(frame, "y", task, 4, time_column))
+    split = split_dataset(frame, "y", "binary", test_size=0.2, ids=frame.index.to_series(), times=frame["t"])
+    assert split.strategy == "chronological"  # time wins over the id hash
+    assert split.X_train["t"].max() < split.X_test["t"].min()
+    assert split.times_train.equals(frame.loc[split.X_train.index, "t"])
+    assert 0.1 < len(split.X_test) / len(frame) < 0.3
+
+
+@pytest.mark.parametrize(("task", "timed"), [("binary", False), ("regression", False), ("binary", True)])
+def test_cv_folds_follow_task_and_time(task, timed):
+    frame = classified()
+    folds = cv_folds(frame["y"], task, 4, seed=0, times=frame["t"] if timed else None)
     assert len(folds) == 4
+    validated = np.concatenate([validation for _, validation in folds])
     for train, validation in folds:
         assert not set(train) & set(validation)
-        if time_column:
+        if timed:
             assert frame["t"].iloc[train].max() < frame["t"].iloc[validation].min()
+        elif task == "binary":
+            assert abs(frame["y"].iloc[validation].mean() - frame["y"].mean()) < 0.05
+    # Shuffled folds validate every row once; time-ordered ones never validate the earliest block.
+    assert (len(validated) == len(frame)) is (not timed)
+    assert len(set(validated)) == len(validated)

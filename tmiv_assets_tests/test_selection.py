@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from tmiv_assets.ml.selection import FeatureSelector
+from tmiv_assets.ml.features.selection import FeatureSelector
 
 
 def informative(task: str, n: int = 150) -> tuple[pd.DataFrame, pd.Series]:

@@ -2,7 +2,7 @@
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -95,7 +95,7 @@ def test_new_batches_are_scored_once_for_datasets_with_a_champion(instance, data
 @pytest.mark.parametrize("datasets", [[], ["cps1985", "titanic"]])
 def test_weekly_schedule_retrains_every_dataset(instance, datasets):
     instance.add_dynamic_partitions("dataset", datasets)
-    monday = datetime(2026, 11, 23, 3, tzinfo=timezone.utc)
+    monday = datetime(2026, 11, 23, 3, tzinfo=UTC)
     result = weekly_retrain_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=monday))
     if not datasets:
         assert isinstance(result, dg.SkipReason)

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 import dagster as dg
 import pandas as pd
 
-from tmiv_assets.ml.ingest import DataValidationError
-from tmiv_assets.ml.spec import SpecError
+from tmiv_assets.ml.data.ingest import DataValidationError
+from tmiv_assets.ml.data.spec import SpecError
+from tmiv_assets.ml.plots import figure_to_markdown
 
 
 def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
@@ -32,3 +33,18 @@ def bad_input_as_failure(partition: str) -> Iterator[None]:
         ) from error
     except SpecError as error:
         raise dg.Failure(description=f"[{partition}] {error}") from error
+
+
+@contextmanager
+def engine_errors_as_failure(partition: str, what: str) -> Iterator[None]:
+    """The engine's ValueError (a search that cannot run on this data) as a `dg.Failure` naming the partition."""
+    try:
+        yield
+    except ValueError as error:
+        raise dg.Failure(description=f"[{partition}] {what}: {error}") from error
+
+
+def figures_markdown(figures: dict) -> str:
+    """Several named figures as one Markdown block of embedded PNGs, each under its name."""
+    return "\n\n".join(f"**{name.replace('_', ' ')}**\n\n{figure_to_markdown(figure, name)}"
+                       for name, figure in figures.items())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
@@ -27,6 +28,7 @@ def build_resources(home: str | dg.EnvVar = dg.EnvVar("TMIV_HOME"),
     return {
         "store": FeatureStore(home=home),
         "registry": ModelRegistry(home=home),
+        "artifacts": ArtifactStore(home=home),
         "source": DataSource(data_dir=data_dir),
         "mlflow": experiment_tracking.configured({"home": home_config}),
     }

@@ -4,11 +4,11 @@ import json
 
 import dagster as dg
 
-from tmiv_assets.defs.assets.models import registered_model
+from tmiv_assets.defs.assets.deploy import registered_model
 from tmiv_assets.defs.assets.monitoring import drift_report
 from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
-from tmiv_assets.ml.spec import SpecError
+from tmiv_assets.ml.data.spec import SpecError
 from tmiv_assets.resources.data_source import DataSource
 
 WATCHED = (("datasets", dataset_partitions, full_pipeline), ("series", series_partitions, forecast_series))

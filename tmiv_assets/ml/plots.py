@@ -84,12 +84,3 @@ def confusion_matrix_plot(model, X: pd.DataFrame, y: pd.Series) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(5, 4))
     ConfusionMatrixDisplay.from_estimator(model, X, y, ax=axis, colorbar=False)
     return figure
-
-
-def test_set_plot(model, X: pd.DataFrame, y: pd.Series, task: str, positive=None) -> plt.Figure:
-    """ROC curve for binary, confusion matrix for multiclass, predicted vs actual for regression."""
-    if task == "binary":
-        return roc_plot(model, X, y, positive)
-    if task == "multiclass":
-        return confusion_matrix_plot(model, X, y)
-    return predicted_vs_actual_plot(model, X, y)

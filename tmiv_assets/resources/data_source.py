@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from tmiv_assets.ml.ingest import read_table
-from tmiv_assets.ml.spec import DatasetSpec, SeriesSpec, load_dataset_spec, load_series_spec, validate_name
+from tmiv_assets.ml.data.ingest import read_dataset, read_series, read_table
+from tmiv_assets.ml.data.spec import DatasetSpec, SeriesSpec, load_dataset_spec, load_series_spec, validate_name
 
 _DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.parquet$")
 
@@ -44,11 +44,21 @@ class DataSource(dg.ConfigurableResource):
         folder = self.root / "incoming" / validate_name(dataset)
         return sorted(p.stem for p in folder.glob("*.parquet") if _DAY_FILE.match(p.name))
 
-    def arrived_labels(self, dataset: str) -> pd.DataFrame:
-        """All labels that have arrived for the dataset's batches, with the day they belong to."""
-        frames = [
-            read_table(self.labels_path(dataset, day)).assign(batch_day=day)
-            for day in self.batch_days(dataset)
-            if self.labels_path(dataset, day).exists()
-        ]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    def read_dataset(self, spec: DatasetSpec) -> pd.DataFrame:
+        return read_dataset(spec)
+
+    def read_series(self, spec: SeriesSpec) -> pd.Series:
+        return read_series(spec)
+
+    def read_batch(self, dataset: str, day: str) -> pd.DataFrame:
+        return read_table(self.batch_path(dataset, day))
+
+    def read_labels(self, dataset: str, day: str) -> pd.DataFrame | None:
+        """The labels that arrived for one day's batch, or None while they have not."""
+        path = self.labels_path(dataset, day)
+        return read_table(path) if path.exists() else None
+
+    def labelled_batches(self, dataset: str) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+        """{day: (batch, labels)} for every batch whose labels have arrived."""
+        return {day: (self.read_batch(dataset, day), labels) for day in self.batch_days(dataset)
+                if (labels := self.read_labels(dataset, day)) is not None}

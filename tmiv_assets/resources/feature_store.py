@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,14 +19,13 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from tmiv_assets.ml.spec import validate_name
+from tmiv_assets.ml.data.spec import validate_name
 from tmiv_assets.resources.files import (
     atomic_path,
     check_storable,
     confined,
     content_hash,
     frame_schema,
-    quote_identifier,
     read_parquet_frame,
     temporary_beside,
     write_parquet_hashed,
@@ -89,8 +88,8 @@ def code_version() -> str:
     """Hash of the engine sources, so a catalog row says which transform code produced it."""
     digest = hashlib.sha256()
     engine = Path(__file__).resolve().parents[1] / "ml"
-    for source in sorted(engine.glob("*.py")):
-        digest.update(source.name.encode() + source.read_bytes())
+    for source in sorted(engine.rglob("*.py")):
+        digest.update(str(source.relative_to(engine)).encode() + source.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -128,14 +127,16 @@ class FeatureStore(dg.ConfigurableResource):
                 connection.execute("BEGIN TRANSACTION")
                 try:
                     latest = self._latest_row(connection, name, dataset)
-                    if latest is not None and latest[2] == digest:
+                    # Same content described by another spec (e.g. a new positive_class) is a new version.
+                    same_spec = latest is not None and latest[3].get("spec") == json.loads(lineage_json).get("spec")
+                    if latest is not None and latest[2] == digest and same_spec:
                         connection.execute("ROLLBACK")
                         return StoredVersion(name, dataset, latest[0], Path(latest[1]), frame.shape[0], digest,
                                              created=False)
                     version = 1 if latest is None else latest[0] + 1
                     path = confined(directory, f"v{version:04d}.parquet")
                     row = [name, dataset, version, str(path), json.dumps(frame_schema(frame)), len(frame), digest,
-                           datetime.now(timezone.utc).replace(tzinfo=None), lineage_json, code_version()]
+                           datetime.now(UTC).replace(tzinfo=None), lineage_json, code_version()]
                     connection.execute(f"INSERT INTO feature_sets ({', '.join(CATALOG_COLUMNS)}) "
                                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                     temporary.replace(path)
@@ -188,55 +189,9 @@ class FeatureStore(dg.ConfigurableResource):
             type_changed=tuple((c, before[c], after[c]) for c in before if c in after and before[c] != after[c]),
         )
 
-    def merge(self, left: tuple[str, str], right: tuple[str, str], on: list[str], how: str = "inner",
-              versions: tuple[int | str, int | str] = ("latest", "latest")) -> pd.DataFrame:
-        """Join two stored feature sets, each `(name, dataset)`, on key columns with DuckDB."""
-        if how not in ("inner", "left"):
-            raise ValueError(f"merge how={how!r} is not supported; use 'inner' or 'left'")
-        left_row = self._version_row(*left, versions[0])
-        right_row = self._version_row(*right, versions[1])
-        left_columns = self._columns(left_row, on, left)
-        right_columns = self._columns(right_row, on, right)
-        extra = [c for c in right_columns if c not in on]
-        clash = sorted(set(extra) & set(left_columns))
-        if clash:
-            raise ValueError(f"merge of {left} and {right}: columns {clash} are in both; add them to 'on' or "
-                             "rename them in one feature set")
-        keys = " AND ".join(f"l.{quote_identifier(k)} = r.{quote_identifier(k)}" for k in on)
-        selected = ", ".join([f"l.{quote_identifier(c)}" for c in left_columns] +
-                             [f"r.{quote_identifier(c)}" for c in extra])
-        sql = (f"SELECT {selected} FROM read_parquet(?) l {how.upper()} JOIN read_parquet(?) r ON {keys} "
-               "ORDER BY ALL")
-        with duckdb.connect() as connection:
-            return connection.execute(sql, [left_row["path"], right_row["path"]]).df()
-
-    def point_in_time(self, spine: pd.DataFrame, feature_set: tuple[str, str], keys: list[str],
-                      spine_time: str, feature_time: str, version: int | str = "latest") -> pd.DataFrame:
-        """For each spine row, the latest feature row with the same keys at or before the spine's time.
-
-        A DuckDB `ASOF LEFT JOIN`, so a training row never sees a feature value from its future; spine
-        rows with no earlier feature row get missing values.
-        """
-        row = self._version_row(*feature_set, version)
-        columns = self._columns(row, [*keys, feature_time], feature_set)
-        for column in [*keys, spine_time]:
-            if column not in spine.columns:
-                raise ValueError(f"point-in-time spine: column {column!r} not found (columns: "
-                                 f"{list(spine.columns)}); pass the entity keys and the event time column")
-        extra = [c for c in columns if c not in keys and c != feature_time and c not in spine.columns]
-        conditions = [f"s.{quote_identifier(k)} = f.{quote_identifier(k)}" for k in keys]
-        conditions.append(f"s.{quote_identifier(spine_time)} >= f.{quote_identifier(feature_time)}")
-        selected = ", ".join(["s.*", *[f"f.{quote_identifier(c)}" for c in extra]])
-        sql = (f"SELECT {selected} FROM (SELECT *, row_number() OVER () AS spine_row__ FROM spine_frame) s "
-               f"ASOF LEFT JOIN read_parquet(?) f ON {' AND '.join(conditions)} ORDER BY s.spine_row__")
-        with duckdb.connect() as connection:
-            connection.register("spine_frame", spine)
-            joined = connection.execute(sql, [row["path"]]).df()
-        return joined.drop(columns="spine_row__")
-
-    def artifact_path(self, *parts: str) -> Path:
-        """A path for reports and batch outputs, confined to the state directory."""
-        return confined(Path(self.home).resolve(), *parts)
+    def lineage(self, name: str, dataset: str, version: int | str = "latest") -> dict:
+        """What a version was made from (input versions, the dataset spec, parameters), as saved with it."""
+        return json.loads(self._version_row(name, dataset, version)["lineage"])
 
     def _version_row(self, name: str, dataset: str, version: int | str) -> pd.Series:
         validate_name(name, "feature set")
@@ -250,15 +205,6 @@ class FeatureStore(dg.ConfigurableResource):
         if matching.empty:
             raise LookupError(f"'{name}' for '{dataset}' has no version {version}: {versions['version'].tolist()}")
         return matching.iloc[0]
-
-    @staticmethod
-    def _columns(row: pd.Series, required: list[str], feature_set: tuple[str, str]) -> list[str]:
-        columns = [c["name"] for c in json.loads(row["schema"])]
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise ValueError(f"feature set {feature_set} version {row['version']}: columns {missing} not found "
-                             f"(columns: {columns}); pick key/time columns that exist in it")
-        return columns
 
     def _query_catalog(self, sql: str, parameters: list) -> pd.DataFrame:
         if self.catalog_path.exists() and not self.catalog_snapshot_path.exists():
@@ -276,9 +222,10 @@ class FeatureStore(dg.ConfigurableResource):
 
     @staticmethod
     def _latest_row(connection: duckdb.DuckDBPyConnection, name: str, dataset: str) -> tuple | None:
-        return connection.execute(
-            "SELECT version, path, content_hash FROM feature_sets WHERE name = ? AND dataset = ? "
+        row = connection.execute(
+            "SELECT version, path, content_hash, lineage FROM feature_sets WHERE name = ? AND dataset = ? "
             "ORDER BY version DESC LIMIT 1", [name, dataset]).fetchone()
+        return None if row is None else (*row[:3], json.loads(row[3]))
 
     def _publish_snapshot(self, connection: duckdb.DuckDBPyConnection) -> None:
         with atomic_path(self.catalog_snapshot_path) as temporary:

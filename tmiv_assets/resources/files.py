@@ -44,23 +44,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(temporary, target)
 
 
-def write_text_atomic(target: Path, text: str) -> Path:
-    with atomic_path(target) as temporary:
-        temporary.write_text(text)
-    return target
-
-
 def confined(root: Path, *parts: str) -> Path:
     """Join `parts` under `root`, refusing anything that would escape it."""
     path = root.joinpath(*parts).resolve()
     if path != root.resolve() and root.resolve() not in path.parents:
         raise ValueError(f"path {path} escapes the state directory {root}")
     return path
-
-
-def quote_identifier(name: str) -> str:
-    """A column name as a DuckDB identifier: double-quoted, inner quotes doubled, so it is never SQL."""
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def frame_schema(frame: pd.DataFrame) -> list[dict[str, str]]:

@@ -77,11 +77,13 @@ class ModelRegistry(dg.ConfigurableResource):
                 raise
             return None
 
-    def load_champion(self, dataset: str):
-        """The champion's scikit-learn pipeline; it takes raw dataset columns."""
-        if self.champion(dataset) is None:
-            raise LookupError(
-                f"dataset '{dataset}' has no champion model; materialize registered_model for it first"
-            )
-        return mlflow.sklearn.load_model(f"models:/{self.model_name(dataset)}@{CHAMPION}")
+    def load_version(self, dataset: str, version: int | str):
+        """One version's scikit-learn pipeline (it takes raw dataset columns). Loading by the version a caller
+        recorded, not by alias, means a promotion in the meantime cannot swap the model under it."""
+        self.client()  # sets the registry URI that `models:/` resolves against
+        return mlflow.sklearn.load_model(f"models:/{self.model_name(dataset)}/{version}")
 
+    def load_uri(self, model_uri: str):
+        """A logged model (`runs:/...` or `models:/...`) as its scikit-learn pipeline."""
+        self.client()  # sets the tracking URI the `runs:/` scheme resolves against
+        return mlflow.sklearn.load_model(model_uri)

@@ -12,7 +12,7 @@ from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
-from tmiv_assets.ml.training import CandidateResult
+from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.resources.model_registry import EXPERIMENT, ModelRegistry
 
 # Listing requirements skips MLflow's inference, which re-imports the model in a subprocess per log.
@@ -57,43 +57,49 @@ class TrainingMonitor:
         if time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
             best = f"{event['best']:.4f}" if event["best"] is not None else "-"
-            self.log.info(f"trial {len(self.history)} ({event['family']} #{event['number']}, {event['state'].lower()}), "
+            self.log.info(f"trial {len(self.history)} ({event['family']} #{event['number']}, "
+                          f"{event['state'].lower()}), "
                           f"family best {best}, {event['eta_s']:.0f}s left for {event['family']}")
 
 
-def log_candidates(
-    tracking: MlFlow,
-    results: list[CandidateResult],
-    serving_models: dict[str, Pipeline],
-    X_example: pd.DataFrame,
-    tags: dict[str, str],
-    history: list[dict] = (),
-) -> dict[str, dict[str, str]]:
-    """Log each candidate as a nested run of the Dagster run's MLflow run; returns run id and model URI.
+def log_search(tracking: MlFlow, automl: AutoML, serving_models: dict[str, Pipeline], X_example: pd.DataFrame,
+               tags: dict[str, str], history: list[dict] = ()) -> pd.DataFrame:
+    """Log the search as runs nested in the Dagster run's MLflow run and return the candidates table.
 
-    Candidates in `serving_models` are logged with their model (signature on the raw input columns) and
-    the search history as metrics with steps (`trial_value`, `trial_best`).
+    One run per searched family (its best parameters and CV score) and one per model in `serving_models`
+    (the final AutoML model and the baseline) with the model itself (signature on the raw input columns);
+    the AutoML run also holds the search history as metrics with steps and every trial as `trials.csv`.
     """
     requirements = [f"{p}=={importlib.metadata.version(p)}" for p in SERVING_PACKAGES]
-    logged = {}
+    metric = automl.metric_
+    families = automl.leaderboard().assign(kind="family", fit_seconds=lambda f: f["fit_seconds"].astype(float))
+    final = pd.DataFrame([
+        {"model": "automl", "kind": "final", f"cv_{metric}_mean": automl.ensemble_score_,
+         "fit_seconds": round(automl.fit_seconds_, 3), "trials": len(automl.trials_),
+         "pruned": int((automl.trials_["state"] == "PRUNED").sum()), "ensemble_weight": 1.0,
+         "params": repr(automl.weights_)},
+        {"model": "baseline", "kind": "baseline", "trials": 0, "pruned": 0, "ensemble_weight": 0.0, "params": "{}"},
+    ])
+    board = pd.concat([final, families], ignore_index=True).assign(run_id="", model_uri="")
     try:
-        for result in results:
-            with mlflow.start_run(run_name=result.name, nested=True) as run:
-                mlflow.set_tags({**tags, "candidate": result.name})
-                tracking.log_params({k: str(v)[:500] for k, v in result.params.items()})
-                mlflow.log_metrics({**result.metrics, "fit_seconds": result.fit_seconds})
-                entry = {"run_id": run.info.run_id, "model_uri": ""}
-                if result.name in serving_models:
+        for index, row in board.iterrows():
+            with mlflow.start_run(run_name=row["model"], nested=True) as run:
+                mlflow.set_tags({**tags, "candidate": row["model"], "kind": row["kind"]})
+                tracking.log_params({"params": str(row["params"])[:500]})
+                mlflow.log_metrics({k: float(v) for k, v in row.items() if k.startswith("cv_") and pd.notna(v)})
+                board.loc[index, "run_id"] = run.info.run_id
+                if row["model"] == "automl":
                     for step, event in enumerate(history):
                         values = {"trial_value": event["value"], "trial_best": event["best"]}
                         mlflow.log_metrics({k: v for k, v in values.items() if v is not None}, step=step)
-                    entry["model_uri"] = _log_model(serving_models[result.name], X_example, requirements)
-                logged[result.name] = entry
+                    mlflow.log_text(automl.trials_.to_csv(index=False), "trials.csv")
+                if row["model"] in serving_models:
+                    board.loc[index, "model_uri"] = _log_model(serving_models[row["model"]], X_example, requirements)
     except BaseException:
         tracking.cleanup_on_error()
         raise
     tracking.end_run()  # the next step of this Dagster run resumes it by its dagster_run_id tag
-    return logged
+    return board
 
 
 def _log_model(model: Pipeline, X_example: pd.DataFrame, requirements: list[str]) -> str:

@@ -1,33 +1,40 @@
-"""Engineered feature sets, versioned in the feature store."""
+"""Engineered feature sets, versioned in the feature store, and their ranking."""
 
 import dagster as dg
+from pydantic import Field
 
-from tmiv_assets.defs.assets.datasets import clean_dataset, stored_version_metadata
-from tmiv_assets.defs.metadata import bad_input_as_failure, column_schema, markdown_table
+from tmiv_assets.defs.assets.data import clean_dataset, stored_spec, stored_version_metadata
+from tmiv_assets.defs.metadata import column_schema, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
-from tmiv_assets.ml.features import FeatureBuilder
-from tmiv_assets.ml.selection import rank_features
-from tmiv_assets.resources.data_source import DataSource
+from tmiv_assets.ml.features.builder import FeatureBuilder
+from tmiv_assets.ml.features.selection import rank_features
+from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.feature_store import FeatureStore
-from tmiv_assets.resources.files import write_text_atomic
+
+
+class FeatureConfig(dg.Config):
+    auto_features: bool = Field(default=False, description="Add pairwise products, safe ratios and row aggregates "
+                                                           "of the numeric columns (AutoFeatures).")
+    max_interactions: int = Field(default=10, ge=0, description="Numeric column pairs used by auto_features.")
 
 
 @dg.asset(partitions_def=dataset_partitions, deps=[clean_dataset], pool="duckdb_writer", group_name="features",
           kinds={"duckdb", "parquet"})
-def feature_set(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore) -> dg.MaterializeResult:
-    """Model inputs plus the target: identifiers dropped, the time column expanded into calendar features."""
+def feature_set(context: dg.AssetExecutionContext, config: FeatureConfig, store: FeatureStore) -> dg.MaterializeResult:
+    """Model inputs plus the target: identifiers dropped, the time column expanded into calendar features,
+    optionally automatic interaction features. The builder's parameters go into the lineage, so training
+    rebuilds exactly this transform in front of the served model."""
     name = context.partition_key
-    clean = store.load("clean_dataset", name)
-    with bad_input_as_failure(name):
-        spec = source.dataset_spec(name)
-    builder = FeatureBuilder.from_spec(spec).fit(clean.drop(columns=[spec.target]))
+    clean_version = store.latest("clean_dataset", name).version
+    clean = store.load("clean_dataset", name, clean_version)
+    spec = stored_spec(store, "clean_dataset", name, clean_version)
+    builder = FeatureBuilder.from_spec(spec, auto_features=config.auto_features,
+                                       max_interactions=config.max_interactions).fit(clean.drop(columns=[spec.target]))
     features = builder.transform(clean)
-    lineage = {
-        "clean_dataset_version": store.latest("clean_dataset", name).version,
-        "transform": type(builder).__name__,
-        "transform_params": builder.get_params(),
-    }
+    previous = store.latest("feature_set", name)
+    lineage = {"clean_dataset_version": clean_version, "spec": spec.to_record(), "builder": builder.get_params()}
     version = store.save("feature_set", name, features, lineage)
+    changes = store.diff_schemas("feature_set", name, previous.version, version.version) if previous else None
     generated = sorted(set(features.columns) - set(clean.columns))
     context.log.info(f"{features.shape[1] - 1} features for {name}, {len(generated)} generated")
     return dg.MaterializeResult(metadata={
@@ -35,22 +42,25 @@ def feature_set(context: dg.AssetExecutionContext, source: DataSource, store: Fe
         "dagster/column_schema": column_schema(features),
         "n_features": features.shape[1] - 1,
         "generated_features": ", ".join(generated) or "none",
+        "schema_changes": "first version" if changes is None else "none" if changes.unchanged else
+        f"added {list(changes.added)}, removed {list(changes.removed)}, retyped {list(changes.type_changed)}",
         "preview": markdown_table(features.head(5)),
         **stored_version_metadata(version),
     })
 
 
 @dg.asset(partitions_def=dataset_partitions, deps=[feature_set], group_name="features", kinds={"scikitlearn"})
-def selected_features(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore) -> dg.MaterializeResult:
+def selected_features(context: dg.AssetExecutionContext, store: FeatureStore,
+                      artifacts: ArtifactStore) -> dg.MaterializeResult:
     """Features ranked by variance, correlation, mutual information, L1 and tree importance; kept on 2+ votes."""
     name = context.partition_key
-    with bad_input_as_failure(name):
-        spec = source.dataset_spec(name)
     version = store.latest("feature_set", name)
-    selector = rank_features(store.load("feature_set", name), spec.target, spec.task)
-    path = store.artifact_path("reports", name, f"feature_ranking_v{version.version}.csv")
-    write_text_atomic(path, selector.ranking_.to_csv(index=False))
-    context.log.info(f"Selected {len(selector.selected_features_)} of {len(selector.ranking_)} encoded features for {name}")
+    spec = stored_spec(store, "feature_set", name, version.version)
+    selector = rank_features(store.load("feature_set", name, version.version), spec.target, spec.task)
+    path = artifacts.write_text(selector.ranking_.to_csv(index=False), "reports", name,
+                                f"feature_ranking_v{version.version}.csv")
+    context.log.info(f"Selected {len(selector.selected_features_)} of {len(selector.ranking_)} encoded features "
+                     f"for {name}")
     return dg.MaterializeResult(metadata={
         "feature_set_version": version.version,
         "n_selected": len(selector.selected_features_),

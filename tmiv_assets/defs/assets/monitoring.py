@@ -1,21 +1,21 @@
 """Batch scoring with the champion and drift of each batch against the champion's training data."""
 
-import json
-
 import dagster as dg
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
-from tmiv_assets.defs.assets.models import registered_model
+from tmiv_assets.defs.assets.data import stored_spec
+from tmiv_assets.defs.assets.deploy import registered_model
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions
-from tmiv_assets.ml.drift import DriftDetector
-from tmiv_assets.ml.ingest import read_table
+from tmiv_assets.ml.data.spec import DatasetSpec
+from tmiv_assets.ml.metrics import resolve_positive_class, score_model
+from tmiv_assets.ml.monitoring.drift import DriftDetector
 from tmiv_assets.ml.plots import drift_plot, figure_to_markdown
-from tmiv_assets.ml.training import resolve_positive_class, score_model
+from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
-from tmiv_assets.resources.files import atomic_path, write_text_atomic
 from tmiv_assets.resources.model_registry import ModelRegistry
 
 
@@ -24,29 +24,27 @@ class DriftConfig(dg.Config):
                                description="A batch drifts when at least this share of its columns drift.")
 
 
-def batch_keys(context: dg.AssetExecutionContext) -> tuple[str, str]:
+def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
+                 registry: ModelRegistry) -> tuple[str, str, ModelVersion, DatasetSpec, pd.DataFrame]:
+    """(dataset, day, champion, the spec it was trained with, the batch) for a batch partition."""
     keys = context.partition_key.keys_by_dimension
-    return keys["dataset"], keys["day"]
-
-
-def _champion_or_failure(registry: ModelRegistry, dataset: str):
+    dataset, day = keys["dataset"], keys["day"]
     champion = registry.champion(dataset)
     if champion is None:
         raise dg.Failure(description=f"[{dataset}] no champion model in the registry; "
                                      f"materialize registered_model for partition '{dataset}' first")
-    return champion
+    spec = stored_spec(store, "clean_dataset", dataset, int(champion.tags["clean_dataset_version"]))
+    with bad_input_as_failure(context.partition_key):
+        batch = source.read_batch(dataset, day)
+    return dataset, day, champion, spec, batch
 
 
 @dg.asset(partitions_def=batch_partitions, deps=[registered_model], group_name="monitoring", kinds={"parquet"})
 def scored_batch(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
-                 registry: ModelRegistry) -> dg.MaterializeResult:
+                 registry: ModelRegistry, artifacts: ArtifactStore) -> dg.MaterializeResult:
     """Predictions of the champion for one day's batch; scored against labels once they arrive."""
-    dataset, day = batch_keys(context)
-    champion = _champion_or_failure(registry, dataset)
-    with bad_input_as_failure(context.partition_key):
-        spec = source.dataset_spec(dataset)
-        batch = read_table(source.batch_path(dataset, day))
-    model = registry.load_champion(dataset)
+    dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
+    model = registry.load_version(dataset, champion.version)
     inputs = list(model.feature_names_in_)
     missing = [c for c in inputs if c not in batch.columns]
     if missing:
@@ -61,14 +59,13 @@ def scored_batch(context: dg.AssetExecutionContext, source: DataSource, store: F
     if spec.id_column:
         scored.insert(0, spec.id_column, batch[spec.id_column])
     scored["champion_version"] = int(champion.version)
-    path = store.artifact_path("batches", dataset, day, "scored.parquet")
-    with atomic_path(path) as temporary:
-        scored.to_parquet(temporary, index=False)
+    path = artifacts.write_frame(scored, "batches", dataset, day, "scored.parquet")
     metadata = {"dagster/row_count": len(scored), "champion_version": int(champion.version),
                 "path": dg.MetadataValue.path(str(path)), "preview": markdown_table(scored.head(5))}
-    labels_path = source.labels_path(dataset, day)
-    if spec.id_column and labels_path.exists():
-        labelled = batch.merge(read_table(labels_path)[[spec.id_column, spec.target]], on=spec.id_column)
+    with bad_input_as_failure(context.partition_key):
+        labels = source.read_labels(dataset, day)
+    if spec.id_column and labels is not None:
+        labelled = batch.merge(labels[[spec.id_column, spec.target]], on=spec.id_column)
         metrics = score_model(model, labelled[inputs], labelled[spec.target], spec.task, spec.positive_class)
         metadata |= {f"live_{k}": v for k, v in metrics.items()} | {"labelled_rows": len(labelled)}
     context.log.info(f"Scored {len(scored):,} rows of {dataset} {day} with champion v{champion.version}")
@@ -77,23 +74,16 @@ def scored_batch(context: dg.AssetExecutionContext, source: DataSource, store: F
 
 @dg.asset(partitions_def=batch_partitions, deps=[scored_batch], group_name="monitoring", kinds={"evidently"})
 def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, source: DataSource,
-                 store: FeatureStore, registry: ModelRegistry) -> dg.MaterializeResult:
+                 store: FeatureStore, registry: ModelRegistry, artifacts: ArtifactStore) -> dg.MaterializeResult:
     """Per-column drift of the batch against the rows the champion was trained on, with an Evidently report."""
-    dataset, day = batch_keys(context)
-    champion = _champion_or_failure(registry, dataset)
-    with bad_input_as_failure(context.partition_key):
-        spec = source.dataset_spec(dataset)
-        batch = read_table(source.batch_path(dataset, day))
+    dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
     reference_version = int(champion.tags["clean_dataset_version"])
     reference = store.load("clean_dataset", dataset, reference_version)
     skip = {spec.target, *spec.key_columns, *spec.exclude_columns}
     columns = [c for c in reference.columns if c not in skip and c in batch.columns]
     report = DriftDetector(drift_share=config.drift_share).fit(reference[columns]).detect(batch[columns])
-    folder = store.artifact_path("batches", dataset, day)
-    html_path = write_text_atomic(folder / "drift_report.html", report.snapshot.get_html_str(as_iframe=False))
-    summary = {"dataset": dataset, "day": day, "drift_detected": report.drift_detected,
-               "drifted_share": report.drifted_share, "per_column": report.per_column.to_dict("records")}
-    write_text_atomic(folder / "drift_report.json", json.dumps(summary))
+    html_path = artifacts.write_text(report.snapshot.get_html_str(as_iframe=False), "batches", dataset, day,
+                                     "drift_report.html")
     drifted = report.per_column.loc[report.per_column["drifted"], "column"].tolist()
     context.log.info(f"Drift {dataset} {day}: {len(drifted)}/{len(columns)} columns drifted "
                      f"({', '.join(drifted) or 'none'}); drift_detected={report.drift_detected}")

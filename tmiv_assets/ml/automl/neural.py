@@ -77,7 +77,8 @@ class _TorchMLP(BaseEstimator):
 
     def _train(self, X: torch.Tensor, y: torch.Tensor, train: np.ndarray, valid: np.ndarray):
         optimizer = torch.optim.AdamW(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, self.patience // 3))
+        plateau = max(1, self.patience // 3)
+        scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=plateau)
                      if self.scheduler == "plateau" else
                      torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_epochs))
         batch = self.batch_size or int(np.clip(2 ** round(math.log2(max(len(train) / 20, 1))), 32, 512))
@@ -215,35 +216,3 @@ def _writer(log_dir: str | None):
     from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package; only then
 
     return SummaryWriter(log_dir=log_dir)
-
-
-def search_architecture(X, y, task: str, n_trials: int = 10, timeout: float | None = None, seed: int = 0,
-                        sampler: str = "tpe", storage=None, max_epochs: int = 40):
-    """Neural architecture search over depth, width, dropout and learning rate with Optuna.
-
-    Each trial reports the validation loss per epoch, so the median pruner stops poor architectures
-    early. Returns the study; `study.best_params` configures the final network.
-    """
-    import optuna
-
-    from tmiv_assets.ml.tuning import tune
-
-    cls = TorchMLPRegressor if task == "regression" else TorchMLPClassifier
-
-    def objective(trial: optuna.Trial) -> float:
-        params = {"hidden_layers": trial.suggest_int("hidden_layers", 1, 3),
-                  "width": trial.suggest_categorical("width", [32, 64, 128, 256]),
-                  "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-                  "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)}
-
-        def pruning(event: dict) -> None:
-            trial.report(event["val_loss"], event["epoch"])
-            if trial.should_prune():
-                trial.set_user_attr("pruned_reason", f"epoch {event['epoch']}: validation loss above the median")
-                raise optuna.TrialPruned()
-
-        model = cls(**params, max_epochs=max_epochs, seed=seed, progress=pruning).fit(X, y)
-        return float(model.history_["val_loss"].min())
-
-    return tune(objective, "log_loss", sampler, n_trials=n_trials, timeout=timeout, seed=seed, storage=storage,
-                study_name="neural-architecture")

@@ -1,4 +1,4 @@
-"""Model families the AutoML searches: the shared preprocessor, each estimator and its Optuna search space."""
+"""Model families the AutoML searches: each estimator, its Optuna search space and start configurations."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import optuna
-import pandas as pd
 from lightgbm import LGBMClassifier, LGBMRegressor
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
     AdaBoostClassifier,
     AdaBoostRegressor,
@@ -26,49 +25,14 @@ from sklearn.ensemble import (
 from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression, Ridge
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-from sklearn.utils.validation import check_is_fitted
 from xgboost import XGBClassifier, XGBRegressor
 
-from tmiv_assets.ml.neural import TorchMLPClassifier, TorchMLPRegressor
-from tmiv_assets.ml.training import build_preprocessor
+from tmiv_assets.ml.automl.neural import TorchMLPClassifier, TorchMLPRegressor
+from tmiv_assets.ml.data.spec import CLASSIFICATION
 
-CLASSIFICATION = ("binary", "multiclass")
 ALL_TASKS = (*CLASSIFICATION, "regression")
-
-
-class TabularTypes(TransformerMixin, BaseEstimator):
-    """Datetime columns become calendar parts, booleans 0/1 floats; columns with no value are dropped.
-
-    Runs in front of `build_preprocessor`, whose encoders know only numbers and categories. Part names
-    are '<column>_<part>' so explanations map them back to their input column.
-    """
-
-    PARTS = ("year", "month", "day", "dayofweek", "hour")
-
-    def fit(self, X: pd.DataFrame, y=None) -> TabularTypes:
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.empty_columns_ = [c for c in X.columns if X[c].isna().all()]
-        self.datetime_columns_ = [c for c in X.columns if pd.api.types.is_datetime64_any_dtype(X[c])]
-        self.feature_names_out_ = np.asarray(self.transform(X.head(2)).columns, dtype=object)
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        check_is_fitted(self, "datetime_columns_")
-        frame = X.drop(columns=self.empty_columns_)
-        for column in [c for c in self.datetime_columns_ if c not in self.empty_columns_]:
-            stamp = pd.to_datetime(frame.pop(column))
-            for part in self.PARTS:
-                frame[f"{column}_{part}"] = getattr(stamp.dt, part).astype("float64")
-        for column in frame.columns:
-            if pd.api.types.is_bool_dtype(frame[column]):
-                frame[column] = frame[column].astype("float64")
-        return frame
-
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        return self.feature_names_out_
 
 
 class XGBLabelClassifier(XGBClassifier):
@@ -88,11 +52,6 @@ class XGBLabelClassifier(XGBClassifier):
     def classes_(self) -> np.ndarray:
         # XGBoost checks classes_ against the codes during fit; callers see the labels afterwards.
         return self.__dict__["labels_"] if "labels_" in self.__dict__ else np.arange(self.n_classes_)
-
-
-def make_preprocessor() -> Pipeline:
-    """Types, then impute / scale / one-hot (ml.training.build_preprocessor); fitted on training rows only."""
-    return Pipeline([("types", TabularTypes()), ("encode", build_preprocessor())])
 
 
 @dataclass(frozen=True)
@@ -127,6 +86,9 @@ def _with_seed(cls, params: dict, seed: int, n_jobs: int) -> dict:
     extra = {k: v for k, v in {"random_state": seed, "n_jobs": n_jobs}.items() if k in accepted}
     if cls.__module__.startswith("lightgbm"):
         extra["verbose"] = -1  # LightGBM otherwise prints a line per tree that finds no split
+        # LightGBM times row- against column-wise histograms and picks the faster, so under CPU load the
+        # same data and seed could train a different model; fixing the layout keeps runs reproducible.
+        extra |= {"force_col_wise": True, "deterministic": True}
     return {**extra, **params}
 
 
@@ -248,38 +210,52 @@ _LGBM_TUNED = {"n_estimators": 400, "learning_rate": 0.03, "num_leaves": 15, "mi
                "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.7, "reg_lambda": 1.0}
 CATALOG: tuple[ModelFamily, ...] = (
     # Order is the order of the first pass: cheap, strong families first.
-    ModelFamily("linear", ALL_TASKS, _linear_build, _linear_space, 0.3,
+    ModelFamily(name="linear", tasks=ALL_TASKS, build=_linear_build, space=_linear_space, budget_weight=0.3,
                 grid=lambda task: {"C" if task in CLASSIFICATION else "alpha": [0.01, 0.1, 1.0, 10.0]}),
-    ModelFamily("lightgbm", ALL_TASKS, _by_task(LGBMClassifier, LGBMRegressor), _lightgbm_space, 3.0,
-                starts=({}, _LGBM_TUNED), grid={"num_leaves": [7, 31], "learning_rate": [0.03, 0.1]}),
-    ModelFamily("hist_gradient_boosting", ALL_TASKS,
-                _by_task(HistGradientBoostingClassifier, HistGradientBoostingRegressor), _hist_gb_space, 1.5,
+    ModelFamily(name="lightgbm", tasks=ALL_TASKS, build=_by_task(LGBMClassifier, LGBMRegressor),
+                space=_lightgbm_space, budget_weight=3.0, starts=({}, _LGBM_TUNED),
+                grid={"num_leaves": [7, 31], "learning_rate": [0.03, 0.1]}),
+    ModelFamily(name="hist_gradient_boosting", tasks=ALL_TASKS,
+                build=_by_task(HistGradientBoostingClassifier, HistGradientBoostingRegressor),
+                space=_hist_gb_space, budget_weight=1.5,
                 grid={"learning_rate": [0.03, 0.1], "max_leaf_nodes": [15, 31]}),
-    ModelFamily("random_forest", ALL_TASKS, _by_task(RandomForestClassifier, RandomForestRegressor, n_estimators=200),
-                _forest_space, 1.0, grid={"max_features": [0.3, 0.6, 1.0]}),
-    ModelFamily("extra_trees", ALL_TASKS, _by_task(ExtraTreesClassifier, ExtraTreesRegressor, n_estimators=200),
-                _forest_space, 1.0, grid={"max_features": [0.3, 0.6, 1.0]}),
-    ModelFamily("xgboost", ALL_TASKS, _by_task(XGBLabelClassifier, XGBRegressor), _xgboost_space, 2.0,
+    ModelFamily(name="random_forest", tasks=ALL_TASKS,
+                build=_by_task(RandomForestClassifier, RandomForestRegressor, n_estimators=200),
+                space=_forest_space, budget_weight=1.0, grid={"max_features": [0.3, 0.6, 1.0]}),
+    ModelFamily(name="extra_trees", tasks=ALL_TASKS,
+                build=_by_task(ExtraTreesClassifier, ExtraTreesRegressor, n_estimators=200),
+                space=_forest_space, budget_weight=1.0, grid={"max_features": [0.3, 0.6, 1.0]}),
+    ModelFamily(name="xgboost", tasks=ALL_TASKS, build=_by_task(XGBLabelClassifier, XGBRegressor),
+                space=_xgboost_space, budget_weight=2.0,
                 starts=({"n_estimators": 200, "learning_rate": 0.05, "max_depth": 6},),
                 grid={"max_depth": [3, 6], "learning_rate": [0.03, 0.1]}),
-    ModelFamily("naive_bayes", CLASSIFICATION, lambda p, t, s, n: GaussianNB(), _no_space, 0.1),
-    ModelFamily("knn", ALL_TASKS, lambda p, t, s, n: (KNeighborsClassifier if t in CLASSIFICATION else
-                                                      KNeighborsRegressor)(**p), _knn_space, 0.3,
-                max_rows=20_000, grid={"n_neighbors": [5, 15, 30]}),
-    ModelFamily("lasso", ("regression",), _by_task(Lasso, Lasso, max_iter=5000), _alpha_space, 0.3,
-                grid={"alpha": [0.01, 0.1, 1.0]}),
-    ModelFamily("elastic_net", ("regression",), _by_task(ElasticNet, ElasticNet, max_iter=5000), _elastic_space, 0.3,
-                grid={"alpha": [0.01, 0.1, 1.0], "l1_ratio": [0.2, 0.8]}),
-    ModelFamily("svm", ALL_TASKS, _svm_build, _svm_space, 0.7, max_rows=5_000,
+    ModelFamily(name="naive_bayes", tasks=CLASSIFICATION, build=lambda p, t, s, n: GaussianNB(), space=_no_space,
+                budget_weight=0.1),
+    ModelFamily(name="knn", tasks=ALL_TASKS,
+                build=lambda p, t, s, n: (KNeighborsClassifier if t in CLASSIFICATION else KNeighborsRegressor)(**p),
+                space=_knn_space, budget_weight=0.3, max_rows=20_000, grid={"n_neighbors": [5, 15, 30]}),
+    ModelFamily(name="lasso", tasks=("regression",), build=_by_task(Lasso, Lasso, max_iter=5000), space=_alpha_space,
+                budget_weight=0.3, grid={"alpha": [0.01, 0.1, 1.0]}),
+    ModelFamily(name="elastic_net", tasks=("regression",), build=_by_task(ElasticNet, ElasticNet, max_iter=5000),
+                space=_elastic_space, budget_weight=0.3, grid={"alpha": [0.01, 0.1, 1.0], "l1_ratio": [0.2, 0.8]}),
+    ModelFamily(name="svm", tasks=ALL_TASKS, build=_svm_build, space=_svm_space, budget_weight=0.7, max_rows=5_000,
                 grid={"C": [0.1, 1, 10], "gamma": [0.01, 0.1]}),
-    ModelFamily("decision_tree", ALL_TASKS, _by_task(DecisionTreeClassifier, DecisionTreeRegressor), _tree_space, 0.2,
-                grid={"max_depth": [3, 6, 12]}),
-    ModelFamily("gradient_boosting", ALL_TASKS, _by_task(GradientBoostingClassifier, GradientBoostingRegressor),
-                _gradient_boosting_space, 0.7, max_rows=50_000, grid={"max_depth": [2, 3, 5]}),
-    ModelFamily("adaboost", ALL_TASKS, _by_task(AdaBoostClassifier, AdaBoostRegressor), _boosting_space, 0.3,
-                grid={"learning_rate": [0.1, 1.0]}),
-    ModelFamily("mlp", ALL_TASKS, _mlp_build, _mlp_space, 0.7, max_rows=100_000, grid={"hidden_layers": [1, 2]}),
+    ModelFamily(name="decision_tree", tasks=ALL_TASKS, build=_by_task(DecisionTreeClassifier, DecisionTreeRegressor),
+                space=_tree_space, budget_weight=0.2, grid={"max_depth": [3, 6, 12]}),
+    ModelFamily(name="gradient_boosting", tasks=ALL_TASKS,
+                build=_by_task(GradientBoostingClassifier, GradientBoostingRegressor),
+                space=_gradient_boosting_space, budget_weight=0.7, max_rows=50_000, grid={"max_depth": [2, 3, 5]}),
+    ModelFamily(name="adaboost", tasks=ALL_TASKS, build=_by_task(AdaBoostClassifier, AdaBoostRegressor),
+                space=_boosting_space, budget_weight=0.3, grid={"learning_rate": [0.1, 1.0]}),
+    ModelFamily(name="mlp", tasks=ALL_TASKS, build=_mlp_build, space=_mlp_space, budget_weight=0.7, max_rows=100_000,
+                grid={"hidden_layers": [1, 2]}),
 )
+
+
+def baseline_estimator(task: str):
+    """The no-skill model every search must beat: class priors, or the mean for regression."""
+    return DummyClassifier(strategy="prior") if task in CLASSIFICATION else DummyRegressor(strategy="mean")
+
 
 PRESETS = {
     # families (None: every family that fits the task), CV folds, families tuned after the first pass,

@@ -15,13 +15,13 @@ from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
 from sklearn.feature_selection import RFE, VarianceThreshold, mutual_info_classif, mutual_info_regression
 from sklearn.linear_model import LassoCV, LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
-
-from tmiv_assets.ml.feature_engineering import CategoricalEncoder
 from sklearn.utils.validation import check_is_fitted
+
+from tmiv_assets.ml.data.spec import CLASSIFICATION
+from tmiv_assets.ml.features.engineering import CategoricalEncoder
 
 FILTERS = ("variance", "correlation")
 RANKERS = ("mutual_info", "rfe", "l1", "tree")
-CLASSIFICATION = ("binary", "multiclass")
 
 
 class FeatureSelector(TransformerMixin, BaseEstimator):
@@ -40,7 +40,8 @@ class FeatureSelector(TransformerMixin, BaseEstimator):
     and `selected_features_` (in input order).
     """
 
-    def __init__(self, task: str = "binary", methods: tuple[str, ...] = ("variance", "correlation", "mutual_info", "tree"),
+    def __init__(self, task: str = "binary",
+                 methods: tuple[str, ...] = ("variance", "correlation", "mutual_info", "tree"),
                  n_features: int | None = None, min_votes: int = 1, variance_threshold: float = 0.0,
                  correlation_threshold: float = 0.95, random_state: int = 0):
         self.task = task

@@ -11,8 +11,9 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from tmiv_assets.ml.model_catalog import ModelFamily
-from tmiv_assets.ml.tuning import LOWER, create_study, direction_of, is_improvement, make_sampler, oof_score, trials_frame
+from tmiv_assets.ml.automl.catalog import ModelFamily
+from tmiv_assets.ml.automl.tuning import create_study, make_sampler, trials_frame
+from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof_score
 
 logger = logging.getLogger(__name__)
 FAILURES = (ValueError, ArithmeticError, np.linalg.LinAlgError)  # recorded as FAIL trials; the search goes on
@@ -37,6 +38,13 @@ class SearchContext:
     study_prefix: str
     max_trials: int | None
     progress: Callable[[dict], None] | None
+    pinned: dict
+    """Family name -> parameters fixed by the user; they override sampled and start values."""
+    scored: np.ndarray
+    """Positions covered by a validation fold (time-series CV never validates its first block)."""
+
+    def params_for(self, family: ModelFamily, params: dict) -> dict:
+        return {**params, **self.pinned.get(family.name, {})}
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class FamilyResult:
     fold_seconds: float
     """Mean seconds of one fold's fit, the estimate of a refit's cost."""
     oof: np.ndarray
-    """Out-of-fold probabilities (one column per class) or values."""
+    """Out-of-fold probabilities (one column per class) or values of the `scored` rows."""
     trials: pd.DataFrame
 
 
@@ -68,7 +76,7 @@ class _Tracker:
             self.count += 1
             if trial.duration:
                 self.seconds.append(trial.duration.total_seconds())
-            if trial.value is not None and is_improvement(self.context.metric, trial.value, self.best):
+            if trial.value is not None and is_better(self.context.metric, trial.value, self.best):
                 self.best = trial.value
             now = time.monotonic()
             left = max(0.0, self.deadline - now)
@@ -132,12 +140,13 @@ class _FamilySearch:
         if key in self.cache:  # samplers on small spaces repeat themselves; refitting would waste the budget
             trial.set_user_attr("duplicate", True)
             return self.cache[key]
-        oof, fold_seconds = self._cross_validate(trial, params)
+        full, fold_seconds = self._cross_validate(trial, params)
         c = self.context
-        value = oof_score(c.metric, c.task, _codes(c), oof, _labels(c))
+        oof = full[c.scored]
+        value = oof_score(c.metric, c.task, _codes(c)[c.scored], oof, _labels(c))
         self.cache[key] = value
-        if self.best is None or is_improvement(c.metric, value, self.best["value"]):
-            per_fold = [oof_score(c.metric, c.task, _codes(c)[v], oof[v], _labels(c)) for _, v in c.folds]
+        if self.best is None or is_better(c.metric, value, self.best["value"]):
+            per_fold = [oof_score(c.metric, c.task, _codes(c)[v], full[v], _labels(c)) for _, v in c.folds]
             self.best = {"value": value, "params": params, "oof": oof, "std": float(np.std(per_fold)),
                          "seconds": float(sum(fold_seconds)), "fold_seconds": float(np.mean(fold_seconds))}
         return value
@@ -155,7 +164,8 @@ class _FamilySearch:
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
             started = time.monotonic()
-            model = self.family.build(params, c.task, c.seed, c.n_jobs).fit(X_train, y[train])
+            model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
+            model.fit(X_train, y[train])
             oof[valid] = model.predict_proba(X_valid) if c.classes is not None else model.predict(X_valid)[:, None]
             seconds.append(time.monotonic() - started)
             self.fold_seconds = float(np.mean(seconds))
@@ -195,7 +205,7 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             logger.info("search budget spent before %s", search.family.name)
             break
         search.run(1, deadline)
-    sign = -1 if context.metric in LOWER else 1
+    sign = -1 if context.metric in LOWER_IS_BETTER else 1
     ranked = sorted([s for s in searches if s.best], key=lambda s: -sign * s.best["value"])
     chosen = [s for s in ranked if s.tunable or len(s.family.starts) > 1][:tuned]
     for position, search in enumerate(chosen):

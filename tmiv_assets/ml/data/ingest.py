@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tmiv_assets.ml.spec import DatasetSpec
+from tmiv_assets.ml.data.spec import DatasetSpec
 
 READERS = {".csv", ".tsv", ".txt", ".parquet", ".xlsx", ".xlsm"}
 SNIFF_BYTES = 64 * 1024
@@ -111,7 +111,8 @@ def _read_csv(path: Path, delimiter: str | None, encoding: str | None) -> pd.Dat
             path,
         ) from error
     except UnicodeDecodeError as error:
-        raise DataValidationError(f"{path}: not valid {encoding} ({error}); set 'encoding' in the spec", path) from error
+        raise DataValidationError(f"{path}: not valid {encoding} ({error}); set 'encoding' in the spec",
+                                  path) from error
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -236,7 +237,7 @@ def infinite_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Number of +/-inf values per numeric column, for columns that have any."""
     numeric = frame.select_dtypes(include="number")
     counts = np.isinf(numeric.to_numpy(dtype=float, na_value=np.nan)).sum(axis=0) if numeric.shape[1] else []
-    return {c: int(n) for c, n in zip(numeric.columns, counts) if n}
+    return {c: int(n) for c, n in zip(numeric.columns, counts, strict=True) if n}
 
 
 def mixed_type_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
@@ -252,7 +253,7 @@ def mixed_type_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
             continue
         kind = pd.api.types.infer_dtype(values, skipna=True)
         if kind in ("mixed", "mixed-integer", "mixed-integer-float"):
-            odd = values[values.map(type) != type(values.iloc[0])]
+            odd = values[values.map(type) != type(values.iloc[0])]  # noqa: E721 - exact type, not a subclass
             mixed[column] = odd.astype(str).head(3).tolist()
             continue
         if kind != "string":

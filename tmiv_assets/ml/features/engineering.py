@@ -1,7 +1,7 @@
 """Automatic features, categorical encodings and scaling as sklearn transformers.
 
-Everything here learns on `fit` and is meant to sit in the model's Pipeline, so it is fitted on the
-training rows (or the training part of each CV fold) only and serving replays exactly the same steps.
+The transformers learn on `fit`; they sit in the model's pipeline (scalers, encoders) or in the
+FeatureBuilder that is stored in front of it, so serving replays exactly the steps training saw.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     MinMaxScaler,
     OneHotEncoder,
@@ -26,8 +24,6 @@ from sklearn.preprocessing import (
 )
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
-
-from tmiv_assets.ml.cleaning import OutlierClipper
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 RATIO_EPSILON = 1e-12
@@ -48,57 +44,33 @@ def _frame(X) -> pd.DataFrame:
     return X
 
 
-class DatetimeFeatures(TransformerMixin, BaseEstimator):
-    """Replace each datetime column by year, month, day, day of week, hour, is_weekend and sin/cos
-    of month, day of week and hour (so December sits next to January and 23:00 next to 00:00)."""
-
-    def __init__(self, columns: list[str] | None = None):
-        self.columns = columns
-
-    def fit(self, X, y=None) -> DatetimeFeatures:
-        X = _frame(X)
-        detected = [c for c in X.columns if pd.api.types.is_datetime64_any_dtype(X[c])]
-        self.datetime_columns_ = list(self.columns) if self.columns is not None else detected
-        missing = [c for c in self.datetime_columns_ if c not in X.columns]
-        if missing:
-            raise ValueError(f"DatetimeFeatures: columns {missing} not found (columns: {list(X.columns)})")
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.feature_names_out_ = np.asarray(self._expand(X.head(1)).columns, dtype=object)
-        return self
-
-    def transform(self, X) -> pd.DataFrame:
-        check_is_fitted(self, "feature_names_out_")
-        return self._expand(_frame(X))
-
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        check_is_fitted(self, "feature_names_out_")
-        return self.feature_names_out_
-
-    def _expand(self, X: pd.DataFrame) -> pd.DataFrame:
-        features = X.copy()
-        for column in self.datetime_columns_:
-            stamp = pd.to_datetime(features.pop(column))
-            hour = stamp.dt.hour + stamp.dt.minute / 60
-            month, weekday = stamp.dt.month, stamp.dt.dayofweek
-            parts = {
-                "year": stamp.dt.year, "month": month, "day": stamp.dt.day, "day_of_week": weekday,
-                "hour": hour, "is_weekend": (weekday >= 5).astype(float),
-                "month_sin": np.sin(2 * np.pi * (month - 1) / 12), "month_cos": np.cos(2 * np.pi * (month - 1) / 12),
-                "dow_sin": np.sin(2 * np.pi * weekday / 7), "dow_cos": np.cos(2 * np.pi * weekday / 7),
-                "hour_sin": np.sin(2 * np.pi * hour / 24), "hour_cos": np.cos(2 * np.pi * hour / 24),
-            }
-            for name, values in parts.items():
-                features[f"{column}_{name}"] = values.astype(float)
-        return features
+def calendar_features(stamp: pd.Series, prefix: str) -> pd.DataFrame:
+    """Calendar parts of one datetime column, named '<prefix>_<part>': year, month, day, day_of_week, hour,
+    is_weekend, and sin/cos of month, day of week and hour (so December sits next to January and 23:00
+    next to 00:00). Missing times give missing parts."""
+    stamp = pd.to_datetime(stamp)
+    hour = stamp.dt.hour + stamp.dt.minute / 60
+    month, weekday = stamp.dt.month, stamp.dt.dayofweek
+    parts = {
+        "year": stamp.dt.year, "month": month, "day": stamp.dt.day, "day_of_week": weekday, "hour": hour,
+        "is_weekend": (weekday >= 5).where(weekday.notna()),
+        "month_sin": np.sin(2 * np.pi * (month - 1) / 12), "month_cos": np.cos(2 * np.pi * (month - 1) / 12),
+        "dow_sin": np.sin(2 * np.pi * weekday / 7), "dow_cos": np.cos(2 * np.pi * weekday / 7),
+        "hour_sin": np.sin(2 * np.pi * hour / 24), "hour_cos": np.cos(2 * np.pi * hour / 24),
+    }
+    return pd.DataFrame({f"{prefix}_{name}": values.astype("float64") for name, values in parts.items()},
+                        index=stamp.index)
 
 
 class AutoFeatures(TransformerMixin, BaseEstimator):
     """Polynomial terms, pairwise products and safe ratios, and row-wise aggregates of numeric columns.
 
     Polynomials and pairs use numeric columns with more than two distinct values (squaring a 0/1 flag
-    adds nothing); row aggregates (mean, std, min, max) use every numeric column. Given `y`, the `max_interactions` pairs whose product correlates most with the target
+    adds nothing); row aggregates (mean, std, min, max) use every numeric column. Given `y`, the
+    `max_interactions` pairs whose product correlates most with the target
     are kept; without it, the first pairs in column order. Ratios divide by the second column and are
-    missing where it is (near) zero. Input must have no missing values: impute first.
+    missing where it is (near) zero. Polynomial terms need inputs without missing values; products,
+    ratios and aggregates are missing where an input is, for the model's imputer to fill.
     """
 
     def __init__(self, polynomial_degree: int | None = None, interactions: bool = True, ratios: bool = True,
@@ -138,7 +110,7 @@ class AutoFeatures(TransformerMixin, BaseEstimator):
         new: dict[str, np.ndarray] = {}
         if self.polynomial_ is not None:
             terms = self.polynomial_.transform(numeric)
-            for name, values in zip(self.polynomial_.get_feature_names_out(), terms.T):
+            for name, values in zip(self.polynomial_.get_feature_names_out(), terms.T, strict=True):
                 if " " in name or "^" in name:  # the degree-1 terms are the inputs themselves
                     new["poly_" + name.replace(" ", "_x_").replace("^", "_pow")] = values
         for left, right in self.interaction_pairs_:
@@ -227,27 +199,3 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         if y is None or type_of_target(y) in ("continuous", "continuous-multioutput"):
             return KFold(5, shuffle=True, random_state=self.random_state)
         return StratifiedKFold(5, shuffle=True, random_state=self.random_state)
-
-
-def build_feature_pipeline(scaling: str = "standard", imputation: str = "median", polynomial_degree: int | None = None,
-                           interactions: bool = False, ratios: bool = False, max_interactions: int = 20,
-                           row_aggregates: bool = False, outliers: str = "none", outlier_threshold: float | None = None,
-                           max_onehot_categories: int = 10, high_cardinality: str = "target",
-                           random_state: int = 0) -> Pipeline:
-    """Datetime parts -> categorical encoding -> imputation -> auto features -> outlier clipping -> scaling.
-
-    Prepend it to an estimator (`Pipeline([("features", build_feature_pipeline()), ("model", ...)])`)
-    so every step is fitted on training rows only and stored with the model.
-    """
-    steps = [
-        ("datetime", DatetimeFeatures()),
-        ("encode", CategoricalEncoder(max_onehot_categories, high_cardinality, random_state)),
-        ("impute", SimpleImputer(strategy=imputation)),
-        ("auto", AutoFeatures(polynomial_degree, interactions, ratios, max_interactions, row_aggregates)),
-        # Ratios may be missing where a denominator is zero; a second imputer keeps estimators happy.
-        ("impute_generated", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
-    ]
-    if outliers != "none":
-        steps.append(("clip", OutlierClipper(outliers, outlier_threshold)))
-    steps.append(("scale", make_scaler(scaling)))
-    return Pipeline(steps).set_output(transform="pandas")

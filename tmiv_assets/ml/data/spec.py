@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 TASKS = ("binary", "multiclass", "regression")
+CLASSIFICATION = ("binary", "multiclass")
 COLUMN_TYPES = ("numeric", "categorical", "datetime", "boolean", "text")
 CLEANING_OPTIONS = {
     "missing": ("none", "mean", "median", "mode", "drop", "ffill", "bfill", "constant"),
@@ -72,7 +73,18 @@ class DatasetSpec:
 
     @property
     def is_classification(self) -> bool:
-        return self.task in ("binary", "multiclass")
+        return self.task in CLASSIFICATION
+
+    def to_record(self) -> dict:
+        """JSON-ready fields, so the spec a version was built with travels in its lineage."""
+        record = asdict(self)
+        return record | {"path": str(self.path), "spec_path": str(self.spec_path) if self.spec_path else None}
+
+    @classmethod
+    def from_record(cls, record: dict) -> DatasetSpec:
+        tuples = {k: tuple(record[k]) for k in ("sensitive_columns", "exclude_columns")}
+        paths = {"path": Path(record["path"]), "spec_path": Path(record["spec_path"]) if record["spec_path"] else None}
+        return cls(**(record | tuples | paths))
 
 
 @dataclass(frozen=True)

@@ -5,31 +5,34 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from tmiv_assets.ml.ensembles import caruana_selection, make_blending, make_stacking, make_voting
-from tmiv_assets.ml.model_catalog import PRESETS, families_for, make_preprocessor
-from tmiv_assets.ml.search import FamilyResult, SearchContext, search_families
-from tmiv_assets.ml.training import (
-    PRIMARY_METRIC,
-    CandidateResult,
-    build_preprocessor,
-    candidate_estimators,
-    score_model,
+from tmiv_assets.ml.automl.catalog import PRESETS, families_for
+from tmiv_assets.ml.automl.ensembles import (
+    caruana_selection,
+    make_bagging,
+    make_blending,
+    make_stacking,
+    make_voting,
 )
-from tmiv_assets.ml.tuning import LOWER, METRICS, SAMPLERS, oof_score, trials_frame
+from tmiv_assets.ml.automl.search import FamilyResult, SearchContext, search_families
+from tmiv_assets.ml.automl.tuning import SAMPLERS, trials_frame
+from tmiv_assets.ml.data.splits import cv_folds
+from tmiv_assets.ml.features.preprocessing import make_preprocessor
+from tmiv_assets.ml.metrics import LOWER_IS_BETTER, METRICS, PRIMARY_METRIC, check_metric, oof_score
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported through `progress` instead
 SEARCH_SHARE = 0.8  # of the budget for the search; the rest refits the final models on all rows
-ENSEMBLES = ("caruana", "voting", "stacking", "blending", "best")
+ENSEMBLES = ("caruana", "voting", "stacking", "blending", "bagging", "best")
+SCALERS = ("standard", "minmax", "robust", "none")
 MIN_ROWS = 10
 
 
@@ -39,7 +42,7 @@ class AutoML(BaseEstimator):
     Parameters
     ----------
     task : 'binary', 'multiclass', 'regression' or None to infer from y.
-    metric : optimisation metric (default per task: roc_auc, f1_macro, rmse); see tuning.METRICS.
+    metric : optimisation metric (default per task: roc_auc, f1_macro, rmse); see metrics.METRICS.
     time_budget_s : wall-clock budget for the whole fit, refit and ensemble included.
     seed, n_jobs : seed of folds, samplers and models; threads per model.
     preset : 'fast' (3 families, 3 folds, best single model), 'balanced', 'best_quality' (every family,
@@ -47,7 +50,13 @@ class AutoML(BaseEstimator):
     sampler : 'tpe' (median pruning over CV folds), 'gp' (Bayesian), 'nsga2' (genetic), 'random', 'grid'.
     sampler_options : e.g. {'population_size': 10, 'crossover_prob': 0.9, 'mutation_prob': 0.1} for nsga2.
     ensemble : 'caruana' (greedy selection over out-of-fold predictions, the default), 'voting' (soft,
-        equal weights over the top three), 'stacking', 'blending', or 'best' (the best single family).
+        equal weights over the top three), 'stacking', 'blending', 'bagging' (bootstrap aggregation of the
+        best family) or 'best' (the best single family).
+    scaler : scaling of numeric columns in the preprocessor: 'standard', 'minmax', 'robust' or 'none'.
+    n_folds : cross-validation folds (None: the preset's); fit(..., times=...) makes them time-ordered.
+    pinned_params : {family: {param: value}} fixed by the user over sampled and start values, e.g.
+        {'mlp': {'max_epochs': 30, 'patience': 5}, 'lightgbm': {'n_estimators': 300}}.
+    log_dir : TensorBoard event logs of the refitted networks go to <log_dir>/<family>; None writes none.
     include, exclude : family names to restrict the search to / leave out.
     max_trials : cap on tuning trials per family; with a budget that is not reached the fit is exactly
         reproducible (a time-bounded search depends on machine speed).
@@ -59,7 +68,9 @@ class AutoML(BaseEstimator):
     def __init__(self, task=None, metric=None, time_budget_s: float = 60, seed: int = 0, n_jobs: int = -1,
                  preset: str = "balanced", sampler: str = "tpe", sampler_options: dict | None = None,
                  ensemble: str = "caruana", include=None, exclude=None, max_trials: int | None = None,
-                 progress: Callable[[dict], None] | None = None, storage=None, study_prefix: str = "automl"):
+                 progress: Callable[[dict], None] | None = None, storage=None, study_prefix: str = "automl",
+                 scaler: str = "standard", n_folds: int | None = None, pinned_params: dict | None = None,
+                 log_dir: str | None = None):
         self.task = task
         self.metric = metric
         self.time_budget_s = time_budget_s
@@ -75,28 +86,36 @@ class AutoML(BaseEstimator):
         self.progress = progress
         self.storage = storage
         self.study_prefix = study_prefix
+        self.scaler = scaler
+        self.n_folds = n_folds
+        self.pinned_params = pinned_params
+        self.log_dir = log_dir
 
-    def fit(self, X: pd.DataFrame, y: pd.Series) -> AutoML:
+    def fit(self, X: pd.DataFrame, y: pd.Series, times: pd.Series | None = None) -> AutoML:
+        """Search and refit on X, y; with `times` (event time per row) the CV folds are time-ordered."""
         started = time.monotonic()
         X, y = self._validate(X, y)
-        self.train_X_, self.train_y_ = X, y
         self.classes_ = np.unique(y) if self.task_ != "regression" else None
         families = families_for(self.task_, self.preset, self.include, self.exclude, len(X))
-        folds = self._folds(X, y)
-        context = SearchContext(self.task_, self.metric_, y, self.classes_, folds, _encode(X, folds), self.seed,
-                                self.n_jobs, self.sampler, self.sampler_options or {}, self.storage,
-                                f"{self.study_prefix}-{self.task_}", self.max_trials, self.progress)
+        times = None if times is None else pd.Series(times).reset_index(drop=True)
+        self.folds_ = cv_folds(y, self.task_, self.n_folds or PRESETS[self.preset]["folds"], self.seed, times)
+        self.cv_strategy_ = "time-ordered" if times is not None else "shuffled"
+        scored = np.sort(np.concatenate([valid for _, valid in self.folds_]))
+        context = SearchContext(self.task_, self.metric_, y, self.classes_, self.folds_,
+                                _encode(X, self.folds_, self.scaler), self.seed, self.n_jobs, self.sampler,
+                                self.sampler_options or {}, self.storage, f"{self.study_prefix}-{self.task_}",
+                                self.max_trials, self.progress, self.pinned_params or {}, scored)
         deadline = started + self.time_budget_s * SEARCH_SHARE
         results, self.studies_ = search_families(context, families, PRESETS[self.preset]["tuned"], started, deadline)
         if not results:
             raise ValueError(f"time budget of {self.time_budget_s}s was too small to fit any model on {len(X):,} rows "
-                             f"with {len(folds)}-fold CV; raise time_budget_s")
-        self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y, started)
-        self.best_pipeline_ = self._refit(results, X, y)
+                             f"with {len(self.folds_)}-fold CV; raise time_budget_s")
+        self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started)
+        self.best_pipeline_ = self._refit(results, X, y, context)
         self.leaderboard_ = self._leaderboard(results)
         # Every family's trials, also those whose only trials were pruned or stopped at the budget.
-        self.trials_ = pd.concat([trials_frame(study, name) for name, study in self.studies_.items()],
-                                 ignore_index=True)
+        frames = [trials_frame(study, name) for name, study in self.studies_.items()]
+        self.trials_ = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
         self.fit_seconds_ = time.monotonic() - started
         logger.info("AutoML fit %d families, %d trials in %.1fs; final %s", len(results), len(self.trials_),
                     self.fit_seconds_, self.weights_)
@@ -126,7 +145,7 @@ class AutoML(BaseEstimator):
         if y.isna().any():
             raise ValueError(f"target has {int(y.isna().sum())} missing values; drop those rows first")
         for name, value, allowed in (("preset", self.preset, PRESETS), ("sampler", self.sampler, SAMPLERS),
-                                     ("ensemble", self.ensemble, ENSEMBLES)):
+                                     ("ensemble", self.ensemble, ENSEMBLES), ("scaler", self.scaler, SCALERS)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
         if not self.time_budget_s or self.time_budget_s <= 0:
@@ -136,9 +155,7 @@ class AutoML(BaseEstimator):
         self.task_ = self.task or infer_task(y)
         if self.task_ not in METRICS:
             raise ValueError(f"task {self.task_!r} is not one of {sorted(METRICS)}")
-        self.metric_ = self.metric or PRIMARY_METRIC[self.task_]
-        if self.metric_ not in METRICS[self.task_]:
-            raise ValueError(f"metric {self.metric_!r} does not fit task {self.task_!r}; use one of {METRICS[self.task_]}")
+        self.metric_ = check_metric(self.metric or PRIMARY_METRIC[self.task_], self.task_)
         if self.task_ != "regression" and y.nunique() < 2:
             raise ValueError(f"target has a single class ({y.iloc[0]!r}); classification needs two or more")
         if len(y) < MIN_ROWS:
@@ -149,27 +166,17 @@ class AutoML(BaseEstimator):
                              "rows for stratified cross-validation")
         return X.reset_index(drop=True), y.reset_index(drop=True)
 
-    def _folds(self, X: pd.DataFrame, y: pd.Series) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Stratified K folds; K shrinks to the smallest class size (at least 2) rather than failing."""
-        n_splits = PRESETS[self.preset]["folds"]
-        if self.task_ == "regression":
-            return list(KFold(n_splits, shuffle=True, random_state=self.seed).split(X))
-        smallest = int(y.value_counts().min())
-        if smallest < n_splits:
-            logger.warning("smallest class has %d rows: using %d CV folds instead of %d", smallest, smallest, n_splits)
-        return list(StratifiedKFold(min(n_splits, smallest), shuffle=True, random_state=self.seed).split(X, y))
-
     def _ensemble_weights(self, results: list[FamilyResult], y: pd.Series, started: float):
-        ranked = sorted(results, key=lambda r: r.cv_mean, reverse=self.metric_ not in LOWER)
+        ranked = sorted(results, key=lambda r: r.cv_mean, reverse=self.metric_ not in LOWER_IS_BETTER)
         rounds = PRESETS[self.preset]["ensemble_rounds"]
-        if self.ensemble == "best" or len(results) == 1 or (self.ensemble == "caruana" and rounds == 0):
+        if self.ensemble in ("best", "bagging") or len(results) == 1 or (self.ensemble == "caruana" and rounds == 0):
             return {ranked[0].family.name: 1.0}, ranked[0].cv_mean
         if self.ensemble != "caruana":
             top = ranked[:3]
             return {r.family.name: 1 / len(top) for r in top}, self._blend_score(top, [1 / len(top)] * len(top), y)
         selection = caruana_selection({r.family.name: r.oof for r in ranked},
                                       lambda p: oof_score(self.metric_, self.task_, y, p, self.classes_),
-                                      greater_is_better=self.metric_ not in LOWER, rounds=rounds)
+                                      greater_is_better=self.metric_ not in LOWER_IS_BETTER, rounds=rounds)
         weights = self._affordable(selection.weights, results, started)
         members = [r for r in results if r.family.name in weights]
         return weights, self._blend_score(members, [weights[r.family.name] for r in members], y)
@@ -191,20 +198,29 @@ class AutoML(BaseEstimator):
         blend = sum(w * r.oof for w, r in zip(weights, members, strict=True)) / sum(weights)
         return oof_score(self.metric_, self.task_, y, blend, self.classes_)
 
-    def _refit(self, results: list[FamilyResult], X: pd.DataFrame, y: pd.Series) -> Pipeline:
+    def _refit(self, results: list[FamilyResult], X: pd.DataFrame, y: pd.Series, context: SearchContext) -> Pipeline:
         """One preprocessor in front of the final estimator, so the pipeline keeps the ('preprocess',
         'estimator') shape that explanation and serving rely on."""
         members = [r for r in results if r.family.name in self.weights_]
-        estimators = [(r.family.name, r.family.build(r.params, self.task_, self.seed, self.n_jobs)) for r in members]
-        if len(members) == 1:
+        estimators = [(r.family.name, self._member(r, context)) for r in members]
+        if self.ensemble == "bagging":
+            final = make_bagging(estimators[0][1], self.task_, seed=self.seed)
+        elif len(members) == 1:
             final = estimators[0][1]
         elif self.ensemble == "stacking":
-            final = make_stacking(estimators, self.task_, cv=len(self._folds(X, y)), seed=self.seed)
+            final = make_stacking(estimators, self.task_, cv=len(self.folds_), seed=self.seed)
         elif self.ensemble == "blending":
             final = make_blending(estimators, self.task_, seed=self.seed)
         else:
             final = make_voting(estimators, self.task_, weights=[self.weights_[r.family.name] for r in members])
-        return Pipeline([("preprocess", make_preprocessor()), ("estimator", final)]).fit(X, y)
+        return Pipeline([("preprocess", make_preprocessor(self.scaler)), ("estimator", final)]).fit(X, y)
+
+    def _member(self, result: FamilyResult, context: SearchContext):
+        estimator = result.family.build(context.params_for(result.family, result.params), self.task_, self.seed,
+                                        self.n_jobs)
+        if self.log_dir and "log_dir" in estimator.get_params():
+            estimator.set_params(log_dir=str(Path(self.log_dir) / result.family.name))
+        return estimator
 
     def _leaderboard(self, results: list[FamilyResult]) -> pd.DataFrame:
         rows = [{"model": r.family.name, f"cv_{self.metric_}_mean": r.cv_mean, f"cv_{self.metric_}_std": r.cv_std,
@@ -212,16 +228,16 @@ class AutoML(BaseEstimator):
                  "pruned": int((r.trials["state"] == "PRUNED").sum()),
                  "ensemble_weight": round(self.weights_.get(r.family.name, 0.0), 3), "params": repr(r.params)}
                 for r in results]
-        board = pd.DataFrame(rows).sort_values(f"cv_{self.metric_}_mean", ascending=self.metric_ in LOWER,
+        board = pd.DataFrame(rows).sort_values(f"cv_{self.metric_}_mean", ascending=self.metric_ in LOWER_IS_BETTER,
                                                kind="stable")
         return board.reset_index(drop=True)
 
 
-def _encode(X: pd.DataFrame, folds) -> list[tuple[np.ndarray, np.ndarray]]:
+def _encode(X: pd.DataFrame, folds, scaler: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each fold's training rows fit a preprocessor that encodes both sides once, reused by every trial."""
     encoded = []
     for train, valid in folds:
-        preprocessor = make_preprocessor().fit(X.iloc[train])
+        preprocessor = make_preprocessor(scaler).fit(X.iloc[train])
         encoded.append((preprocessor.transform(X.iloc[train]), preprocessor.transform(X.iloc[valid])))
     return encoded
 
@@ -234,24 +250,3 @@ def infer_task(y: pd.Series) -> str:
     if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y) and distinct > 20:
         return "regression"
     return "binary" if distinct == 2 else "multiclass"
-
-
-def candidate_results(automl: AutoML, X_test: pd.DataFrame, y_test: pd.Series, positive_class=None,
-                      seed: int = 0) -> list:
-    """The final AutoML model and a no-skill baseline scored on the test split, then one row per searched
-    family with its cross-validated score (families are not refitted alone, so they have no test score)."""
-    final = CandidateResult("automl", automl.best_pipeline_, score_model(automl.best_pipeline_, X_test, y_test,
-                            automl.task_, positive_class), round(automl.fit_seconds_, 3),
-                            {"members": repr(automl.weights_), "preset": automl.preset, "sampler": automl.sampler})
-    baseline_name, baseline = next((n, e) for n, e in candidate_estimators(automl.task_, seed).items()
-                                   if n.startswith("baseline"))
-    baseline_model = Pipeline([("preprocess", build_preprocessor()), ("estimator", baseline)])
-    baseline_model.fit(automl.train_X_, automl.train_y_)
-    results = [final, CandidateResult(baseline_name, baseline_model, score_model(baseline_model, X_test, y_test,
-               automl.task_, positive_class), 0.0, {})]
-    for row in automl.leaderboard_.to_dict("records"):
-        cv = {k: v for k, v in row.items() if k.startswith("cv_")}
-        results.append(CandidateResult(row["model"], None, cv | {"trials": row["trials"], "pruned": row["pruned"],
-                                       "ensemble_weight": row["ensemble_weight"]}, row["fit_seconds"],
-                                       {"params": row["params"]}))
-    return results

@@ -1,15 +1,16 @@
-"""Datasets: ingest into the feature store, profile, clean."""
+"""Data preparation: ingest into the feature store, profile, clean."""
 
 import dagster as dg
 from pydantic import Field
 
 from tmiv_assets.defs.metadata import bad_input_as_failure, column_schema, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
-from tmiv_assets.ml.cleaning import DatasetCleaner
-from tmiv_assets.ml.ingest import append_labelled_batches, read_dataset, read_table, validate_dataset
+from tmiv_assets.ml.data.cleaning import DatasetCleaner
+from tmiv_assets.ml.data.ingest import append_labelled_batches, validate_dataset
+from tmiv_assets.ml.data.profiling import profile_frame
+from tmiv_assets.ml.data.quality import QUALITY_CHECKS, infer_schema, run_quality_checks
+from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.plots import figure_to_markdown, missing_values_plot
-from tmiv_assets.ml.profiling import profile_frame
-from tmiv_assets.ml.quality import QUALITY_CHECKS, infer_schema, run_quality_checks
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
 
@@ -18,6 +19,12 @@ class RawDatasetConfig(dg.Config):
     include_labelled_batches: bool = Field(
         default=True, description="Add incoming batches whose labels have arrived to the training rows."
     )
+
+
+def stored_spec(store: FeatureStore, name: str, dataset: str, version: int | str = "latest") -> DatasetSpec:
+    """The dataset spec a stored version was made with: `raw_dataset` reads the spec file once and every
+    later step uses the spec its input carries, so one run never mixes two edits of the file."""
+    return DatasetSpec.from_record(store.lineage(name, dataset, version)["spec"])
 
 
 def stored_version_metadata(version) -> dict:
@@ -37,15 +44,11 @@ def raw_dataset(
     name = context.partition_key
     with bad_input_as_failure(name):
         spec = source.dataset_spec(name)
-        frame = read_dataset(spec)
+        frame = source.read_dataset(spec)
         validate_dataset(frame, spec)
-        batches = {}
-        if config.include_labelled_batches:
-            for day in source.batch_days(name):
-                if source.labels_path(name, day).exists():
-                    batches[day] = (read_table(source.batch_path(name, day)), read_table(source.labels_path(name, day)))
+        batches = source.labelled_batches(name) if config.include_labelled_batches else {}
         combined = append_labelled_batches(frame, spec, batches)
-    lineage = {"file": str(spec.path), "labelled_batches": sorted(batches)}
+    lineage = {"file": str(spec.path), "labelled_batches": sorted(batches), "spec": spec.to_record()}
     version = store.save("raw_dataset", name, combined, lineage)
     context.log.info(f"Ingested {len(frame):,} rows from {spec.path.name} and {len(combined) - len(frame):,} "
                      f"labelled batch rows for {name}")
@@ -87,19 +90,19 @@ class CleaningConfig(dg.Config):
     kinds={"duckdb", "parquet"},
     check_specs=[dg.AssetCheckSpec(name, asset="clean_dataset", blocking=True) for name in QUALITY_CHECKS],
 )
-def clean_dataset(context: dg.AssetExecutionContext, config: CleaningConfig, source: DataSource,
+def clean_dataset(context: dg.AssetExecutionContext, config: CleaningConfig,
                   store: FeatureStore) -> dg.MaterializeResult:
     """Typed, deduplicated, labelled rows, cleaned with the spec's `cleaning:` strategies.
 
     Imputation and scaling for models are learned inside the model pipeline on the training split.
     """
     name = context.partition_key
-    raw = store.load("raw_dataset", name)
+    raw_version = store.latest("raw_dataset", name).version
+    raw, spec = store.load("raw_dataset", name, raw_version), stored_spec(store, "raw_dataset", name, raw_version)
     with bad_input_as_failure(name):
-        spec = source.dataset_spec(name)
         cleaner = DatasetCleaner.from_spec(spec)
         clean = cleaner.fit_transform(raw, spec)
-    version = store.save("clean_dataset", name, clean, {"raw_dataset_version": store.latest("raw_dataset", name).version})
+    version = store.save("clean_dataset", name, clean, {"raw_dataset_version": raw_version, "spec": spec.to_record()})
     checks = run_quality_checks(clean, spec, config.max_missing_rate)
     context.log.info(f"Cleaned {name}: {len(raw):,} -> {len(clean):,} rows, {len(cleaner.report_)} actions, "
                      f"{sum(c.passed for c in checks)}/{len(checks)} quality checks passed")

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
-CLASSIFICATION = ("binary", "multiclass")
+from tmiv_assets.ml.data.spec import CLASSIFICATION
 
 
 @dataclass(frozen=True)

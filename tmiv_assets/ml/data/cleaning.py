@@ -1,10 +1,9 @@
-"""Cleaning before the train/test split, and outlier clipping for inside the model pipeline.
+"""Cleaning before the train/test split.
 
 `DatasetCleaner` works on the whole dataset: types, unlabelled and duplicate rows, useless columns,
 and the configured missing-value and outlier strategies, each reported. The statistic-free strategies
-(drop, forward/backward fill, constant) are the right choice there; mean/median/mode and outlier
-bounds learn from the rows, so for models prefer `OutlierClipper` and sklearn's `SimpleImputer` inside
-the pipeline, fitted on the training split only.
+(drop, forward/backward fill, constant) are the right choice there; mean/median imputation learned on
+the training split only happens inside the model pipeline (`features.preprocessing`).
 """
 
 from __future__ import annotations
@@ -13,12 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
 
-from tmiv_assets.ml.ingest import DataValidationError
-from tmiv_assets.ml.quality import apply_schema, infer_schema
-from tmiv_assets.ml.spec import CLEANING_OPTIONS, DatasetSpec
+from tmiv_assets.ml.data.ingest import DataValidationError
+from tmiv_assets.ml.data.quality import apply_schema, infer_schema
+from tmiv_assets.ml.data.spec import CLEANING_OPTIONS, DatasetSpec
 
 DEFAULT_THRESHOLD = {"iqr": 1.5, "zscore": 3.0}
 
@@ -192,27 +189,6 @@ class DatasetCleaner:
                 spec.time_column,
             )
         return parsed
-
-
-class OutlierClipper(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
-    """Clip numeric features to bounds learned on the training rows (IQR fences or z-score)."""
-
-    def __init__(self, method: str = "iqr", threshold: float | None = None):
-        self.method = method
-        self.threshold = threshold
-
-    def fit(self, X, y=None) -> OutlierClipper:
-        if self.method not in DEFAULT_THRESHOLD:
-            raise ValueError(f"OutlierClipper method={self.method!r}; use one of {sorted(DEFAULT_THRESHOLD)}")
-        values = validate_data(self, X, dtype=float, ensure_all_finite="allow-nan")
-        bounds = [outlier_bounds(values[:, i], self.method, self.threshold) for i in range(values.shape[1])]
-        self.lower_, self.upper_ = (np.array(b) for b in zip(*bounds))
-        return self
-
-    def transform(self, X):
-        check_is_fitted(self, "lower_")
-        values = validate_data(self, X, dtype=float, ensure_all_finite="allow-nan", reset=False)
-        return np.clip(values, self.lower_, self.upper_)
 
 
 def _action(action: str, column: str, rows: int, reason: str) -> dict:

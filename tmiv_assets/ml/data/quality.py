@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tmiv_assets.ml.ingest import DataValidationError, infinite_counts, mixed_type_columns, unparseable_dates
-from tmiv_assets.ml.spec import DatasetSpec
+from tmiv_assets.ml.data.ingest import DataValidationError, infinite_counts, mixed_type_columns, unparseable_dates
+from tmiv_assets.ml.data.spec import DatasetSpec
 
 QUALITY_CHECKS = ("schema_matches_spec", "target_is_valid", "missing_rate_within_threshold", "ids_are_unique",
                   "values_are_finite")
@@ -86,7 +86,7 @@ def apply_schema(frame: pd.DataFrame, spec: DatasetSpec, schema: pd.DataFrame | 
     """Cast columns to their (spec-overridden or inferred) types; dates that do not parse are an error."""
     schema = infer_schema(frame, spec) if schema is None else schema
     typed = frame.copy()
-    for column, kind in zip(schema["column"], schema["type"]):
+    for column, kind in zip(schema["column"], schema["type"], strict=True):
         values = typed[column]
         if kind == "numeric" and not pd.api.types.is_numeric_dtype(values):
             typed[column] = pd.to_numeric(values, errors="coerce")

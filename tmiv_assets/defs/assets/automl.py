@@ -1,0 +1,151 @@
+"""AutoML: the search over the model catalog and the leaderboard on held-out rows."""
+
+from typing import Any, Literal
+
+import dagster as dg
+import pandas as pd
+from dagster_mlflow.resources import MlFlow
+from pydantic import Field
+
+from tmiv_assets.defs.assets.features import feature_set
+from tmiv_assets.defs.metadata import engine_errors_as_failure, figures_markdown, markdown_table
+from tmiv_assets.defs.partitions import dataset_partitions
+from tmiv_assets.ml.automl.estimator import AutoML
+from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline
+from tmiv_assets.ml.automl.tuning import study_plots
+from tmiv_assets.ml.data.spec import DatasetSpec
+from tmiv_assets.ml.data.splits import TrainTestSplit, split_dataset
+from tmiv_assets.ml.deploy.serving import serving_pipeline
+from tmiv_assets.ml.features.builder import FeatureBuilder
+from tmiv_assets.ml.metrics import is_better, score_model
+from tmiv_assets.resources.artifacts import ArtifactStore
+from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.tracking import TrainingMonitor, log_search
+
+Metric = Literal["auto", "roc_auc", "log_loss", "accuracy", "f1_macro", "rmse", "mae", "r2", "mape"]
+
+
+class TrainingConfig(dg.Config):
+    test_size: float = Field(default=0.2, gt=0, lt=1, description="Share of rows held out for the test set "
+                                                                 "(the latest rows when the spec has a time column).")
+    seed: int = Field(default=0, description="Seed of the split, the search and every model.")
+    time_budget_s: float = Field(default=20, gt=0, description="Wall-clock budget of the AutoML search.")
+    preset: Literal["fast", "balanced", "best_quality"] = Field(default="balanced", description="Families and depth.")
+    metric: Metric = Field(default="auto", description="Optimised metric; auto: roc_auc / f1_macro / rmse by task.")
+    sampler: Literal["tpe", "gp", "nsga2", "random", "grid"] = Field(
+        default="tpe", description="tpe (median pruning) | gp (Bayesian) | nsga2 (genetic) | random | grid")
+    ensemble: Literal["caruana", "voting", "stacking", "blending", "bagging", "best"] = Field(
+        default="caruana", description="Final model: Caruana selection, voting, stacking, blending, bagging or best.")
+    scaler: Literal["standard", "minmax", "robust", "none"] = Field(default="standard",
+                                                                    description="Scaling of numeric columns.")
+    cv_folds: int = Field(default=0, ge=0, description="Cross-validation folds (0: the preset's; 2 at least).")
+    include: list[str] = Field(default=[], description="Only these model families (empty: the preset's).")
+    exclude: list[str] = Field(default=[], description="Model families to leave out.")
+    max_trials: int = Field(default=0, ge=0, description="Trials per family at most (0: as the budget allows); "
+                                                         "set it for bit-for-bit reproducible searches.")
+    n_jobs: int = Field(default=2, description="Threads per model fit.")
+    pinned_params: dict[str, dict[str, Any]] = Field(
+        default={}, description="Fixed hyperparameters per family, e.g. {mlp: {max_epochs: 30, patience: 5}}.")
+    nsga2_population_size: int = Field(default=20, ge=2, description="NSGA-II population size.")
+    nsga2_crossover_prob: float = Field(default=0.9, ge=0, le=1, description="NSGA-II crossover probability.")
+    nsga2_mutation_prob: float | None = Field(default=None,
+                                              description="NSGA-II mutation probability (None: 1/params).")
+    study_storage: str = Field(default="", description="Optuna RDB URL or journal file shared by processes "
+                                                       "(empty: in memory).")
+    tensorboard: bool = Field(default=False, description="Write TensorBoard logs of the refitted networks.")
+
+    def automl(self, task: str, progress, study_prefix: str, log_dir: str | None) -> AutoML:
+        nsga2 = {"population_size": self.nsga2_population_size, "crossover_prob": self.nsga2_crossover_prob,
+                 "mutation_prob": self.nsga2_mutation_prob}
+        return AutoML(task=task, metric=None if self.metric == "auto" else self.metric,
+                      time_budget_s=self.time_budget_s, seed=self.seed, n_jobs=self.n_jobs, preset=self.preset,
+                      sampler=self.sampler, ensemble=self.ensemble,
+                      sampler_options=nsga2 if self.sampler == "nsga2" else None, scaler=self.scaler,
+                      n_folds=self.cv_folds or None, include=self.include or None, exclude=self.exclude or None,
+                      max_trials=self.max_trials or None, pinned_params=self.pinned_params,
+                      storage=self.study_storage or None, progress=progress, study_prefix=study_prefix,
+                      log_dir=log_dir if self.tensorboard else None)
+
+
+def held_out(store: FeatureStore, dataset: str, lineage: dict) -> tuple[DatasetSpec, pd.DataFrame, TrainTestSplit]:
+    """The spec, clean rows and train/test split a model was trained on, rebuilt from its lineage, so the
+    leaderboard and the champion comparison use exactly the rows the search held out."""
+    spec = DatasetSpec.from_record(lineage["spec"])
+    features = store.load("feature_set", dataset, lineage["feature_set_version"])
+    clean = store.load("clean_dataset", dataset, lineage["clean_dataset_version"])
+    split = split_dataset(features, spec.target, spec.task, lineage["test_size"], lineage["seed"],
+                          ids=clean[spec.id_column] if spec.id_column else None,
+                          times=clean[spec.time_column] if spec.time_column else None)
+    return spec, clean, split
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[feature_set], group_name="models",
+          kinds={"mlflow", "optuna", "scikitlearn"})
+def model_candidates(context: dg.AssetExecutionContext, config: TrainingConfig, store: FeatureStore,
+                     artifacts: ArtifactStore, mlflow: dg.ResourceParam[MlFlow]) -> dg.MaterializeResult:
+    """AutoML over the model catalog (Optuna, CV on the training rows): the final model, the no-skill baseline
+    and each family's best as MLflow runs nested in the Dagster run's run; the table as a versioned frame."""
+    name, version = context.partition_key, store.latest("feature_set", context.partition_key).version
+    source = store.lineage("feature_set", name, version)
+    lineage = {"feature_set_version": version, "clean_dataset_version": source["clean_dataset_version"],
+               "spec": source["spec"], "builder": source["builder"], "test_size": config.test_size, "seed": config.seed}
+    spec, clean, split = held_out(store, name, lineage)
+    monitor = TrainingMonitor(context.log)
+    automl = config.automl(spec.task, monitor, name, str(artifacts.path("tensorboard", name, context.run_id)))
+    with engine_errors_as_failure(name, "AutoML could not train"):
+        automl.fit(split.X_train, split.y_train, times=split.times_train)
+    raw = clean.drop(columns=[spec.target])
+    builder = FeatureBuilder(**source["builder"]).fit(raw)
+    serving = {"automl": serving_pipeline(builder, automl.best_pipeline_),
+               "baseline": serving_pipeline(builder, fit_baseline(split.X_train, split.y_train, spec.task))}
+    tags = {"dataset": name, "feature_set_version": str(version), "task": spec.task,
+            "clean_dataset_version": str(lineage["clean_dataset_version"])}
+    board = log_search(mlflow, automl, serving, raw.head(5), tags, monitor.history)
+    stored = store.save("model_candidates", name, board, lineage | {"metric": automl.metric_})
+    best_family = automl.leaderboard_["model"].iloc[0]
+    context.log.info(f"AutoML for {name}: {len(automl.trials_)} trials, final {automl.weights_}, "
+                     f"CV {automl.metric_}={automl.ensemble_score_:.4f}")
+    return dg.MaterializeResult(metadata={
+        "leaderboard": markdown_table(board.drop(columns=["run_id", "model_uri", "params"])),
+        f"cv_{automl.metric_}": float(automl.ensemble_score_),
+        "trials": len(automl.trials_),
+        "pruned_trials": int((automl.trials_["state"] == "PRUNED").sum()),
+        "trial_table": markdown_table(automl.trials_.tail(30)),
+        "search_seconds": round(automl.fit_seconds_, 1),
+        "cv": f"{len(automl.folds_)} {automl.cv_strategy_} folds, {split.strategy} test split",
+        "train_rows": len(split.X_train),
+        "search_plots": dg.MetadataValue.md(figures_markdown(
+            {f"{best_family}_{k}": v for k, v in study_plots(automl.studies_[best_family]).items()})),
+        "candidates_version": stored.version,
+    })
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[model_candidates], group_name="models",
+          kinds={"mlflow", "scikitlearn"},
+          check_specs=[dg.AssetCheckSpec("champion_gate", asset="model_leaderboard", blocking=True,
+                                         description="The AutoML model beats the no-skill baseline on the test rows.")])
+def model_leaderboard(context: dg.AssetExecutionContext, store: FeatureStore,
+                      registry: ModelRegistry) -> dg.MaterializeResult:
+    """The candidates scored on the held-out test rows, with ROC / precision-recall / calibration / confusion
+    or residual plots of the final model; its gate against the baseline blocks registration."""
+    name, version = context.partition_key, store.latest("model_candidates", context.partition_key).version
+    lineage = store.lineage("model_candidates", name, version)
+    spec, clean, split = held_out(store, name, lineage)
+    rows, board, metric = clean.loc[split.X_test.index].drop(columns=[spec.target]), store.load(
+        "model_candidates", name, version), lineage["metric"]
+    models = {row.model: registry.load_uri(row.model_uri) for row in board.itertuples() if row.model_uri}
+    scores = pd.DataFrame({m: score_model(model, rows, split.y_test, spec.task, spec.positive_class)
+                           for m, model in models.items()}).T.add_prefix("test_")
+    board = board.merge(scores, left_on="model", right_index=True, how="left")
+    store.save("model_leaderboard", name, board, lineage | {"model_candidates_version": version})
+    final, baseline = (float(scores.loc[m, f"test_{metric}"]) for m in ("automl", "baseline"))
+    plots = evaluation_plots(models["automl"], rows, split.y_test, spec.task, spec.positive_class)
+    context.log.info(f"Leaderboard for {name}: test {metric} {final:.4f} (baseline {baseline:.4f})")
+    return dg.MaterializeResult(
+        metadata={"leaderboard": markdown_table(board.drop(columns=["run_id", "model_uri", "params"])),
+                  f"test_{metric}": final, "test_rows": len(rows), "test_split": split.strategy,
+                  "evaluation_plots": dg.MetadataValue.md(figures_markdown(plots))},
+        check_results=[dg.AssetCheckResult(check_name="champion_gate", passed=is_better(metric, final, baseline),
+                                           metadata={f"automl_{metric}": final, f"baseline_{metric}": baseline})],
+    )

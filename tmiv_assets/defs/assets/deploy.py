@@ -1,0 +1,59 @@
+"""Deployment: the leaderboard's final model as a registry version, champion only when it is no worse."""
+
+import dagster as dg
+
+from tmiv_assets.defs.assets.automl import held_out, model_leaderboard
+from tmiv_assets.defs.partitions import dataset_partitions
+from tmiv_assets.ml.metrics import IncumbentScore, decide_promotion, score_model
+from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+
+
+def score_incumbent(registry: ModelRegistry, store: FeatureStore, dataset: str, lineage: dict) -> IncumbentScore:
+    """The current champion, loaded by its version, scored on the new model's test rows."""
+    champion = registry.champion(dataset)
+    if champion is None:
+        return IncumbentScore(version=None, score=None)
+    spec, clean, split = held_out(store, dataset, lineage)
+    model = registry.load_version(dataset, champion.version)
+    try:
+        scores = score_model(model, clean.loc[split.X_test.index].drop(columns=[spec.target]), split.y_test,
+                             spec.task, spec.positive_class)
+    except (KeyError, ValueError) as error:  # e.g. the data lost a column the champion needs: keep it, say why
+        return IncumbentScore(version=int(champion.version), score=None, error=f"{type(error).__name__}: {error}")
+    return IncumbentScore(version=int(champion.version), score=scores[lineage["metric"]])
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[model_leaderboard], group_name="deployment", kinds={"mlflow"})
+def registered_model(context: dg.AssetExecutionContext, store: FeatureStore,
+                     registry: ModelRegistry) -> dg.MaterializeResult:
+    """The final AutoML model as a new MLflow model version: `champion` unless the current champion scores
+    better on the same test rows or cannot be scored on them; then it is kept and the new version is
+    aliased `challenger`."""
+    name, version = context.partition_key, store.latest("model_leaderboard", context.partition_key).version
+    lineage, board = store.lineage("model_leaderboard", name, version), store.load("model_leaderboard", name, version)
+    metric, best = lineage["metric"], board.set_index("model").loc["automl"]
+    incumbent = score_incumbent(registry, store, name, lineage)
+    decision = decide_promotion(metric, float(best[f"test_{metric}"]), incumbent)
+    tags = {"dataset": name, "task": lineage["spec"]["task"], "candidate": "automl", "metric": metric,
+            f"test_{metric}": str(best[f"test_{metric}"]), "dagster_run_id": context.run_id,
+            "feature_set_version": str(lineage["feature_set_version"]),
+            "clean_dataset_version": str(lineage["clean_dataset_version"]), "trigger": context.run.tags.get(
+                "tmiv/trigger", "manual"), "decision": decision.reason}
+    registered = registry.register(name, best["model_uri"], best["run_id"], tags)
+    alias = CHAMPION if decision.promote else CHALLENGER
+    registry.promote(name, registered.version, alias)
+    (context.log.info if decision.promote else context.log.warning)(
+        f"Registered {registered.name} v{registered.version} as {alias}: {decision.reason}")
+    return dg.MaterializeResult(metadata={
+        "model_name": registered.name,
+        "model_version": int(registered.version),
+        "alias": alias,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        f"test_{metric}": float(best[f"test_{metric}"]),
+        f"champion_{metric}_on_same_rows": incumbent.score if incumbent.score is not None else float("nan"),
+        "champion_version": int(registry.champion(name).version),
+        "previous_champion_version": incumbent.version or 0,
+        "model_uri": best["model_uri"],
+    })

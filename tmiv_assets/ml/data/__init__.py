@@ -1,0 +1,1 @@
+"""Data preparation: specs, ingest, quality checks, cleaning, profiles and splits."""

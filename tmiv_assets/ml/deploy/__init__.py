@@ -1,0 +1,1 @@
+"""Deployment: what is served and how a new model replaces the champion."""

@@ -1,0 +1,1 @@
+"""Feature engineering, the model preprocessor and feature selection."""

@@ -1,0 +1,1 @@
+"""Monitoring: drift of incoming batches against the training data."""

@@ -1,0 +1,102 @@
+"""One metrics module: every metric a search accepts is computed, ranked the right way and gates promotion."""
+
+import math
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tmiv_assets.defs.assets.automl import TrainingConfig, model_candidates, model_leaderboard
+from tmiv_assets.defs.assets.data import clean_dataset, raw_dataset
+from tmiv_assets.defs.assets.deploy import registered_model
+from tmiv_assets.defs.assets.features import feature_set
+from tmiv_assets.ml.metrics import (
+    LOWER_IS_BETTER,
+    METRICS,
+    IncumbentScore,
+    decide_promotion,
+    is_better,
+    oof_score,
+    score_model,
+)
+from tmiv_assets_tests.conftest import resources_for
+
+LOADERS = {"binary": load_breast_cancer, "multiclass": load_iris, "regression": load_diabetes}
+
+
+def fitted_pair(task: str):
+    """A real model and the no-skill baseline, both fitted, with the rows to score them on."""
+    X, y = LOADERS[task](return_X_y=True, as_frame=True)
+    if task == "regression":
+        y = y + 100  # keeps MAPE finite and meaningful
+        return make_pipeline(StandardScaler(), Ridge()).fit(X, y), DummyRegressor().fit(X, y), X, y
+    return (make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y),
+            DummyClassifier(strategy="prior").fit(X, y), X, y)
+
+
+@pytest.mark.parametrize("task", sorted(METRICS))
+def test_held_out_and_out_of_fold_scores_cover_every_metric_and_agree(task):
+    model, _, X, y = fitted_pair(task)
+    scores = score_model(model, X, y, task)
+    assert set(METRICS[task]) <= set(scores)
+    predicted = model.predict(X) if task == "regression" else model.predict_proba(X)
+    classes = None if task == "regression" else model.classes_
+    for metric in METRICS[task]:
+        assert oof_score(metric, task, y, predicted, classes) == pytest.approx(scores[metric], rel=1e-6)
+
+
+@pytest.mark.parametrize(("task", "metric"), [(t, m) for t in sorted(METRICS) for m in METRICS[t]])
+def test_promotion_prefers_the_better_model_in_every_metric(task, metric):
+    model, baseline, X, y = fitted_pair(task)
+    good, bad = score_model(model, X, y, task)[metric], score_model(baseline, X, y, task)[metric]
+    assert is_better(metric, good, bad) and (good < bad) is (metric in LOWER_IS_BETTER)
+    assert decide_promotion(metric, good, IncumbentScore(version=1, score=bad)).promote
+    kept = decide_promotion(metric, bad, IncumbentScore(version=1, score=good))
+    assert not kept.promote and "beats the new model" in kept.reason
+
+
+def test_promotion_of_the_first_model_and_of_an_unscorable_champion():
+    assert decide_promotion("rmse", 3.0, IncumbentScore(version=None, score=None)).promote
+    decision = decide_promotion("rmse", 3.0, IncumbentScore(version=4, score=None, error="KeyError: 'age'"))
+    assert not decision.promote and "kept champion v4" in decision.reason and "KeyError: 'age'" in decision.reason
+    assert decide_promotion("rmse", 3.0, IncumbentScore(version=4, score=3.0)).promote  # a tie promotes the newer
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """titanic and cps1985 ingested, cleaned and featurized once; each test then trains on them."""
+    home = tmp_path_factory.mktemp("metrics") / "tmiv"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["titanic", "cps1985"])
+        for dataset in ("titanic", "cps1985"):
+            assert dg.materialize([raw_dataset, clean_dataset, feature_set], resources=resources_for(home),
+                                  partition_key=dataset, instance=instance).success
+        yield home, instance
+
+
+@pytest.mark.parametrize(("dataset", "metric"), [("titanic", m) for m in METRICS["binary"]]
+                         + [("cps1985", m) for m in METRICS["regression"]])
+def test_every_configurable_metric_trains_gates_and_promotes(prepared, dataset, metric):
+    home, instance = prepared
+    config = TrainingConfig(metric=metric, preset="fast", include=["linear", "lightgbm"], max_trials=1,
+                            time_budget_s=600, n_jobs=1)
+    result = dg.materialize([model_candidates, model_leaderboard, registered_model], resources=resources_for(home),
+                            partition_key=dataset, instance=instance,
+                            run_config=dg.RunConfig(ops={"model_candidates": config}))
+    assert result.success
+    board = {k: v.value for k, v in result.asset_materializations_for_node("model_leaderboard")[0].metadata.items()}
+    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "champion_gate")
+    assert gate.passed and math.isfinite(board[f"test_{metric}"])
+    registered = {k: v.value for k, v in result.asset_materializations_for_node("registered_model")[0].metadata.items()}
+    champion_score = registered[f"champion_{metric}_on_same_rows"]
+    if registered["previous_champion_version"]:  # scored like for like, and the rule follows the metric's direction
+        assert registered["promoted"] is not is_better(metric, champion_score, registered[f"test_{metric}"])
+    else:
+        assert registered["promoted"] and np.isnan(champion_score)
+    assert isinstance(pd.Series(board).get(f"test_{metric}"), float)
