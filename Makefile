@@ -39,7 +39,8 @@ mlflow-ui: install
 
 benchmarks: install
 	$(BIN)/python benchmarks/feature_store.py
-	$(BIN)/python benchmarks/automl.py --budget 60
+	$(BIN)/python benchmarks/automl.py --budgets 30,60
+	$(BIN)/python benchmarks/automl.py --budgets 30 --busy-core
 
 clean:
 	rm -rf $(TMIV_HOME)

@@ -6,13 +6,16 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from lightgbm import LGBMClassifier
 from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import train_test_split
 
 from tmiv_assets.ml.automl.catalog import CATALOG, XGBLabelClassifier, families_for
 from tmiv_assets.ml.automl.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline, training_histories
+from tmiv_assets.ml.automl.fitting import DeadlineReached, best_rounds, fit_within
 from tmiv_assets.ml.automl.tuning import make_sampler, study_plots
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
 from tmiv_assets.ml.metrics import score_model
@@ -58,7 +61,7 @@ def test_leaderboard_and_trials_record_search(fitted_mixed):
     model, *_ = fitted_mixed
     board = model.leaderboard()
     assert list(board.columns[:4]) == ["model", "cv_roc_auc_mean", "cv_roc_auc_std", "fit_seconds"]
-    assert board["cv_roc_auc_mean"].is_monotonic_decreasing
+    assert board["cv_roc_auc_mean"].dropna().is_monotonic_decreasing
     assert abs(sum(model.weights_.values()) - 1) < 1e-9
     assert set(model.weights_) <= set(board["model"])
     pruned = model.trials_[model.trials_["state"] == "PRUNED"]
@@ -175,7 +178,7 @@ def test_xgboost_family_accepts_string_labels():
 
 
 def test_presets_choose_families():
-    assert [f.name for f in families_for("binary", "fast")] == ["linear", "lightgbm", "hist_gradient_boosting"]
+    assert [f.name for f in families_for("binary", "fast")] == ["lightgbm", "linear", "hist_gradient_boosting"]
     assert "mlp" in {f.name for f in families_for("regression", "best_quality")}
     assert "naive_bayes" not in {f.name for f in families_for("regression", "best_quality")}
     with pytest.raises(ValueError, match="unknown model families"):
@@ -201,7 +204,7 @@ def test_time_ordered_cv_pinned_params_scaler_and_training_curves(tmp_path):
     model = AutoML(time_budget_s=30, seed=0, n_jobs=1, preset="fast", include=["mlp"], max_trials=1, n_folds=3,
                    scaler="robust", pinned_params={"mlp": {"max_epochs": 7, "patience": 100}},
                    log_dir=str(tmp_path / "tensorboard")).fit(X, y, times=times)
-    assert model.cv_strategy_ == "time-ordered"
+    assert model.cv_strategy_ == "time-ordered 3-fold" and model.final_kind_ == "refitted on all training rows"
     for train, valid in model.folds_:
         assert times[train].max() < times[valid].min()
     histories = training_histories(model.best_pipeline_)
@@ -209,4 +212,45 @@ def test_time_ordered_cv_pinned_params_scaler_and_training_curves(tmp_path):
     numeric_steps = model.best_pipeline_.named_steps["preprocess"]["encode"].transformers_[0][1]
     assert type(numeric_steps[-1]).__name__ == "RobustScaler"
     assert any((tmp_path / "tensorboard" / "mlp").iterdir())
-    assert "training_curve_estimator" in evaluation_plots(model.best_pipeline_, X, y, "binary")
+    assert any(name.startswith("training_curve_") for name in evaluation_plots(model.best_pipeline_, X, y, "binary"))
+
+
+def test_budget_is_a_contract_a_slow_family_is_stopped_not_awaited():
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    slow = {"n_estimators": 500_000, "learning_rate": 0.0005, "num_leaves": 255, "min_child_samples": 1}
+    started = time.monotonic()
+    model = AutoML(time_budget_s=6, seed=0, n_jobs=1, include=["lightgbm", "linear"],
+                   pinned_params={"lightgbm": slow}).fit(X, y)
+    assert time.monotonic() - started <= 6 * 1.1
+    lightgbm = model.trials_[model.trials_["family"] == "lightgbm"]
+    assert (lightgbm["state"] == "PRUNED").all() and lightgbm["pruned_reason"].str.contains("deadline").all()
+    assert model.weights_ == {"linear": 1.0}
+    board = model.leaderboard().set_index("model")
+    assert board.loc["lightgbm", "why_stopped"].startswith("no trial finished")
+    assert model.predict_proba(X.head(3)).shape == (3, 2)
+
+
+def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    model = AutoML(time_budget_s=15, seed=0, n_jobs=1, preset="fast", max_trials=3).fit(X, y)
+    first = model.trials_.iloc[0]
+    assert (first["family"], first["params"]) == ("lightgbm", "{}")
+    default_rmse = model.studies_["lightgbm"].trials[0].value
+    assert model.ensemble_score_ <= default_rmse  # out-of-fold RMSE of the final model
+    assert model.final_kind_ == "fold models of the search"
+
+
+@pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [
+    (500, 10, 30, 5), (20_000, 50, 30, 3), (50_000, 150, 30, 1), (150_000, 5, 600, 1)])
+def test_validation_is_sized_to_rows_features_and_budget(rows, columns, budget, folds):
+    assert AutoML(time_budget_s=budget)._n_folds((rows, columns)) == folds
+
+
+def test_boosting_stops_early_on_the_validation_fold_and_at_the_deadline():
+    X, y = load_breast_cancer(return_X_y=True)
+    model = fit_within(LGBMClassifier(n_estimators=2000, learning_rate=0.3, verbose=-1), X[:400], y[:400],
+                       X[400:], y[400:])
+    assert best_rounds(model) < 500
+    forest = RandomForestClassifier(n_estimators=5000, random_state=0)
+    with pytest.raises(DeadlineReached, match="stopped at the deadline after 50 of 5000"):
+        fit_within(forest, X, y, deadline=time.monotonic())

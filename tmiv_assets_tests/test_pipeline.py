@@ -123,8 +123,10 @@ def test_champion_beats_the_baseline(pipeline, dataset, metric, better_than):
 
 def test_time_ordered_data_is_split_and_validated_in_time_order(pipeline):
     candidates = pipeline.metadata("flights", "model_candidates")
-    assert candidates["cv"].endswith("time-ordered folds, chronological test split")
-    assert pipeline.metadata("titanic", "model_candidates")["cv"].endswith("shuffled folds, stable_id_hash test split")
+    assert candidates["validation"].startswith("time-ordered ")
+    assert "validation, chronological test split" in candidates["validation"]
+    titanic = pipeline.metadata("titanic", "model_candidates")["validation"]
+    assert "-fold validation, stable_id_hash test split" in titanic
     assert pipeline.metadata("flights", "model_leaderboard")["test_split"] == "chronological"
 
 

@@ -113,7 +113,8 @@ def model_candidates(context: dg.AssetExecutionContext, config: TrainingConfig, 
         "pruned_trials": int((automl.trials_["state"] == "PRUNED").sum()),
         "trial_table": markdown_table(automl.trials_.tail(30)),
         "search_seconds": round(automl.fit_seconds_, 1),
-        "cv": f"{len(automl.folds_)} {automl.cv_strategy_} folds, {split.strategy} test split",
+        "validation": f"{automl.cv_strategy_} validation, {split.strategy} test split; final model: "
+                      f"{automl.final_kind_}",
         "train_rows": len(split.X_train),
         "search_plots": dg.MetadataValue.md(figures_markdown(
             {f"{best_family}_{k}": v for k, v in study_plots(automl.studies_[best_family]).items()})),

@@ -149,3 +149,52 @@ def make_blending(estimators: list[tuple[str, object]], task: str, holdout: floa
 
 def _rows(X, index: np.ndarray):
     return X.iloc[index] if hasattr(X, "iloc") else X[index]
+
+
+class _FoldBag(BaseEstimator):
+    """Weighted members, each the average of the models its cross-validation folds trained: the final model
+    costs no refit, so it is ready when the search ends (bagging as in AutoGluon)."""
+
+    def __init__(self, members: list[tuple[str, float, list]]):
+        self.members = members
+
+    @property
+    def estimators_(self) -> list:
+        return [model for _, _, models in self.members for model in models]
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True  # assembled from fitted models
+
+    def _average(self, X, output) -> np.ndarray:
+        total = sum(weight for _, weight, _ in self.members)
+        return sum(weight / total * np.mean([output(m, X) for m in models], axis=0)
+                   for _, weight, models in self.members)
+
+
+class FoldBagClassifier(ClassifierMixin, _FoldBag):
+    """Fold models trained on class codes 0..K-1; `classes` maps them back to the labels."""
+
+    def __init__(self, members: list[tuple[str, float, list]], classes=None):
+        super().__init__(members)
+        self.classes = classes
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.asarray(self.classes)
+
+    def fit(self, X, y):
+        raise TypeError("FoldBagClassifier is assembled from fitted fold models; it is not fitted again")
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._average(X, lambda model, rows: model.predict_proba(rows))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class FoldBagRegressor(RegressorMixin, _FoldBag):
+    def fit(self, X, y):
+        raise TypeError("FoldBagRegressor is assembled from fitted fold models; it is not fitted again")
+
+    def predict(self, X) -> np.ndarray:
+        return self._average(X, lambda model, rows: model.predict(rows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,12 +17,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from tmiv_assets.ml.automl.catalog import PRESETS, families_for
 from tmiv_assets.ml.automl.ensembles import (
+    FoldBagClassifier,
+    FoldBagRegressor,
     caruana_selection,
     make_bagging,
     make_blending,
     make_stacking,
     make_voting,
 )
+from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within
 from tmiv_assets.ml.automl.search import FamilyResult, SearchContext, search_families
 from tmiv_assets.ml.automl.tuning import SAMPLERS, trials_frame
 from tmiv_assets.ml.data.splits import cv_folds
@@ -30,7 +34,13 @@ from tmiv_assets.ml.metrics import LOWER_IS_BETTER, METRICS, PRIMARY_METRIC, che
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported through `progress` instead
-SEARCH_SHARE = 0.8  # of the budget for the search; the rest refits the final models on all rows
+SEARCH_SHARE = 0.8  # of the budget for the search when the final models are refitted on all rows
+SEARCH_SHARE_NO_REFIT = 0.9  # when the final model is the search's fold models; the rest assembles it
+REFIT_DEADLINE_SHARE = 1.05  # a refit still running then is stopped and the fold models are used
+HOLDOUT_ROWS = 100_000
+HOLDOUT_PRESSURE = 2e5  # training cells (rows x encoded features) per second of budget
+FEWER_FOLDS_PRESSURE = 2e4
+THREAD_MIN_CELLS = 200_000
 ENSEMBLES = ("caruana", "voting", "stacking", "blending", "bagging", "best")
 SCALERS = ("standard", "minmax", "robust", "none")
 MIN_ROWS = 10
@@ -92,34 +102,54 @@ class AutoML(BaseEstimator):
         self.log_dir = log_dir
 
     def fit(self, X: pd.DataFrame, y: pd.Series, times: pd.Series | None = None) -> AutoML:
-        """Search and refit on X, y; with `times` (event time per row) the CV folds are time-ordered."""
+        """Search, then assemble the final model, all within `time_budget_s`; with `times` (event time per
+        row) the validation folds are time-ordered."""
         started = time.monotonic()
         X, y = self._validate(X, y)
         self.classes_ = np.unique(y) if self.task_ != "regression" else None
         families = families_for(self.task_, self.preset, self.include, self.exclude, len(X))
         times = None if times is None else pd.Series(times).reset_index(drop=True)
-        self.folds_ = cv_folds(y, self.task_, self.n_folds or PRESETS[self.preset]["folds"], self.seed, times)
-        self.cv_strategy_ = "time-ordered" if times is not None else "shuffled"
+        # One preprocessor for every fold and the final model: imputation medians and category lists seen
+        # across the training rows are not label information, and encoding once saves every trial's time.
+        self.preprocessor_ = make_preprocessor(self.scaler).fit(X)
+        encoded = np.asarray(self.preprocessor_.transform(X), dtype=np.float64)
+        self.folds_ = cv_folds(y, self.task_, self._n_folds(encoded.shape), self.seed, times)
+        self.cv_strategy_ = ("time-ordered " if times is not None else "") + (
+            "holdout" if len(self.folds_) == 1 else f"{len(self.folds_)}-fold")
+        self.threads_ = fit_threads(self.n_jobs, encoded.size)
+        refit = len(self.folds_) == 1 or times is not None or self.ensemble not in ("caruana", "best")
         scored = np.sort(np.concatenate([valid for _, valid in self.folds_]))
-        context = SearchContext(self.task_, self.metric_, y, self.classes_, self.folds_,
-                                _encode(X, self.folds_, self.scaler), self.seed, self.n_jobs, self.sampler,
-                                self.sampler_options or {}, self.storage, f"{self.study_prefix}-{self.task_}",
-                                self.max_trials, self.progress, self.pinned_params or {}, scored)
-        deadline = started + self.time_budget_s * SEARCH_SHARE
-        results, self.studies_ = search_families(context, families, PRESETS[self.preset]["tuned"], started, deadline)
+        context = SearchContext(self.task_, self.metric_, y, self.classes_, self.folds_, encoded, self.seed,
+                                self.threads_, self.sampler, self.sampler_options or {}, self.storage,
+                                f"{self.study_prefix}-{self.task_}", self.max_trials, self.progress,
+                                self.pinned_params or {}, scored)
+        deadline = started + self.time_budget_s * (SEARCH_SHARE if refit else SEARCH_SHARE_NO_REFIT)
+        results, self.studies_, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,
+                                                          deadline)
         if not results:
             raise ValueError(f"time budget of {self.time_budget_s}s was too small to fit any model on {len(X):,} rows "
-                             f"with {len(self.folds_)}-fold CV; raise time_budget_s")
-        self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started)
-        self.best_pipeline_ = self._refit(results, X, y, context)
-        self.leaderboard_ = self._leaderboard(results)
-        # Every family's trials, also those whose only trials were pruned or stopped at the budget.
+                             f"with {self.cv_strategy_} validation; raise time_budget_s")
+        self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started, refit)
+        final = self._final(results, encoded, y, context, refit, started)
+        self.best_pipeline_ = Pipeline([("preprocess", self.preprocessor_), ("estimator", final)])
         frames = [trials_frame(study, name) for name, study in self.studies_.items()]
         self.trials_ = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+        self.leaderboard_ = self._leaderboard(results, reasons)
         self.fit_seconds_ = time.monotonic() - started
-        logger.info("AutoML fit %d families, %d trials in %.1fs; final %s", len(results), len(self.trials_),
-                    self.fit_seconds_, self.weights_)
+        logger.info("AutoML fit %d families, %d trials in %.1fs; final %s (%s)", len(results), len(self.trials_),
+                    self.fit_seconds_, self.weights_, self.final_kind_)
         return self
+
+    def _n_folds(self, shape: tuple[int, int]) -> int:
+        """The preset's folds on small data; 3 folds, then a single holdout, as rows x features per second
+        of budget grow, so the search gets trials in instead of spending the budget on folds."""
+        if self.n_folds:
+            return self.n_folds
+        pressure = shape[0] * shape[1] / self.time_budget_s
+        if shape[0] >= HOLDOUT_ROWS or pressure >= HOLDOUT_PRESSURE:
+            return 1
+        return min(PRESETS[self.preset]["folds"], 3) if pressure >= FEWER_FOLDS_PRESSURE else PRESETS[self.preset][
+            "folds"]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "best_pipeline_")
@@ -166,7 +196,7 @@ class AutoML(BaseEstimator):
                              "rows for stratified cross-validation")
         return X.reset_index(drop=True), y.reset_index(drop=True)
 
-    def _ensemble_weights(self, results: list[FamilyResult], y: pd.Series, started: float):
+    def _ensemble_weights(self, results: list[FamilyResult], y: pd.Series, started: float, refit: bool):
         ranked = sorted(results, key=lambda r: r.cv_mean, reverse=self.metric_ not in LOWER_IS_BETTER)
         rounds = PRESETS[self.preset]["ensemble_rounds"]
         if self.ensemble in ("best", "bagging") or len(results) == 1 or (self.ensemble == "caruana" and rounds == 0):
@@ -177,7 +207,7 @@ class AutoML(BaseEstimator):
         selection = caruana_selection({r.family.name: r.oof for r in ranked},
                                       lambda p: oof_score(self.metric_, self.task_, y, p, self.classes_),
                                       greater_is_better=self.metric_ not in LOWER_IS_BETTER, rounds=rounds)
-        weights = self._affordable(selection.weights, results, started)
+        weights = self._affordable(selection.weights, results, started) if refit else selection.weights
         members = [r for r in results if r.family.name in weights]
         return weights, self._blend_score(members, [weights[r.family.name] for r in members], y)
 
@@ -198,48 +228,97 @@ class AutoML(BaseEstimator):
         blend = sum(w * r.oof for w, r in zip(weights, members, strict=True)) / sum(weights)
         return oof_score(self.metric_, self.task_, y, blend, self.classes_)
 
-    def _refit(self, results: list[FamilyResult], X: pd.DataFrame, y: pd.Series, context: SearchContext) -> Pipeline:
-        """One preprocessor in front of the final estimator, so the pipeline keeps the ('preprocess',
-        'estimator') shape that explanation and serving rely on."""
+    def _final(self, results: list[FamilyResult], X: np.ndarray, y: pd.Series, context: SearchContext,
+               refit: bool, started: float):
+        """The members refitted on all rows when that was planned and fits in the budget, otherwise the
+        members' fold models, which are ready as soon as the search ends."""
         members = [r for r in results if r.family.name in self.weights_]
+        if refit:
+            try:
+                final = self._refit(members, X, y, context, started + self.time_budget_s * REFIT_DEADLINE_SHARE)
+                self.final_kind_ = "refitted on all training rows"
+                return final
+            except DeadlineReached as stopped:
+                logger.warning("refit stopped at the budget (%s); using the fold models instead", stopped)
+        self.final_kind_ = "fold models of the search"
+        return self._bag([(r.family.name, self.weights_[r.family.name], r.fold_models) for r in members])
+
+    def _bag(self, members: list[tuple[str, float, list]]):
+        if self.task_ == "regression":
+            return FoldBagRegressor(members)
+        return FoldBagClassifier(members, classes=self.classes_)
+
+    def _refit(self, members: list[FamilyResult], X: np.ndarray, y: pd.Series, context: SearchContext,
+               deadline: float):
         estimators = [(r.family.name, self._member(r, context)) for r in members]
         if self.ensemble == "bagging":
-            final = make_bagging(estimators[0][1], self.task_, seed=self.seed)
-        elif len(members) == 1:
-            final = estimators[0][1]
-        elif self.ensemble == "stacking":
-            final = make_stacking(estimators, self.task_, cv=len(self.folds_), seed=self.seed)
-        elif self.ensemble == "blending":
-            final = make_blending(estimators, self.task_, seed=self.seed)
-        else:
-            final = make_voting(estimators, self.task_, weights=[self.weights_[r.family.name] for r in members])
-        return Pipeline([("preprocess", make_preprocessor(self.scaler)), ("estimator", final)]).fit(X, y)
+            return make_bagging(estimators[0][1], self.task_, seed=self.seed).fit(X, y)
+        if self.ensemble == "stacking" and len(members) > 1:
+            return make_stacking(estimators, self.task_, cv=max(len(self.folds_), 2), seed=self.seed).fit(X, y)
+        if self.ensemble == "blending" and len(members) > 1:
+            return make_blending(estimators, self.task_, seed=self.seed).fit(X, y)
+        if self.ensemble == "voting" and len(members) > 1:
+            weights = [self.weights_[r.family.name] for r in members]
+            return make_voting(estimators, self.task_, weights=weights).fit(X, y)
+        # Caruana or a single model: each member refitted (on class codes, as in the search) within the budget.
+        target = y.to_numpy() if self.classes_ is None else np.searchsorted(self.classes_, y.to_numpy())
+        return self._bag([(name, self.weights_[name], [fit_within(estimator, X, target, deadline=deadline)])
+                          for name, estimator in estimators])
 
     def _member(self, result: FamilyResult, context: SearchContext):
-        estimator = result.family.build(context.params_for(result.family, result.params), self.task_, self.seed,
-                                        self.n_jobs)
+        estimator = result.family.build(context.params_for(result.family, result.refit_params), self.task_,
+                                        self.seed, self.threads_)
         if self.log_dir and "log_dir" in estimator.get_params():
             estimator.set_params(log_dir=str(Path(self.log_dir) / result.family.name))
         return estimator
 
-    def _leaderboard(self, results: list[FamilyResult]) -> pd.DataFrame:
-        rows = [{"model": r.family.name, f"cv_{self.metric_}_mean": r.cv_mean, f"cv_{self.metric_}_std": r.cv_std,
-                 "fit_seconds": round(r.fit_seconds, 3), "trials": len(r.trials),
-                 "pruned": int((r.trials["state"] == "PRUNED").sum()),
-                 "ensemble_weight": round(self.weights_.get(r.family.name, 0.0), 3), "params": repr(r.params)}
-                for r in results]
+    def _leaderboard(self, results: list[FamilyResult], reasons: dict[str, str]) -> pd.DataFrame:
+        """One row per family in the search: its best CV score, its trials (trained, skipped before
+        training, pruned), seconds spent, ensemble weight and why it got no more time."""
+        best = {r.family.name: r for r in results}
+        rows = []
+        for name, study in self.studies_.items():
+            trials, result = trials_frame(study, name), best.get(name)
+            trained = trials["folds_trained"].fillna(0) > 0
+            rows.append({"model": name, f"cv_{self.metric_}_mean": result.cv_mean if result else np.nan,
+                         f"cv_{self.metric_}_std": result.cv_std if result else np.nan,
+                         "fit_seconds": round(result.fit_seconds, 3) if result else np.nan,
+                         "trials": int(trained.sum()), "skipped": int(trials["skipped"].sum()),
+                         "pruned": int(((trials["state"] == "PRUNED") & trained).sum()),
+                         "search_seconds": round(float(trials["seconds"].fillna(0).sum()), 2),
+                         "ensemble_weight": round(self.weights_.get(name, 0.0), 3),
+                         "why_stopped": reasons[name], "params": repr(result.params) if result else ""})
         board = pd.DataFrame(rows).sort_values(f"cv_{self.metric_}_mean", ascending=self.metric_ in LOWER_IS_BETTER,
-                                               kind="stable")
+                                               kind="stable", na_position="last")
         return board.reset_index(drop=True)
 
 
-def _encode(X: pd.DataFrame, folds, scaler: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each fold's training rows fit a preprocessor that encodes both sides once, reused by every trial."""
-    encoded = []
-    for train, valid in folds:
-        preprocessor = make_preprocessor(scaler).fit(X.iloc[train])
-        encoded.append((preprocessor.transform(X.iloc[train]), preprocessor.transform(X.iloc[valid])))
-    return encoded
+def fit_threads(n_jobs: int | None, cells: int) -> int:
+    """Threads per model fit: what the caller allows, no more than the cores other processes leave idle
+    (threads fighting for a busy core make boosting several times slower), and one for small data, where
+    threads gain little."""
+    wanted = (os.cpu_count() or 1) if n_jobs in (None, -1) else max(1, int(n_jobs))
+    if cells < THREAD_MIN_CELLS:
+        return 1
+    return int(max(1, min(wanted, round((os.cpu_count() or 1) - busy_cores()))))
+
+
+def busy_cores(interval: float = 0.2) -> float:
+    """Cores kept busy by other processes over `interval` seconds (this one sleeps meanwhile), from
+    /proc/stat; 0 where it is unavailable."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    try:
+        total_before, idle_before = sample()
+        time.sleep(interval)
+        total_after, idle_after = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = total_after - total_before
+    return 0.0 if total <= 0 else (os.cpu_count() or 1) * (1 - (idle_after - idle_before) / total)
 
 
 def infer_task(y: pd.Series) -> str:

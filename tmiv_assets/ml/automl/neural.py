@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -32,13 +33,15 @@ class _TorchMLP(BaseEstimator):
     seed, n_threads : torch seed and intra-op threads (small: the machine is shared).
     log_dir : TensorBoard event directory; None writes none.
     progress : called with {'event': 'epoch', epoch, train_loss, val_loss, val_metric, lr} after each epoch.
+    deadline : monotonic time after which training stops at the end of the epoch (the best weights so far
+        are kept and `stopped_reason_` starts with 'deadline'); None trains to the end.
     """
 
     def __init__(self, hidden_layers: int | None = None, width: int | None = None, dropout: float = 0.1,
                  lr: float = 1e-3, weight_decay: float = 1e-5, batch_size: int | None = None, max_epochs: int = 100,
                  patience: int = 10, scheduler: str = "plateau", clip_norm: float | None = 1.0,
                  validation_fraction: float = 0.15, seed: int = 0, n_threads: int = 1, log_dir: str | None = None,
-                 progress: Callable[[dict], None] | None = None):
+                 progress: Callable[[dict], None] | None = None, deadline: float | None = None):
         self.hidden_layers = hidden_layers
         self.width = width
         self.dropout = dropout
@@ -54,6 +57,7 @@ class _TorchMLP(BaseEstimator):
         self.n_threads = n_threads
         self.log_dir = log_dir
         self.progress = progress
+        self.deadline = deadline
 
     def _fit(self, X, targets: np.ndarray, stratify) -> None:
         if self.scheduler not in ("plateau", "cosine"):
@@ -100,6 +104,9 @@ class _TorchMLP(BaseEstimator):
                 waited += 1
             if waited >= self.patience:
                 reason = f"early stopping at epoch {epoch}: no validation improvement for {self.patience} epochs"
+                break
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                reason = f"deadline reached at epoch {epoch}"
                 break
         if writer is not None:
             writer.close()

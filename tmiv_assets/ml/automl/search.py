@@ -12,11 +12,13 @@ import optuna
 import pandas as pd
 
 from tmiv_assets.ml.automl.catalog import ModelFamily
+from tmiv_assets.ml.automl.fitting import DeadlineReached, best_rounds, fit_within, refit_rounds
 from tmiv_assets.ml.automl.tuning import create_study, make_sampler, trials_frame
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof_score
 
 logger = logging.getLogger(__name__)
 FAILURES = (ValueError, ArithmeticError, np.linalg.LinAlgError)  # recorded as FAIL trials; the search goes on
+FIRST_PASS_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,8 @@ class SearchContext:
     y: pd.Series
     classes: np.ndarray | None
     folds: list
-    encoded: list
-    """Per fold (encoded training rows, encoded validation rows)."""
+    X: np.ndarray
+    """The training rows, encoded once; folds are slices of it."""
     seed: int
     n_jobs: int
     sampler: str
@@ -62,6 +64,10 @@ class FamilyResult:
     oof: np.ndarray
     """Out-of-fold probabilities (one column per class) or values of the `scored` rows."""
     trials: pd.DataFrame
+    fold_models: list
+    """The best trial's model per fold (trained on class codes), for a final model that needs no refit."""
+    refit_params: dict
+    """The best parameters with the rounds early stopping kept, for a refit on all rows."""
 
 
 class _Tracker:
@@ -108,24 +114,28 @@ class _FamilySearch:
         self.cache: dict[str, float] = {}
         self.limit = 0.0
         self.fold_seconds = 0.0  # of the last finished trial: whether the next one fits before the limit
+        self.why = "not reached: the search budget was spent before its first trial"
 
     def run(self, n_trials: int | None, limit: float) -> None:
         """Trials until `n_trials` or the monotonic time `limit`; folds are pruned when they would overrun it."""
         if not self.tunable:
-            started = sum("start" in t.user_attrs for t in self.study.trials)
+            started = sum("start" in t.user_attrs and t.state.is_finished() for t in self.study.trials)
             n_trials = min(n_trials or len(self.family.starts), len(self.family.starts) - started)
         if n_trials == 0 or time.monotonic() >= limit:
             return
         self.limit = limit
         self.study.optimize(self._objective, n_trials=n_trials, timeout=max(0.0, limit - time.monotonic()),
-                            callbacks=[self.tracker.callback(self)], catch=FAILURES)
+                            callbacks=[self.tracker.callback(self)], catch=(*FAILURES, DeadlineReached))
 
     def result(self) -> FamilyResult | None:
         if self.best is None:
             return None
         b = self.best
+        refit = dict(b["params"])
+        if (rounds := refit_rounds(b["rounds"], len(self.context.folds))) is not None:
+            refit["n_estimators"] = rounds
         return FamilyResult(self.family, b["params"], b["value"], b["std"], b["seconds"], b["fold_seconds"], b["oof"],
-                            trials_frame(self.study, self.family.name))
+                            trials_frame(self.study, self.family.name), b["models"], refit)
 
     def _params(self, trial: optuna.Trial) -> dict:
         if "start" in trial.user_attrs:
@@ -140,7 +150,7 @@ class _FamilySearch:
         if key in self.cache:  # samplers on small spaces repeat themselves; refitting would waste the budget
             trial.set_user_attr("duplicate", True)
             return self.cache[key]
-        full, fold_seconds = self._cross_validate(trial, params)
+        full, fold_seconds, models, rounds = self._cross_validate(trial, params)
         c = self.context
         oof = full[c.scored]
         value = oof_score(c.metric, c.task, _codes(c)[c.scored], oof, _labels(c))
@@ -148,25 +158,37 @@ class _FamilySearch:
         if self.best is None or is_better(c.metric, value, self.best["value"]):
             per_fold = [oof_score(c.metric, c.task, _codes(c)[v], full[v], _labels(c)) for _, v in c.folds]
             self.best = {"value": value, "params": params, "oof": oof, "std": float(np.std(per_fold)),
-                         "seconds": float(sum(fold_seconds)), "fold_seconds": float(np.mean(fold_seconds))}
+                         "seconds": float(sum(fold_seconds)), "fold_seconds": float(np.mean(fold_seconds)),
+                         "models": models, "rounds": rounds}
         return value
 
-    def _cross_validate(self, trial: optuna.Trial, params: dict) -> tuple[np.ndarray, list[float]]:
-        """Out-of-fold predictions; pruned on the running fold score (median rule) or the time limit."""
+    def _cross_validate(self, trial: optuna.Trial, params: dict) -> tuple[np.ndarray, list[float], list, list]:
+        """Out-of-fold predictions, fold models and their early-stopping rounds; pruned on the running fold
+        score (median rule), skipped when a fold is expected to overrun the limit, stopped when one does."""
         c = self.context
         y = _codes(c)
         oof = np.full((len(y), len(c.classes) if c.classes is not None else 1), np.nan)
-        seconds, seen = [], []
-        for step, ((train, valid), (X_train, X_valid)) in enumerate(zip(c.folds, c.encoded, strict=True)):
+        seconds, seen, models, rounds = [], [], [], []
+        for step, (train, valid) in enumerate(c.folds):
+            trial.set_user_attr("folds_trained", step)
             expected = np.mean(seconds) if seconds else self.fold_seconds
             if self.tracker.best is not None and expected and time.monotonic() + expected > self.limit:
                 reason = f"fold {step + 1}/{len(c.folds)}: the fold would overrun the time budget"
                 trial.set_user_attr("pruned_reason", reason)
+                if step == 0:  # the family's next trial would not fit either: end its search here
+                    self.study.stop()
                 raise optuna.TrialPruned(reason)
             started = time.monotonic()
             model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
-            model.fit(X_train, y[train])
+            X_valid = c.X[valid]
+            try:
+                fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit)
+            except DeadlineReached as stopped:
+                trial.set_user_attr("pruned_reason", f"fold {step + 1}/{len(c.folds)}: {stopped}")
+                raise optuna.TrialPruned(str(stopped)) from stopped
             oof[valid] = model.predict_proba(X_valid) if c.classes is not None else model.predict(X_valid)[:, None]
+            models.append(model)
+            rounds.append(best_rounds(model))
             seconds.append(time.monotonic() - started)
             self.fold_seconds = float(np.mean(seconds))
             if hasattr(model, "stopped_reason_"):
@@ -180,7 +202,8 @@ class _FamilySearch:
                 reason = f"fold {step + 1}/{len(c.folds)}: running {c.metric} {running:.4f} worse than the median"
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
-        return (oof if c.classes is not None else oof[:, 0]), seconds
+        trial.set_user_attr("folds_trained", len(c.folds))
+        return (oof if c.classes is not None else oof[:, 0]), seconds, models, rounds
 
 
 def _codes(context: SearchContext) -> np.ndarray:
@@ -195,22 +218,34 @@ def _labels(context: SearchContext):
 
 
 def search_families(context: SearchContext, families: list[ModelFamily], tuned: int, started: float,
-                    deadline: float) -> tuple[list[FamilyResult], dict[str, optuna.Study]]:
-    """First pass: each family's start configuration, strong and cheap families first. Second pass: the
-    `tuned` best families share the remaining time in proportion to their budget weights."""
+                    deadline: float) -> tuple[list[FamilyResult], dict[str, optuna.Study], dict[str, str]]:
+    """First pass: each family's first start configuration, LightGBM's defaults first. Second pass: the
+    `tuned` best families share the remaining time in proportion to their budget weights, their other
+    start configurations before sampled ones. Returns the results, the studies and, per family, why it
+    got no more time."""
     tracker = _Tracker(context, started, deadline)
     searches = [_FamilySearch(context, family, tracker) for family in families]
     for search in searches:
         if time.monotonic() >= deadline:
             logger.info("search budget spent before %s", search.family.name)
             break
-        search.run(1, deadline)
+        # One family's first trial may take a share of what is left, so a family too slow for this data
+        # is stopped and the families after it still get their turn.
+        search.run(1, min(deadline, time.monotonic() + (deadline - time.monotonic()) * FIRST_PASS_SHARE))
+        search.why = "first configuration only: ranked below the families chosen for tuning"
     sign = -1 if context.metric in LOWER_IS_BETTER else 1
     ranked = sorted([s for s in searches if s.best], key=lambda s: -sign * s.best["value"])
+    for search in searches:
+        if search.study.trials and search.best is None:
+            search.why = "no trial finished: every one failed or was stopped at the time limit"
     chosen = [s for s in ranked if s.tunable or len(s.family.starts) > 1][:tuned]
     for position, search in enumerate(chosen):
         remaining = deadline - time.monotonic()
         share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in chosen[position:])
+        before = len(search.study.trials)
         search.run(context.max_trials, time.monotonic() + share)
+        capped = context.max_trials is not None and len(search.study.trials) - before >= context.max_trials
+        search.why = (f"tuned: max_trials={context.max_trials} reached" if capped else
+                      f"tuned: its {share:.1f}s share of the budget was spent")
     results = [search.result() for search in ranked]
-    return results, {s.family.name: s.study for s in searches}
+    return results, {s.family.name: s.study for s in searches}, {s.family.name: s.why for s in searches}

@@ -65,12 +65,17 @@ def create_study(name: str, direction: str, sampler: optuna.samplers.BaseSampler
 
 
 def trials_frame(study: optuna.Study, family: str) -> pd.DataFrame:
-    """One row per trial: number, state, value, seconds, params and why it was pruned or stopped."""
+    """One row per trial: number, state, value, seconds, folds trained, whether it was skipped before training,
+    params and why it was pruned or stopped."""
     rows = [{"family": family, "number": t.number, "state": t.state.name, "value": t.value,
              "seconds": t.duration.total_seconds() if t.duration else None,
+             "folds_trained": t.user_attrs.get("folds_trained"),
+             # Pruned before any fold trained: skipped, not searched.
+             "skipped": t.state.name == "PRUNED" and not t.user_attrs.get("folds_trained"),
              "pruned_reason": t.user_attrs.get("pruned_reason"), "params": repr(t.params)}
             for t in study.trials if t.state.is_finished()]
-    return pd.DataFrame(rows, columns=["family", "number", "state", "value", "seconds", "pruned_reason", "params"])
+    return pd.DataFrame(rows, columns=["family", "number", "state", "value", "seconds", "folds_trained", "skipped",
+                                       "pruned_reason", "params"])
 
 
 def study_plots(study: optuna.Study) -> dict[str, plt.Figure]:

@@ -19,6 +19,7 @@ from tmiv_assets.ml.data.spec import CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 Folds = list[tuple[np.ndarray, np.ndarray]]
+HOLDOUT_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,16 @@ def _latest(times: pd.Series, test_size: float) -> pd.Series:
 
 
 def cv_folds(y: pd.Series, task: str, n_splits: int = 5, seed: int = 0, times: pd.Series | None = None) -> Folds:
-    """(train positions, validation positions) per fold.
+    """(train positions, validation positions) per fold; `n_splits=1` is a single holdout of a fifth of the
+    rows (the latest fifth with `times`, stratified for classification).
 
     With `times`, TimeSeriesSplit over the distinct timestamps, so a validation fold is strictly later than
     its training rows even when rows are unsorted or tied (the earliest block is never validated). Else
     shuffled StratifiedKFold for classification, with K lowered to the smallest class (at least 2), and
     shuffled KFold for regression.
     """
+    if n_splits == 1:
+        return [_holdout(y, task, seed, times)]
     if times is not None:
         codes, stamps = pd.factorize(pd.to_datetime(pd.Series(times)).to_numpy(), sort=True)
         if len(stamps) <= n_splits:
@@ -94,3 +98,13 @@ def cv_folds(y: pd.Series, task: str, n_splits: int = 5, seed: int = 0, times: p
     if smallest < n_splits:
         logger.warning("smallest class has %d rows: using %d CV folds instead of %d", smallest, smallest, n_splits)
     return list(StratifiedKFold(min(n_splits, smallest), shuffle=True, random_state=seed).split(positions, y))
+
+
+def _holdout(y: pd.Series, task: str, seed: int, times: pd.Series | None) -> tuple[np.ndarray, np.ndarray]:
+    positions = np.arange(len(y))
+    if times is not None:
+        valid = _latest(pd.to_datetime(pd.Series(times)).reset_index(drop=True), HOLDOUT_SHARE).to_numpy()
+        return positions[~valid], positions[valid]
+    stratify = y if task in CLASSIFICATION else None
+    train, valid = train_test_split(positions, test_size=HOLDOUT_SHARE, random_state=seed, stratify=stratify)
+    return np.sort(train), np.sort(valid)
