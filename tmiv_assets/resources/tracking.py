@@ -16,7 +16,7 @@ from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.resources.model_registry import EXPERIMENT, ModelRegistry
 
 # Listing requirements skips MLflow's inference, which re-imports the model in a subprocess per log.
-SERVING_PACKAGES = ("scikit-learn", "lightgbm", "xgboost", "pandas", "numpy")
+SERVING_PACKAGES = ("scikit-learn", "lightgbm", "xgboost", "catboost", "pandas", "numpy")
 
 
 @dg.resource(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import optuna
+from catboost import CatBoostClassifier, CatBoostRegressor
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier, DummyRegressor
@@ -131,6 +132,22 @@ def _xgboost_space(trial: optuna.Trial, task: str) -> dict:
     }
 
 
+def _catboost_space(trial: optuna.Trial, task: str) -> dict:
+    return {
+        "iterations": BOOSTING_ROUNDS,
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+        "depth": trial.suggest_int("depth", 4, 8),
+        "l2_leaf_reg": trial.suggest_float("l2_leaf_reg", 1.0, 10.0, log=True),
+    }
+
+
+def _catboost_build(params: dict, task: str, seed: int, n_jobs: int):
+    cls = CatBoostClassifier if task in CLASSIFICATION else CatBoostRegressor
+    # allow_writing_files=False: CatBoost otherwise writes a catboost_info/ folder into the working directory.
+    return cls(**{"random_seed": seed, "thread_count": n_jobs, "verbose": False, "allow_writing_files": False,
+                  **params})
+
+
 def _forest_space(trial: optuna.Trial, task: str) -> dict:
     return {"n_estimators": trial.suggest_int("n_estimators", 100, 400, log=True),
             "max_features": trial.suggest_float("max_features", 0.1, 1.0),
@@ -249,6 +266,9 @@ CATALOG: tuple[ModelFamily, ...] = (
     ModelFamily(name="xgboost", tasks=ALL_TASKS, build=_by_task(XGBLabelClassifier, XGBRegressor),
                 space=_xgboost_space, budget_weight=2.0, starts=_XGB_STARTS,
                 grid={"max_depth": [3, 6], "learning_rate": [0.03, 0.1]}),
+    ModelFamily(name="catboost", tasks=ALL_TASKS, build=_catboost_build, space=_catboost_space, budget_weight=1.5,
+                starts=({"iterations": BOOSTING_ROUNDS, "learning_rate": 0.08, "depth": 6},),
+                grid={"depth": [4, 6], "learning_rate": [0.05, 0.1]}),
     ModelFamily(name="naive_bayes", tasks=CLASSIFICATION, build=lambda p, t, s, n: GaussianNB(), space=_no_space,
                 budget_weight=0.1),
     ModelFamily(name="knn", tasks=ALL_TASKS,
@@ -283,7 +303,7 @@ PRESETS = {
     "fast": {"families": ("lightgbm", "linear", "hist_gradient_boosting"), "folds": 3, "tuned": 1,
              "ensemble_rounds": 0},
     "balanced": {"families": ("linear", "lightgbm", "hist_gradient_boosting", "random_forest", "extra_trees",
-                              "xgboost", "naive_bayes", "knn", "lasso", "elastic_net", "svm"),
+                              "xgboost", "catboost", "naive_bayes", "knn", "lasso", "elastic_net", "svm"),
                  "folds": 5, "tuned": 4, "ensemble_rounds": 25},
     "best_quality": {"families": None, "folds": 5, "tuned": 6, "ensemble_rounds": 50},
 }

@@ -33,6 +33,8 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
     module = type(estimator).__module__.split(".")[0]
     if module == "lightgbm":
         _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline)
+    elif module == "catboost":
+        _fit_catboost(estimator, X, y, X_valid, y_valid, deadline)
     elif module == "xgboost" or type(estimator).__name__.startswith("XGB"):
         _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline)
     elif type(estimator).__module__.startswith("sklearn.ensemble") and "warm_start" in estimator.get_params():
@@ -68,8 +70,14 @@ def refit_rounds(rounds: list[int | None], n_folds: int) -> int | None:
     return math.ceil(float(np.mean(kept)) * (1 + 1 / max(n_folds, 2)))
 
 
+def rounds_parameter(params: dict) -> str:
+    """CatBoost calls the number of rounds `iterations` and refuses `n_estimators` beside it."""
+    return "iterations" if "iterations" in params else "n_estimators"
+
+
 def _wants_early_stopping(estimator, X_valid) -> bool:
-    return X_valid is not None and estimator.get_params().get("n_estimators", 0) >= EARLY_STOPPING_FROM
+    params = estimator.get_params()
+    return X_valid is not None and (params.get(rounds_parameter(params)) or 0) >= EARLY_STOPPING_FROM
 
 
 def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline) -> None:
@@ -87,6 +95,25 @@ def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline) -> None:
     if deadline is not None and time.monotonic() > deadline:
         raise DeadlineReached(f"LightGBM stopped at the deadline after {estimator.booster_.current_iteration()} "
                               "rounds")
+
+
+class _CatBoostDeadline:
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+
+    def after_iteration(self, info) -> bool:
+        return time.monotonic() <= self.deadline  # False stops training
+
+
+def _fit_catboost(estimator, X, y, X_valid, y_valid, deadline) -> None:
+    callbacks = [_CatBoostDeadline(deadline)] if deadline is not None else None
+    if _wants_early_stopping(estimator, X_valid):
+        estimator.fit(X, y, eval_set=(X_valid, y_valid), early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+                      callbacks=callbacks)
+    else:
+        estimator.fit(X, y, callbacks=callbacks)
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineReached(f"CatBoost stopped at the deadline after {estimator.tree_count_} trees")
 
 
 class _XGBoostDeadline(TrainingCallback):

@@ -12,7 +12,13 @@ import optuna
 import pandas as pd
 
 from tmiv_assets.ml.automl.catalog import ModelFamily
-from tmiv_assets.ml.automl.fitting import DeadlineReached, best_rounds, fit_within, refit_rounds
+from tmiv_assets.ml.automl.fitting import (
+    DeadlineReached,
+    best_rounds,
+    fit_within,
+    refit_rounds,
+    rounds_parameter,
+)
 from tmiv_assets.ml.automl.tuning import create_study, make_sampler, trials_frame
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof_score
 
@@ -133,7 +139,7 @@ class _FamilySearch:
         b = self.best
         refit = dict(b["params"])
         if (rounds := refit_rounds(b["rounds"], len(self.context.folds))) is not None:
-            refit["n_estimators"] = rounds
+            refit[rounds_parameter(refit)] = rounds
         return FamilyResult(self.family, b["params"], b["value"], b["std"], b["seconds"], b["fold_seconds"], b["oof"],
                             trials_frame(self.study, self.family.name), b["models"], refit)
 
