@@ -16,7 +16,7 @@ from tmiv_assets.ml.automl.ensembles import caruana_selection, make_bagging, mak
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline, training_histories
 from tmiv_assets.ml.automl.fitting import DeadlineReached, best_rounds, fit_within
-from tmiv_assets.ml.automl.tuning import make_sampler, study_plots
+from tmiv_assets.ml.automl.tuning import COSTS, make_sampler, study_plots
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
 from tmiv_assets.ml.metrics import score_model
 
@@ -51,6 +51,7 @@ def test_automl_fits_raw_mixed_frame(fitted_mixed):
     model, X_test, y_test, _, seconds = fitted_mixed
     assert (model.task_, model.metric_) == ("binary", "roc_auc")
     assert [name for name, _ in model.best_pipeline_.steps] == ["preprocess", "estimator"]
+    assert (model.cv_strategy_, model.final_kind_) == ("5-fold", "fold models of the search")  # no refit needed
     proba = model.predict_proba(X_test)
     assert proba.shape == (len(X_test), 2) and np.allclose(proba.sum(axis=1), 1)
     assert set(model.predict(X_test)) <= {"yes", "no"}
@@ -182,7 +183,7 @@ def test_presets_choose_families():
     assert "mlp" in {f.name for f in families_for("regression", "best_quality")}
     assert "naive_bayes" not in {f.name for f in families_for("regression", "best_quality")}
     with pytest.raises(ValueError, match="unknown model families"):
-        families_for("binary", "fast", include=["catboost"])
+        families_for("binary", "fast", include=["tabnet"])
     with pytest.raises(ValueError, match="grid"):
         make_sampler("grid")
 
@@ -237,7 +238,7 @@ def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
     assert (first["family"], first["params"]) == ("lightgbm", "{}")
     default_rmse = model.studies_["lightgbm"].trials[0].value
     assert model.ensemble_score_ <= default_rmse  # out-of-fold RMSE of the final model
-    assert model.final_kind_ == "fold models of the search"
+    assert model.final_kind_ == "refitted on all training rows"  # 3 folds (fast preset): refit on all rows
 
 
 @pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [
@@ -254,3 +255,21 @@ def test_boosting_stops_early_on_the_validation_fold_and_at_the_deadline():
     forest = RandomForestClassifier(n_estimators=5000, random_state=0)
     with pytest.raises(DeadlineReached, match="stopped at the deadline after 50 of 5000"):
         fit_within(forest, X, y, deadline=time.monotonic())
+
+
+@pytest.mark.parametrize(("objective", "tolerance"), [("latency", 0.0), ("latency", 0.05), ("size", 0.02)])
+def test_multi_objective_search_keeps_a_pareto_front_and_picks_from_it(objective, tolerance):
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = AutoML(time_budget_s=60, seed=0, n_jobs=1, sampler="nsga2", include=["linear", "lightgbm"],
+                   max_trials=6, sampler_options={"population_size": 4}, secondary_objective=objective,
+                   pareto_tolerance=tolerance).fit(X, y)
+    assert all(len(study.directions) == 2 for study in model.studies_.values())
+    front, cost = model.pareto_front_, COSTS[objective]
+    done = model.trials_[model.trials_["state"] == "COMPLETE"]
+    for _, row in front.iterrows():  # nothing finished beats a front trial on both objectives
+        assert not ((done["value"] > row["value"]) & (done[cost] < row[cost])).any()
+    pick = front[front["picked"]].iloc[0]
+    best = front["value"].max()
+    assert best - pick["value"] <= tolerance * best + 1e-12
+    assert (front.loc[front["value"] >= best * (1 - tolerance) - 1e-12, cost] >= pick[cost]).all()
+    assert model.weights_ == {pick["family"]: 1.0} and model.predict_proba(X.head(2)).shape == (2, 2)

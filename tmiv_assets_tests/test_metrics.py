@@ -100,3 +100,15 @@ def test_every_configurable_metric_trains_gates_and_promotes(prepared, dataset, 
     else:
         assert registered["promoted"] and np.isnan(champion_score)
     assert isinstance(pd.Series(board).get(f"test_{metric}"), float)
+
+
+def test_a_multi_objective_search_shows_its_pareto_front_in_the_ui(prepared):
+    home, instance = prepared
+    config = TrainingConfig(preset="fast", include=["linear", "lightgbm"], max_trials=4, time_budget_s=600, n_jobs=1,
+                            sampler="nsga2", nsga2_population_size=4, secondary_objective="latency",
+                            pareto_tolerance=0.01)
+    result = dg.materialize([model_candidates], resources=resources_for(home), partition_key="titanic",
+                            instance=instance, run_config=dg.RunConfig(ops={"model_candidates": config}))
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("model_candidates")[0].metadata.items()}
+    assert "latency_ms_per_1k_rows" in metadata["pareto_front"] and "| True" in metadata["pareto_front"]
+    assert "![Pareto front](data:image/png;base64," in metadata["pareto_plot"]

@@ -84,3 +84,18 @@ def confusion_matrix_plot(model, X: pd.DataFrame, y: pd.Series) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(5, 4))
     ConfusionMatrixDisplay.from_estimator(model, X, y, ax=axis, colorbar=False)
     return figure
+
+
+def pareto_plot(trials: pd.DataFrame, front: pd.DataFrame, cost: str, metric: str) -> plt.Figure:
+    """Every finished trial's cost against its score, the Pareto front joined up and the pick starred."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    done = trials[trials["state"] == "COMPLETE"]
+    axis.scatter(done[cost], done["value"], s=10, alpha=0.4, color="grey", label="trials")
+    axis.plot(front[cost], front["value"], marker="o", color="tab:blue", label="Pareto front")
+    picked = front[front["picked"]]
+    axis.scatter(picked[cost], picked["value"], marker="*", s=250, color="tab:red", label="picked", zorder=3)
+    axis.set_xscale("log")
+    axis.set_xlabel(cost.replace("_", " "))
+    axis.set_ylabel(f"CV {metric}")
+    axis.legend()
+    return figure

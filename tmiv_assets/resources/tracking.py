@@ -73,12 +73,13 @@ def log_search(tracking: MlFlow, automl: AutoML, serving_models: dict[str, Pipel
     requirements = [f"{p}=={importlib.metadata.version(p)}" for p in SERVING_PACKAGES]
     metric = automl.metric_
     families = automl.leaderboard().assign(kind="family", fit_seconds=lambda f: f["fit_seconds"].astype(float))
+    totals = families[["trials", "skipped", "pruned", "search_seconds"]].sum()
     final = pd.DataFrame([
         {"model": "automl", "kind": "final", f"cv_{metric}_mean": automl.ensemble_score_,
-         "fit_seconds": round(automl.fit_seconds_, 3), "trials": len(automl.trials_),
-         "pruned": int((automl.trials_["state"] == "PRUNED").sum()), "ensemble_weight": 1.0,
-         "params": repr(automl.weights_)},
-        {"model": "baseline", "kind": "baseline", "trials": 0, "pruned": 0, "ensemble_weight": 0.0, "params": "{}"},
+         "fit_seconds": round(automl.fit_seconds_, 3), **totals.to_dict(), "ensemble_weight": 1.0,
+         "why_stopped": automl.final_kind_, "params": repr(automl.weights_)},
+        {"model": "baseline", "kind": "baseline", "trials": 0, "skipped": 0, "pruned": 0, "search_seconds": 0.0,
+         "ensemble_weight": 0.0, "why_stopped": "", "params": "{}"},
     ])
     board = pd.concat([final, families], ignore_index=True).assign(run_id="", model_uri="")
     try:

@@ -12,12 +12,13 @@ from tmiv_assets.defs.metadata import engine_errors_as_failure, figures_markdown
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline
-from tmiv_assets.ml.automl.tuning import study_plots
+from tmiv_assets.ml.automl.tuning import COSTS, study_plots
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.data.splits import TrainTestSplit, split_dataset
 from tmiv_assets.ml.deploy.serving import serving_pipeline
 from tmiv_assets.ml.features.builder import FeatureBuilder
 from tmiv_assets.ml.metrics import is_better, score_model
+from tmiv_assets.ml.plots import figure_to_markdown, pareto_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
@@ -54,6 +55,11 @@ class TrainingConfig(dg.Config):
     study_storage: str = Field(default="", description="Optuna RDB URL or journal file shared by processes "
                                                        "(empty: in memory).")
     tensorboard: bool = Field(default=False, description="Write TensorBoard logs of the refitted networks.")
+    secondary_objective: Literal["none", "latency", "size"] = Field(
+        default="none", description="Trade the score against prediction latency or model size (multi-objective; "
+                                    "sampler nsga2 is the genetic search); the final model is one Pareto trial.")
+    pareto_tolerance: float = Field(default=0.0, ge=0, le=1, description="Pick the cheapest Pareto trial whose CV "
+                                                                         "score is within this fraction of the best.")
 
     def automl(self, task: str, progress, study_prefix: str, log_dir: str | None) -> AutoML:
         nsga2 = {"population_size": self.nsga2_population_size, "crossover_prob": self.nsga2_crossover_prob,
@@ -65,7 +71,8 @@ class TrainingConfig(dg.Config):
                       n_folds=self.cv_folds or None, include=self.include or None, exclude=self.exclude or None,
                       max_trials=self.max_trials or None, pinned_params=self.pinned_params,
                       storage=self.study_storage or None, progress=progress, study_prefix=study_prefix,
-                      log_dir=log_dir if self.tensorboard else None)
+                      log_dir=log_dir if self.tensorboard else None, pareto_tolerance=self.pareto_tolerance,
+                      secondary_objective=None if self.secondary_objective == "none" else self.secondary_objective)
 
 
 def held_out(store: FeatureStore, dataset: str, lineage: dict) -> tuple[DatasetSpec, pd.DataFrame, TrainTestSplit]:
@@ -119,7 +126,18 @@ def model_candidates(context: dg.AssetExecutionContext, config: TrainingConfig, 
         "search_plots": dg.MetadataValue.md(figures_markdown(
             {f"{best_family}_{k}": v for k, v in study_plots(automl.studies_[best_family]).items()})),
         "candidates_version": stored.version,
+        **pareto_metadata(automl),
     })
+
+
+def pareto_metadata(automl: AutoML) -> dict:
+    """The Pareto front of a multi-objective search as a table and a plot; nothing for a single objective."""
+    if not automl.secondary_objective:
+        return {}
+    cost = COSTS[automl.secondary_objective]
+    plot = pareto_plot(automl.trials_, automl.pareto_front_, cost, automl.metric_)
+    return {"pareto_front": markdown_table(automl.pareto_front_),
+            "pareto_plot": dg.MetadataValue.md(figure_to_markdown(plot, "Pareto front"))}
 
 
 @dg.asset(partitions_def=dataset_partitions, deps=[model_candidates], group_name="models",

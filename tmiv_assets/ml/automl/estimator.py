@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from tmiv_assets.ml.automl.ensembles import (
 )
 from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within
 from tmiv_assets.ml.automl.search import FamilyResult, SearchContext, search_families
-from tmiv_assets.ml.automl.tuning import SAMPLERS, trials_frame
+from tmiv_assets.ml.automl.tuning import COSTS, SAMPLERS, trials_frame
 from tmiv_assets.ml.data.splits import cv_folds
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, METRICS, PRIMARY_METRIC, check_metric, oof_score
@@ -41,6 +42,7 @@ HOLDOUT_ROWS = 100_000
 HOLDOUT_PRESSURE = 2e5  # training cells (rows x encoded features) per second of budget
 FEWER_FOLDS_PRESSURE = 2e4
 THREAD_MIN_CELLS = 200_000
+BAG_MIN_FOLDS = 5
 ENSEMBLES = ("caruana", "voting", "stacking", "blending", "bagging", "best")
 SCALERS = ("standard", "minmax", "robust", "none")
 MIN_ROWS = 10
@@ -67,6 +69,11 @@ class AutoML(BaseEstimator):
     pinned_params : {family: {param: value}} fixed by the user over sampled and start values, e.g.
         {'mlp': {'max_epochs': 30, 'patience': 5}, 'lightgbm': {'n_estimators': 300}}.
     log_dir : TensorBoard event logs of the refitted networks go to <log_dir>/<family>; None writes none.
+    secondary_objective : None, 'latency' (milliseconds to predict 1,000 rows) or 'size' (bytes of a pickled
+        model): every study becomes multi-objective (NSGA-II with sampler='nsga2'), `pareto_front_` holds the
+        trials no other trial beats on both, and the final model is the one configuration picked from it.
+    pareto_tolerance : with a secondary objective, pick the cheapest front trial whose CV score is within
+        this fraction of the best one (0: the best-scoring trial).
     include, exclude : family names to restrict the search to / leave out.
     max_trials : cap on tuning trials per family; with a budget that is not reached the fit is exactly
         reproducible (a time-bounded search depends on machine speed).
@@ -80,7 +87,7 @@ class AutoML(BaseEstimator):
                  ensemble: str = "caruana", include=None, exclude=None, max_trials: int | None = None,
                  progress: Callable[[dict], None] | None = None, storage=None, study_prefix: str = "automl",
                  scaler: str = "standard", n_folds: int | None = None, pinned_params: dict | None = None,
-                 log_dir: str | None = None):
+                 log_dir: str | None = None, secondary_objective: str | None = None, pareto_tolerance: float = 0.0):
         self.task = task
         self.metric = metric
         self.time_budget_s = time_budget_s
@@ -100,6 +107,8 @@ class AutoML(BaseEstimator):
         self.n_folds = n_folds
         self.pinned_params = pinned_params
         self.log_dir = log_dir
+        self.secondary_objective = secondary_objective
+        self.pareto_tolerance = pareto_tolerance
 
     def fit(self, X: pd.DataFrame, y: pd.Series, times: pd.Series | None = None) -> AutoML:
         """Search, then assemble the final model, all within `time_budget_s`; with `times` (event time per
@@ -117,18 +126,23 @@ class AutoML(BaseEstimator):
         self.cv_strategy_ = ("time-ordered " if times is not None else "") + (
             "holdout" if len(self.folds_) == 1 else f"{len(self.folds_)}-fold")
         self.threads_ = fit_threads(self.n_jobs, encoded.size)
-        refit = len(self.folds_) == 1 or times is not None or self.ensemble not in ("caruana", "best")
+        # Fold models train on (K-1)/K of the rows: with fewer than 5 folds (large data) a refit on all rows
+        # is worth its share of the budget.
+        refit = (len(self.folds_) < BAG_MIN_FOLDS or times is not None or self.ensemble not in ("caruana", "best")
+                 or self.secondary_objective is not None)
         scored = np.sort(np.concatenate([valid for _, valid in self.folds_]))
         context = SearchContext(self.task_, self.metric_, y, self.classes_, self.folds_, encoded, self.seed,
                                 self.threads_, self.sampler, self.sampler_options or {}, self.storage,
                                 f"{self.study_prefix}-{self.task_}", self.max_trials, self.progress,
-                                self.pinned_params or {}, scored)
+                                self.pinned_params or {}, scored, self.secondary_objective)
         deadline = started + self.time_budget_s * (SEARCH_SHARE if refit else SEARCH_SHARE_NO_REFIT)
         results, self.studies_, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,
                                                           deadline)
         if not results:
             raise ValueError(f"time budget of {self.time_budget_s}s was too small to fit any model on {len(X):,} rows "
                              f"with {self.cv_strategy_} validation; raise time_budget_s")
+        if self.secondary_objective:
+            results = self._pareto_pick(results)
         self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started, refit)
         final = self._final(results, encoded, y, context, refit, started)
         self.best_pipeline_ = Pipeline([("preprocess", self.preprocessor_), ("estimator", final)])
@@ -175,7 +189,8 @@ class AutoML(BaseEstimator):
         if y.isna().any():
             raise ValueError(f"target has {int(y.isna().sum())} missing values; drop those rows first")
         for name, value, allowed in (("preset", self.preset, PRESETS), ("sampler", self.sampler, SAMPLERS),
-                                     ("ensemble", self.ensemble, ENSEMBLES), ("scaler", self.scaler, SCALERS)):
+                                     ("ensemble", self.ensemble, ENSEMBLES), ("scaler", self.scaler, SCALERS),
+                                     ("secondary_objective", self.secondary_objective, (None, *COSTS))):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
         if not self.time_budget_s or self.time_budget_s <= 0:
@@ -228,6 +243,28 @@ class AutoML(BaseEstimator):
         blend = sum(w * r.oof for w, r in zip(weights, members, strict=True)) / sum(weights)
         return oof_score(self.metric_, self.task_, y, blend, self.classes_)
 
+    def _pareto_pick(self, results: list[FamilyResult]) -> list[FamilyResult]:
+        """The trials no other beats on both score and cost, and the one configuration the tolerance picks;
+        returned as the only result, with its parameters, so it alone is refitted as the final model."""
+        cost = COSTS[self.secondary_objective]
+        trials = pd.concat([trials_frame(s, name) for name, s in self.studies_.items()], ignore_index=True)
+        done = trials[(trials["state"] == "COMPLETE") & trials[cost].notna()].reset_index(drop=True)
+        sign = 1.0 if self.metric_ in LOWER_IS_BETTER else -1.0  # minimise sign * score
+        loss, price = sign * done["value"].to_numpy(float), done[cost].to_numpy(float)
+        dominated = [bool(np.any((loss <= loss[i]) & (price <= price[i]) & ((loss < loss[i]) | (price < price[i]))))
+                     for i in range(len(done))]
+        front = done[~np.asarray(dominated, dtype=bool)].sort_values(cost, kind="stable")
+        best = front["value"].min() if sign > 0 else front["value"].max()
+        allowed = (front["value"] - best).abs() <= self.pareto_tolerance * abs(best)
+        pick = front[allowed].iloc[0]
+        self.pareto_front_ = front.assign(picked=front["number"].eq(pick["number"]) & front["family"].eq(
+            pick["family"]))[["family", "number", "value", cost, "picked", "params"]].reset_index(drop=True)
+        family = next(r for r in results if r.family.name == pick["family"])
+        params = self.studies_[pick["family"]].trials[int(pick["number"])].user_attrs["config"]
+        same_trial = params == family.params  # only then are the family's fold models the pick's
+        return [replace(family, params=params, refit_params=params, cv_mean=float(pick["value"]),
+                        fold_models=family.fold_models if same_trial else [])]
+
     def _final(self, results: list[FamilyResult], X: np.ndarray, y: pd.Series, context: SearchContext,
                refit: bool, started: float):
         """The members refitted on all rows when that was planned and fits in the budget, otherwise the
@@ -239,6 +276,9 @@ class AutoML(BaseEstimator):
                 self.final_kind_ = "refitted on all training rows"
                 return final
             except DeadlineReached as stopped:
+                if not all(r.fold_models for r in members):
+                    raise ValueError(f"the refit of the picked configuration overran the time budget ({stopped}); "
+                                     "raise time_budget_s") from stopped
                 logger.warning("refit stopped at the budget (%s); using the fold models instead", stopped)
         self.final_kind_ = "fold models of the search"
         return self._bag([(r.family.name, self.weights_[r.family.name], r.fold_models) for r in members])

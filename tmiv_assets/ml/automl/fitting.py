@@ -62,12 +62,13 @@ def best_rounds(estimator) -> int | None:
     return None
 
 
-def refit_rounds(rounds: list[int | None], n_folds: int) -> int | None:
-    """Rounds for a refit on all rows: the folds' early-stopping mean, grown with the extra rows."""
+def refit_rounds(rounds: list[int | None], train_share: float) -> int | None:
+    """Rounds for a refit on all rows: the folds' early-stopping mean, grown in proportion to the rows the
+    refit has beyond a fold's training share."""
     kept = [r for r in rounds if r]
     if not kept:
         return None
-    return math.ceil(float(np.mean(kept)) * (1 + 1 / max(n_folds, 2)))
+    return math.ceil(float(np.mean(kept)) / max(train_share, 0.1))
 
 
 def rounds_parameter(params: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from tmiv_assets.ml.automl.fitting import (
     refit_rounds,
     rounds_parameter,
 )
-from tmiv_assets.ml.automl.tuning import create_study, make_sampler, trials_frame
+from tmiv_assets.ml.automl.tuning import COSTS, create_study, make_sampler, score_of, trials_frame
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof_score
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class SearchContext:
     """Family name -> parameters fixed by the user; they override sampled and start values."""
     scored: np.ndarray
     """Positions covered by a validation fold (time-series CV never validates its first block)."""
+    secondary: str | None = None
+    """'latency' or 'size': trials are scored on both and the studies are multi-objective."""
 
     def params_for(self, family: ModelFamily, params: dict) -> dict:
         return {**params, **self.pinned.get(family.name, {})}
@@ -88,13 +91,14 @@ class _Tracker:
             self.count += 1
             if trial.duration:
                 self.seconds.append(trial.duration.total_seconds())
-            if trial.value is not None and is_better(self.context.metric, trial.value, self.best):
-                self.best = trial.value
+            score = score_of(trial)
+            if score is not None and is_better(self.context.metric, score, self.best):
+                self.best = score
             now = time.monotonic()
             left = max(0.0, self.deadline - now)
             event = {"event": "trial", "family": search.family.name, "number": trial.number, "trial": self.count,
                      "n_trials": self.count + int(left / max(np.mean(self.seconds or [1.0]), 1e-3)),
-                     "state": trial.state.name, "value": trial.value,
+                     "state": trial.state.name, "value": score,
                      "best": search.best["value"] if search.best else None, "best_overall": self.best,
                      "elapsed_s": now - self.started, "eta_s": left,
                      "pruned_reason": trial.user_attrs.get("pruned_reason")}
@@ -111,8 +115,8 @@ class _FamilySearch:
         self.tunable = family.tunable and (context.sampler != "grid" or bool(self.grid))
         sampler = make_sampler(context.sampler if self.tunable else "random", context.seed, grid=self.grid,
                                **context.sampler_options)
-        self.study = create_study(f"{context.study_prefix}-{family.name}", direction_of(context.metric), sampler,
-                                  context.storage)
+        directions = [direction_of(context.metric)] + (["minimize"] if context.secondary else [])
+        self.study = create_study(f"{context.study_prefix}-{family.name}", directions, sampler, context.storage)
         if not self.grid and not self.study.trials:
             for index in range(len(family.starts)):
                 self.study.enqueue_trial({}, user_attrs={"start": index})
@@ -138,7 +142,8 @@ class _FamilySearch:
             return None
         b = self.best
         refit = dict(b["params"])
-        if (rounds := refit_rounds(b["rounds"], len(self.context.folds))) is not None:
+        share = float(np.mean([len(train) for train, _ in self.context.folds])) / len(self.context.y)
+        if (rounds := refit_rounds(b["rounds"], share)) is not None:
             refit[rounds_parameter(refit)] = rounds
         return FamilyResult(self.family, b["params"], b["value"], b["std"], b["seconds"], b["fold_seconds"], b["oof"],
                             trials_frame(self.study, self.family.name), b["models"], refit)
@@ -150,8 +155,9 @@ class _FamilySearch:
             return {**self.family.starts[0], **{k: trial.suggest_categorical(k, v) for k, v in self.grid.items()}}
         return self.family.space(trial, self.context.task)
 
-    def _objective(self, trial: optuna.Trial) -> float:
+    def _objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = self._params(trial)
+        trial.set_user_attr("config", params)  # start configurations are not Optuna parameters
         key = repr(sorted(params.items()))
         if key in self.cache:  # samplers on small spaces repeat themselves; refitting would waste the budget
             trial.set_user_attr("duplicate", True)
@@ -160,10 +166,13 @@ class _FamilySearch:
         c = self.context
         oof = full[c.scored]
         value = oof_score(c.metric, c.task, _codes(c)[c.scored], oof, _labels(c))
+        if c.secondary:  # multi-objective: the score and the cost the user trades it against
+            value = (value, trial.user_attrs[COSTS[c.secondary]])
         self.cache[key] = value
-        if self.best is None or is_better(c.metric, value, self.best["value"]):
+        score = value[0] if c.secondary else value
+        if self.best is None or is_better(c.metric, score, self.best["value"]):
             per_fold = [oof_score(c.metric, c.task, _codes(c)[v], full[v], _labels(c)) for _, v in c.folds]
-            self.best = {"value": value, "params": params, "oof": oof, "std": float(np.std(per_fold)),
+            self.best = {"value": score, "params": params, "oof": oof, "std": float(np.std(per_fold)),
                          "seconds": float(sum(fold_seconds)), "fold_seconds": float(np.mean(fold_seconds)),
                          "models": models, "rounds": rounds}
         return value
@@ -174,7 +183,7 @@ class _FamilySearch:
         c = self.context
         y = _codes(c)
         oof = np.full((len(y), len(c.classes) if c.classes is not None else 1), np.nan)
-        seconds, seen, models, rounds = [], [], [], []
+        seconds, seen, models, rounds, predict_seconds = [], [], [], [], 0.0
         for step, (train, valid) in enumerate(c.folds):
             trial.set_user_attr("folds_trained", step)
             expected = np.mean(seconds) if seconds else self.fold_seconds
@@ -192,7 +201,9 @@ class _FamilySearch:
             except DeadlineReached as stopped:
                 trial.set_user_attr("pruned_reason", f"fold {step + 1}/{len(c.folds)}: {stopped}")
                 raise optuna.TrialPruned(str(stopped)) from stopped
+            predicting = time.perf_counter()
             oof[valid] = model.predict_proba(X_valid) if c.classes is not None else model.predict(X_valid)[:, None]
+            predict_seconds += time.perf_counter() - predicting
             models.append(model)
             rounds.append(best_rounds(model))
             seconds.append(time.monotonic() - started)
@@ -200,8 +211,8 @@ class _FamilySearch:
             if hasattr(model, "stopped_reason_"):
                 trial.set_user_attr("early_stopping", model.stopped_reason_)
             seen.extend(valid)
-            if step == len(c.folds) - 1:
-                break
+            if step == len(c.folds) - 1 or c.secondary:  # Optuna prunes single-objective studies only
+                continue
             running = oof_score(c.metric, c.task, y[seen], oof[seen], _labels(c))
             trial.report(running, step)
             if trial.should_prune():
@@ -209,6 +220,9 @@ class _FamilySearch:
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
         trial.set_user_attr("folds_trained", len(c.folds))
+        trial.set_user_attr(COSTS["latency"], 1e6 * predict_seconds / max(len(seen), 1))
+        if c.secondary == "size":
+            trial.set_user_attr(COSTS["size"], len(pickle.dumps(models[0])))
         return (oof if c.classes is not None else oof[:, 0]), seconds, models, rounds
 
 

@@ -14,6 +14,8 @@ import pandas as pd  # noqa: E402
 from optuna.storages.journal import JournalFileBackend  # noqa: E402
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")
+COSTS = {"latency": "latency_ms_per_1k_rows", "size": "model_bytes"}
+"""Secondary objectives a search can trade the score against, and the trial attribute each is kept in."""
 
 
 def make_sampler(name: str, seed: int = 0, population_size: int = 20, crossover_prob: float = 0.9,
@@ -58,24 +60,32 @@ def make_storage(storage: str | Path | optuna.storages.BaseStorage | None):
     return optuna.storages.JournalStorage(JournalFileBackend(text))
 
 
-def create_study(name: str, direction: str, sampler: optuna.samplers.BaseSampler, storage=None) -> optuna.Study:
-    """A pruned study; with storage, an existing study of that name is resumed so processes can share it."""
-    return optuna.create_study(study_name=name, direction=direction, sampler=sampler, pruner=make_pruner(),
+def create_study(name: str, directions: list[str], sampler: optuna.samplers.BaseSampler,
+                 storage=None) -> optuna.Study:
+    """A pruned study (one direction) or a multi-objective one; with storage, an existing study of that name
+    is resumed so processes can share it."""
+    return optuna.create_study(study_name=name, directions=directions, sampler=sampler, pruner=make_pruner(),
                                storage=make_storage(storage), load_if_exists=storage is not None)
+
+
+def score_of(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The trial's score: its value, or the first of its values in a multi-objective study."""
+    return trial.values[0] if trial.values else None
 
 
 def trials_frame(study: optuna.Study, family: str) -> pd.DataFrame:
     """One row per trial: number, state, value, seconds, folds trained, whether it was skipped before training,
     params and why it was pruned or stopped."""
-    rows = [{"family": family, "number": t.number, "state": t.state.name, "value": t.value,
+    rows = [{"family": family, "number": t.number, "state": t.state.name, "value": score_of(t),
              "seconds": t.duration.total_seconds() if t.duration else None,
              "folds_trained": t.user_attrs.get("folds_trained"),
              # Pruned before any fold trained: skipped, not searched.
              "skipped": t.state.name == "PRUNED" and not t.user_attrs.get("folds_trained"),
-             "pruned_reason": t.user_attrs.get("pruned_reason"), "params": repr(t.params)}
+             "pruned_reason": t.user_attrs.get("pruned_reason"), "params": repr(t.params),
+             **{cost: t.user_attrs.get(cost) for cost in COSTS.values()}}
             for t in study.trials if t.state.is_finished()]
     return pd.DataFrame(rows, columns=["family", "number", "state", "value", "seconds", "folds_trained", "skipped",
-                                       "pruned_reason", "params"])
+                                       "pruned_reason", "params", *COSTS.values()])
 
 
 def study_plots(study: optuna.Study) -> dict[str, plt.Figure]:
@@ -86,13 +96,16 @@ def study_plots(study: optuna.Study) -> dict[str, plt.Figure]:
     from optuna.visualization import matplotlib as optuna_plots
 
     figures = {}
+    # A multi-objective study plots its first objective, the score.
+    target = {"target": score_of, "target_name": "score"} if len(study.directions) > 1 else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)  # a one-parameter importance plot has no legend entries
-        figures["history"] = optuna_plots.plot_optimization_history(study).figure
+        figures["history"] = optuna_plots.plot_optimization_history(study, **target).figure
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         varied = {k for t in complete for k in t.params if len({str(u.params.get(k)) for u in complete}) > 1}
         if len(complete) >= 2 and varied:
             importance = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            figures["param_importance"] = optuna_plots.plot_param_importances(study, evaluator=importance).figure
+            figures["param_importance"] = optuna_plots.plot_param_importances(study, evaluator=importance,
+                                                                              **target).figure
     return figures
