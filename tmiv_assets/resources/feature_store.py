@@ -128,8 +128,8 @@ class FeatureStore(dg.ConfigurableResource):
                 try:
                     latest = self._latest_row(connection, name, dataset)
                     # Same content described by another spec (e.g. a new positive_class) is a new version.
-                    same_spec = latest is not None and latest[3].get("spec") == json.loads(lineage_json).get("spec")
-                    if latest is not None and latest[2] == digest and same_spec:
+                    spec = json.loads(lineage_json).get("spec")
+                    if latest is not None and latest[2] == digest and latest[3].get("spec") == spec:
                         connection.execute("ROLLBACK")
                         return StoredVersion(name, dataset, latest[0], Path(latest[1]), frame.shape[0], digest,
                                              created=False)

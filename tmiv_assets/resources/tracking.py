@@ -72,7 +72,7 @@ def log_search(tracking: MlFlow, automl: AutoML, serving_models: dict[str, Pipel
     """
     requirements = [f"{p}=={importlib.metadata.version(p)}" for p in SERVING_PACKAGES]
     metric = automl.metric_
-    families = automl.leaderboard().assign(kind="family", fit_seconds=lambda f: f["fit_seconds"].astype(float))
+    families = automl.leaderboard().assign(kind="family")
     totals = families[["trials", "skipped", "pruned", "search_seconds"]].sum()
     final = pd.DataFrame([
         {"model": "automl", "kind": "final", f"cv_{metric}_mean": automl.ensemble_score_,

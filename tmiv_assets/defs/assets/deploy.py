@@ -1,12 +1,22 @@
 """Deployment: the leaderboard's final model as a registry version, champion only when it is no worse."""
 
 import dagster as dg
+from mlflow.entities.model_registry import ModelVersion
 
 from tmiv_assets.defs.assets.automl import held_out, model_leaderboard
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.metrics import IncumbentScore, decide_promotion, score_model
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+
+
+def champion_or_failure(registry: ModelRegistry, dataset: str) -> ModelVersion:
+    """The dataset's champion version, or a `dg.Failure` saying to register one first."""
+    champion = registry.champion(dataset)
+    if champion is None:
+        raise dg.Failure(description=f"[{dataset}] no champion model in the registry; "
+                                     f"materialize registered_model for partition '{dataset}' first")
+    return champion
 
 
 def score_incumbent(registry: ModelRegistry, store: FeatureStore, dataset: str, lineage: dict) -> IncumbentScore:

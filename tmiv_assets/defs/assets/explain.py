@@ -3,7 +3,7 @@
 import dagster as dg
 
 from tmiv_assets.defs.assets.data import stored_spec
-from tmiv_assets.defs.assets.deploy import registered_model
+from tmiv_assets.defs.assets.deploy import champion_or_failure, registered_model
 from tmiv_assets.defs.metadata import markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.shap_values import explain_pipeline
@@ -18,9 +18,7 @@ def shap_report(context: dg.AssetExecutionContext, store: FeatureStore, registry
                 artifacts: ArtifactStore) -> dg.MaterializeResult:
     """Global SHAP importance of the champion on a sample of the rows it was trained on."""
     name = context.partition_key
-    champion = registry.champion(name)
-    if champion is None:
-        raise dg.Failure(description=f"[{name}] no champion model in the registry; materialize registered_model first")
+    champion = champion_or_failure(registry, name)
     clean_version = int(champion.tags["clean_dataset_version"])
     spec = stored_spec(store, "clean_dataset", name, clean_version)
     clean = store.load("clean_dataset", name, clean_version)

@@ -6,7 +6,7 @@ from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
 from tmiv_assets.defs.assets.data import stored_spec
-from tmiv_assets.defs.assets.deploy import registered_model
+from tmiv_assets.defs.assets.deploy import champion_or_failure, registered_model
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions
 from tmiv_assets.ml.data.spec import DatasetSpec
@@ -29,10 +29,7 @@ def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: F
     """(dataset, day, champion, the spec it was trained with, the batch) for a batch partition."""
     keys = context.partition_key.keys_by_dimension
     dataset, day = keys["dataset"], keys["day"]
-    champion = registry.champion(dataset)
-    if champion is None:
-        raise dg.Failure(description=f"[{dataset}] no champion model in the registry; "
-                                     f"materialize registered_model for partition '{dataset}' first")
+    champion = champion_or_failure(registry, dataset)
     spec = stored_spec(store, "clean_dataset", dataset, int(champion.tags["clean_dataset_version"]))
     with bad_input_as_failure(context.partition_key):
         batch = source.read_batch(dataset, day)

@@ -30,6 +30,7 @@ from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within
 from tmiv_assets.ml.automl.search import FamilyResult, SearchContext, search_families
 from tmiv_assets.ml.automl.tuning import COSTS, SAMPLERS, trials_frame
 from tmiv_assets.ml.data.splits import cv_folds
+from tmiv_assets.ml.features.engineering import SCALER_KINDS
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, METRICS, PRIMARY_METRIC, check_metric, oof_score
 
@@ -44,7 +45,6 @@ FEWER_FOLDS_PRESSURE = 2e4
 THREAD_MIN_CELLS = 200_000
 BAG_MIN_FOLDS = 5
 ENSEMBLES = ("caruana", "voting", "stacking", "blending", "bagging", "best")
-SCALERS = ("standard", "minmax", "robust", "none")
 MIN_ROWS = 10
 
 
@@ -141,13 +141,13 @@ class AutoML(BaseEstimator):
         if not results:
             raise ValueError(f"time budget of {self.time_budget_s}s was too small to fit any model on {len(X):,} rows "
                              f"with {self.cv_strategy_} validation; raise time_budget_s")
+        frames = [trials_frame(study, name) for name, study in self.studies_.items()]
+        self.trials_ = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
         if self.secondary_objective:
             results = self._pareto_pick(results)
         self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started, refit)
         final = self._final(results, encoded, y, context, refit, started)
         self.best_pipeline_ = Pipeline([("preprocess", self.preprocessor_), ("estimator", final)])
-        frames = [trials_frame(study, name) for name, study in self.studies_.items()]
-        self.trials_ = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
         self.leaderboard_ = self._leaderboard(results, reasons)
         self.fit_seconds_ = time.monotonic() - started
         logger.info("AutoML fit %d families, %d trials in %.1fs; final %s (%s)", len(results), len(self.trials_),
@@ -162,8 +162,8 @@ class AutoML(BaseEstimator):
         pressure = shape[0] * shape[1] / self.time_budget_s
         if shape[0] >= HOLDOUT_ROWS or pressure >= HOLDOUT_PRESSURE:
             return 1
-        return min(PRESETS[self.preset]["folds"], 3) if pressure >= FEWER_FOLDS_PRESSURE else PRESETS[self.preset][
-            "folds"]
+        preset_folds = PRESETS[self.preset]["folds"]
+        return min(preset_folds, 3) if pressure >= FEWER_FOLDS_PRESSURE else preset_folds
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "best_pipeline_")
@@ -189,7 +189,7 @@ class AutoML(BaseEstimator):
         if y.isna().any():
             raise ValueError(f"target has {int(y.isna().sum())} missing values; drop those rows first")
         for name, value, allowed in (("preset", self.preset, PRESETS), ("sampler", self.sampler, SAMPLERS),
-                                     ("ensemble", self.ensemble, ENSEMBLES), ("scaler", self.scaler, SCALERS),
+                                     ("ensemble", self.ensemble, ENSEMBLES), ("scaler", self.scaler, SCALER_KINDS),
                                      ("secondary_objective", self.secondary_objective, (None, *COSTS))):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
@@ -246,8 +246,7 @@ class AutoML(BaseEstimator):
     def _pareto_pick(self, results: list[FamilyResult]) -> list[FamilyResult]:
         """The trials no other beats on both score and cost, and the one configuration the tolerance picks;
         returned as the only result, with its parameters, so it alone is refitted as the final model."""
-        cost = COSTS[self.secondary_objective]
-        trials = pd.concat([trials_frame(s, name) for name, s in self.studies_.items()], ignore_index=True)
+        cost, trials = COSTS[self.secondary_objective], self.trials_
         done = trials[(trials["state"] == "COMPLETE") & trials[cost].notna()].reset_index(drop=True)
         sign = 1.0 if self.metric_ in LOWER_IS_BETTER else -1.0  # minimise sign * score
         loss, price = sign * done["value"].to_numpy(float), done[cost].to_numpy(float)
@@ -317,8 +316,8 @@ class AutoML(BaseEstimator):
         training, pruned), seconds spent, ensemble weight and why it got no more time."""
         best = {r.family.name: r for r in results}
         rows = []
-        for name, study in self.studies_.items():
-            trials, result = trials_frame(study, name), best.get(name)
+        for name in self.studies_:
+            trials, result = self.trials_[self.trials_["family"] == name], best.get(name)
             trained = trials["folds_trained"].fillna(0) > 0
             rows.append({"model": name, f"cv_{self.metric_}_mean": result.cv_mean if result else np.nan,
                          f"cv_{self.metric_}_std": result.cv_std if result else np.nan,

@@ -20,7 +20,7 @@ from tmiv_assets.ml.automl.fitting import (
     refit_rounds,
     rounds_parameter,
 )
-from tmiv_assets.ml.automl.tuning import COSTS, create_study, make_sampler, score_of, trials_frame
+from tmiv_assets.ml.automl.tuning import COSTS, create_study, make_sampler, score_of
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof_score
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ class FamilyResult:
     """Mean seconds of one fold's fit, the estimate of a refit's cost."""
     oof: np.ndarray
     """Out-of-fold probabilities (one column per class) or values of the `scored` rows."""
-    trials: pd.DataFrame
     fold_models: list
     """The best trial's model per fold (trained on class codes), for a final model that needs no refit."""
     refit_params: dict
@@ -146,7 +145,7 @@ class _FamilySearch:
         if (rounds := refit_rounds(b["rounds"], share)) is not None:
             refit[rounds_parameter(refit)] = rounds
         return FamilyResult(self.family, b["params"], b["value"], b["std"], b["seconds"], b["fold_seconds"], b["oof"],
-                            trials_frame(self.study, self.family.name), b["models"], refit)
+                            b["models"], refit)
 
     def _params(self, trial: optuna.Trial) -> dict:
         if "start" in trial.user_attrs:

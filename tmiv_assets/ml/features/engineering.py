@@ -26,6 +26,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+SCALER_KINDS = (*SCALERS, "none")
 RATIO_EPSILON = 1e-12
 
 
@@ -34,7 +35,7 @@ def make_scaler(kind: str = "standard"):
     if kind == "none":
         return "passthrough"
     if kind not in SCALERS:
-        raise ValueError(f"scaling {kind!r} is not one of {[*SCALERS, 'none']}")
+        raise ValueError(f"scaling {kind!r} is not one of {list(SCALER_KINDS)}")
     return SCALERS[kind]()
 
 
