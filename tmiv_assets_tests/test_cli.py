@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,13 +52,33 @@ def test_job_execute_runs_the_full_pipeline(environment, tmp_path):
         assert instance.get_latest_materialization_event(dg.AssetKey("registered_model")) is not None
 
 
-def test_asset_materialize_with_a_partition(environment):
-    with persistent_instance(environment) as instance:
+def readme_shell_commands() -> list[str]:
+    """The `dagster …` lines and the partition-registering `python -c …` line the README shows."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    commands = [line.strip() for line in readme.splitlines() if line.startswith(("dagster job execute",
+                                                                                 "dagster asset materialize"))]
+    register = re.search(r"`(python -c \"import dagster as dg; [^`]+)`", readme).group(1)
+    return [register, *commands]
+
+
+def test_every_shell_command_in_the_readme_runs_as_written(environment):
+    with persistent_instance(environment) as instance:  # what the sensor would have registered
+        instance.add_dynamic_partitions("dataset", ["flights", "cps1985"])
         instance.add_dynamic_partitions("series", ["air_passengers"])
-    completed = dagster(environment, "asset", "materialize", "-m", "tmiv_assets.definitions",
-                        "--select", "forecast", "--partition", "air_passengers")
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert (Path(environment["TMIV_HOME"]) / "forecasts" / "air_passengers.parquet").exists()
+    shell = environment | {"PATH": f"{BIN}:{environment['PATH']}"}  # as after `source .venv/bin/activate`
+    commands = readme_shell_commands()
+    assert len(commands) == 7 and any("score_batch" in c for c in commands)
+    for command in commands:
+        completed = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env=shell, capture_output=True,
+                                   text=True, timeout=600)
+        assert completed.returncode == 0, f"{command}\n{completed.stderr[-3000:]}"
+    home = Path(environment["TMIV_HOME"])
+    assert (home / "batches" / "flights" / "2013-07-22" / "scored.parquet").exists()
+    assert (home / "forecasts" / "air_passengers.parquet").exists()
+    with persistent_instance(environment) as instance:
+        assert set(instance.get_dynamic_partitions("dataset")) == {"titanic", "flights", "cps1985"}
+        succeeded = [r.job_name for r in instance.get_runs() if r.status == dg.DagsterRunStatus.SUCCESS]
+        assert sorted(set(succeeded)) == ["__ASSET_JOB", "forecast_series", "full_pipeline", "retrain", "score_batch"]
 
 
 def test_daemon_launches_retrain_when_a_drift_report_says_drift(environment, tmp_path):

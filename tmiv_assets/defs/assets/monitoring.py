@@ -27,7 +27,8 @@ class DriftConfig(dg.Config):
 def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
                  registry: ModelRegistry) -> tuple[str, str, ModelVersion, DatasetSpec, pd.DataFrame]:
     """(dataset, day, champion, the spec it was trained with, the batch) for a batch partition."""
-    keys = context.partition_key.keys_by_dimension
+    # A run launched from the shell carries the key as the string "flights|2013-07-22", not a MultiPartitionKey.
+    keys = batch_partitions.get_partition_key_from_str(str(context.partition_key)).keys_by_dimension
     dataset, day = keys["dataset"], keys["day"]
     champion = champion_or_failure(registry, dataset)
     spec = stored_spec(store, "clean_dataset", dataset, int(champion.tags["clean_dataset_version"]))
