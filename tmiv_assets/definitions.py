@@ -12,7 +12,12 @@ from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
 from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
 from tmiv_assets.defs.resources import build_resources, default_environment
 from tmiv_assets.defs.schedules import weekly_retrain_schedule
-from tmiv_assets.defs.sensors import drift_retrain_sensor, incoming_batches_sensor, new_data_files_sensor
+from tmiv_assets.defs.sensors import (
+    dead_runs_sensor,
+    drift_retrain_sensor,
+    incoming_batches_sensor,
+    new_data_files_sensor,
+)
 
 default_environment()
 
@@ -26,7 +31,7 @@ defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
             model_leaderboard, registered_model, shap_report, scored_batch, drift_report, forecast],
     jobs=[full_pipeline, retrain, score_batch, forecast_series],
-    sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor],
+    sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, dead_runs_sensor],
     schedules=[weekly_retrain_schedule],
     resources=build_resources(),
     executor=executor,

@@ -1,12 +1,18 @@
 """Bad input fails with a dg.Failure naming the file and column, and loses nothing already materialized."""
 
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
+from tmiv_assets.defs.assets.data import clean_dataset, raw_dataset
+from tmiv_assets.defs.assets.features import feature_set, selected_features
+from tmiv_assets.defs.assets.monitoring import scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
@@ -43,36 +49,170 @@ def break_file(path: Path, content: str | None = None, transform=None) -> bytes:
     return original
 
 
-@pytest.mark.parametrize(
-    ("dataset", "breakage", "expected"),
-    [
-        ("titanic", {"transform": lambda f: f.drop(columns=["survived"])},
-         ["target 'survived' not found", "'target' field"]),
-        ("titanic", {"content": ""}, ["file is empty"]),
-        ("titanic", {"content": "passenger_id,survived,sex\n"}, ["header but no rows"]),
-        ("cps1985", {"transform": lambda f: f.assign(wage=f["wage"].map(lambda w: f"${w:.2f}"))},
-         ["target column 'wage' must be numeric for regression", "'$5.10'"]),
-        ("titanic", {"transform": lambda f: f.assign(passenger_id=1)}, ["id column 'passenger_id'", "duplicate"]),
-    ],
-)
-def test_bad_file_fails_clearly_and_keeps_earlier_state(trained, dataset, breakage, expected):
-    home, data_dir, instance = trained
-    path = data_dir / "datasets" / f"{dataset}.csv"
-    before = snapshot(home, dataset)
-    original = break_file(path, **breakage)
+@contextmanager
+def restored(directory: Path) -> Iterator[None]:
+    """Put every file of `directory` back as it was (and remove added ones) after the block."""
+    before = {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
     try:
+        yield
+    finally:
+        for path in sorted(directory.rglob("*"), reverse=True):
+            if path not in before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for path, content in before.items():
+            if not path.exists() or path.read_bytes() != content:
+                path.write_bytes(content)
+
+
+def edit_spec(dataset: str, edit) -> Callable[[Path], Path]:
+    def apply(data_dir: Path) -> Path:
+        spec = data_dir / "datasets" / f"{dataset}.yaml"
+        spec.write_text(edit(spec.read_text())) if not isinstance(edit, bytes) else spec.write_bytes(edit)
+        return spec
+    return apply
+
+
+def set_field(dataset: str, line: str) -> Callable[[Path], Path]:
+    """Replace the field of `line` (or add it) in the dataset's spec."""
+    key = line.split(":", 1)[0]
+    return edit_spec(dataset, lambda text: "".join(
+        row for row in text.splitlines(keepends=True) if not row.startswith(f"{key}:")) + line + "\n")
+
+
+def edit_csv(dataset: str, transform) -> Callable[[Path], Path]:
+    def apply(data_dir: Path) -> Path:
+        path = data_dir / "datasets" / f"{dataset}.csv"
+        transform(pd.read_csv(path)).to_csv(path, index=False)
+        return path
+    return apply
+
+
+def write_csv_text(dataset: str, text: str | bytes) -> Callable[[Path], Path]:
+    def apply(data_dir: Path) -> Path:
+        path = data_dir / "datasets" / f"{dataset}.csv"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return path
+    return apply
+
+
+def data_file(dataset: str, name: str, make) -> Callable[[Path], Path]:
+    """Point the spec's `file` at a new file `name`, made by make(path) (e.g. a directory or corrupt bytes)."""
+    def apply(data_dir: Path) -> Path:
+        path = data_dir / "datasets" / name
+        make(path)
+        set_field(dataset, f"file: {name}")(data_dir)
+        return path
+    return apply
+
+
+def titanic_rows(rows: int) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda f: f.head(rows)
+
+
+def rare_class(frame: pd.DataFrame) -> pd.DataFrame:
+    survivors = frame.index[frame["survived"] == "yes"]
+    return frame.drop(index=survivors[1:])
+
+
+# (id, breakage(data_dir) -> the file the message must name, fragments the message must contain)
+BAD_INPUTS = [
+    # the spec file
+    ("spec_missing_target", edit_spec("titanic", lambda t: t.replace("target: survived\n", "")),
+     ["required field 'target' is missing", "add it"]),
+    ("spec_missing_file", edit_spec("titanic", lambda t: t.replace("file: titanic.csv\n", "")), ["'file'", "add it"]),
+    ("spec_missing_task", edit_spec("titanic", lambda t: t.replace("task: binary\n", "")), ["'task'", "add it"]),
+    ("spec_unknown_task", set_field("titanic", "task: classification"), ["'classification'", "'task' field"]),
+    ("spec_undecodable_bytes", edit_spec("titanic", b"file: titanic.csv\ntarget: \xff\xfe survived\n"),
+     ["not UTF-8", "save the file as UTF-8"]),
+    ("spec_not_yaml", edit_spec("titanic", lambda t: t + "sensitive_columns: [sex\n"), ["not valid YAML", "fix"]),
+    ("spec_a_list", edit_spec("titanic", lambda t: "- file: titanic.csv\n"), ["expected a mapping", "list"]),
+    ("spec_sensitive_columns_number", set_field("titanic", "sensitive_columns: 5"),
+     ["'sensitive_columns' must be a list of column names", "5"]),
+    ("spec_exclude_columns_mapping", set_field("titanic", "exclude_columns: {age: 1}"),
+     ["'exclude_columns' must be a list"]),
+    ("spec_misspelt_field", edit_spec("titanic", lambda t: t + "taget: survived\n"), ["unknown fields ['taget']"]),
+    ("spec_file_outside_folder", set_field("titanic", "file: ../titanic.csv"), ["same folder", "../titanic.csv"]),
+    ("spec_file_not_found", set_field("titanic", "file: nowhere.csv"), ["file not found", "'file' field"]),
+    ("spec_dtypes_list", set_field("titanic", "dtypes: [age]"), ["'dtypes' must map column names"]),
+    ("spec_dtypes_unknown_kind", set_field("titanic", "dtypes: {age: decimal}"), ["dtypes.age", "'decimal'"]),
+    ("spec_cleaning_unknown_option", set_field("titanic", "cleaning: {impute: mean}"), ["'impute'", "use one of"]),
+    ("spec_cleaning_bad_value", set_field("titanic", "cleaning: {missing: guess}"), ["cleaning.missing", "'guess'"]),
+    ("spec_cleaning_negative_threshold", set_field("titanic", "cleaning: {outliers: zscore, outlier_threshold: -3}"),
+     ["outlier_threshold must be a positive number"]),
+    ("spec_long_delimiter", set_field("titanic", "delimiter: ';;'"), ["'delimiter' must be one character"]),
+    ("spec_unknown_encoding", set_field("titanic", "encoding: klingon"), ["encoding 'klingon' is unknown"]),
+    ("spec_id_column_list", set_field("titanic", "id_column: [passenger_id, sex]"), ["'id_column' must be a column"]),
+    ("spec_positive_class_list", set_field("titanic", "positive_class: [yes, no]"), ["'positive_class' must be"]),
+    ("spec_target_is_id", set_field("titanic", "id_column: survived"), ["is also the id column", "'id_column'"]),
+    ("spec_target_excluded", set_field("titanic", "exclude_columns: [survived]"), ["listed in exclude_columns"]),
+    ("spec_target_not_in_file", set_field("titanic", "target: died"), ["target 'died' not found", "'target' field"]),
+    ("spec_id_not_in_file", set_field("titanic", "id_column: ticket"), ["id column 'ticket' not found"]),
+    ("spec_time_not_in_file", set_field("titanic", "time_column: boarded_at"), ["time column 'boarded_at' not found"]),
+    ("spec_datetime_dtype_missing_column", set_field("titanic", "dtypes: {boarded_at: datetime}"),
+     ["datetime column 'boarded_at' not found"]),
+    ("spec_positive_class_absent", set_field("titanic", "positive_class: maybe"), ["'maybe'", "positive_class"]),
+    # the data file
+    ("data_empty_file", write_csv_text("titanic", ""), ["file is empty"]),
+    ("data_header_only", write_csv_text("titanic", "passenger_id,survived,sex,age,passengerClass\n"),
+     ["header but no rows"]),
+    ("data_no_columns", write_csv_text("titanic", "\n\n\n"), ["no columns"]),
+    ("data_regression_target_text", edit_csv("cps1985", lambda f: f.assign(wage=f["wage"].map(lambda w: f"${w:.2f}"))),
+     ["target column 'wage' must be numeric for regression", "'$5.10'"]),
+    ("data_duplicate_ids", edit_csv("titanic", lambda f: f.assign(passenger_id=1)), ["id column 'passenger_id'",
+                                                                                     "duplicate"]),
+    ("data_target_missing", edit_csv("titanic", lambda f: f.drop(columns=["survived"])),
+     ["target 'survived' not found", "'target' field"]),
+    ("data_target_all_empty", edit_csv("titanic", lambda f: f.assign(survived=None)), ["'survived' has no values"]),
+    ("data_binary_three_classes", edit_csv("titanic", lambda f: f.assign(
+        survived=f["survived"].where(f.index % 3 > 0, "unknown"))), ["has 3 classes", "exactly 2"]),
+    ("data_binary_one_class", edit_csv("titanic", lambda f: f.assign(survived="yes")), ["has 1 classes"]),
+    ("data_class_with_one_example", edit_csv("titanic", rare_class), ["class 'yes' has 1 rows", "at least 5"]),
+    ("data_four_rows", edit_csv("titanic", titanic_rows(4)), ["only 4 rows", "at least 20"]),
+    ("data_only_the_target", edit_csv("titanic", lambda f: f[["passenger_id", "survived"]]),
+     ["no feature columns besides the target"]),
+    ("data_huge_values", edit_csv("titanic", lambda f: f.assign(age=f["age"].where(f.index != 7, 1e308))),
+     ["column 'age'", "beyond ±1e+100", "rescale"]),
+    ("data_infinite_values", edit_csv("titanic", lambda f: f.assign(age=f["age"].where(f.index != 7, np.inf))),
+     ["column 'age' has 1 infinite values"]),
+    ("data_numbers_mixed_with_text", edit_csv("titanic", lambda f: f.assign(age=f["age"].astype(object).where(
+        f.index % 50 > 0, "unknown"))), ["column 'age' mixes numbers and text", "dtypes"]),
+    ("data_duplicate_header", write_csv_text("titanic", "passenger_id,survived,age,age\n1,yes,3,4\n"),
+     ["duplicate column names ['age']"]),
+    ("data_ragged_rows", write_csv_text("titanic", "passenger_id,survived,sex\n1,yes,male\n2,no,female,extra,x\n"),
+     ["malformed CSV", "quote values"]),
+    ("data_case_colliding_columns", edit_csv("titanic", lambda f: f.assign(Age=f["age"])),
+     ["'age' and 'Age' collide", "rename one"]),
+    ("data_unparseable_time", lambda d: (edit_csv("titanic", lambda f: f.assign(
+        boarded=["2012-04-10"] * (len(f) - 1) + ["yesterday"]))(d), set_field("titanic", "time_column: boarded")(d))[0],
+     ["time column 'boarded' has 1 unparseable", "ISO dates"]),
+    ("data_path_is_a_directory", data_file("titanic", "folder.csv", lambda p: p.mkdir()),
+     ["is a directory", "'file'"]),
+    ("data_unsupported_type", data_file("titanic", "titanic.json", lambda p: p.write_text("{}")),
+     ["unsupported file type '.json'"]),
+    ("data_corrupt_parquet", data_file("titanic", "titanic.parquet", lambda p: p.write_bytes(b"PAR1 not really")),
+     ["not a readable Parquet file"]),
+    ("data_corrupt_excel", data_file("titanic", "titanic.xlsx", lambda p: p.write_bytes(b"not a zip")),
+     ["cannot read sheet", ".xlsx"]),
+]
+
+
+@pytest.mark.parametrize(("breakage", "expected"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_fails_clearly_and_keeps_earlier_state(trained, breakage, expected):
+    home, data_dir, instance = trained
+    before = {dataset: snapshot(home, dataset) for dataset in ("titanic", "cps1985")}
+    with restored(data_dir / "datasets"):
+        named_file = breakage(data_dir)
+        dataset = "cps1985" if named_file.name.startswith("cps1985") else "titanic"
         result = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home, data_dir),
                                 partition_key=dataset, instance=instance, raise_on_error=False)
-    finally:
-        path.write_bytes(original)
     assert not result.success
     failure = result.get_step_failure_events()[0]
     assert failure.step_key == "raw_dataset"
     description = failure.step_failure_data.user_failure_data.description
-    assert str(path) in description
+    assert str(named_file) in description
     for fragment in expected:
         assert fragment in description
-    assert snapshot(home, dataset) == before
+    assert {d: snapshot(home, d) for d in before} == before
 
 
 def test_missing_spec_field_names_the_spec(trained):
@@ -124,3 +264,86 @@ def test_a_champion_that_cannot_score_the_new_rows_is_kept_not_replaced(trained)
     assert registry.champion("titanic").version == champion_before
     challenger = registry.client().get_model_version_by_alias("tmiv_titanic", "challenger")
     assert int(challenger.version) == registered["model_version"] and "kept champion" in challenger.tags["decision"]
+
+
+def titanic_batch(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["survived"]).head(40)
+
+
+BAD_BATCHES = [
+    ("batch_type_changed", lambda b: b.assign(age=b["age"].astype(str) + " years"),
+     ["column 'age' was numeric in training", "send it as numeric"]),
+    ("batch_empty_column", lambda b: b.assign(sex=None), ["column 'sex' is empty in all 40 rows", "fix the export"]),
+    ("batch_missing_column", lambda b: b.drop(columns=["passengerClass"]), ["['passengerClass']", "are missing"]),
+    ("batch_corrupt_file", None, ["not a readable Parquet file"]),
+]
+
+
+@pytest.mark.parametrize(("breakage", "expected"), [case[1:] for case in BAD_BATCHES], ids=[c[0] for c in BAD_BATCHES])
+def test_a_bad_batch_fails_clearly_and_a_good_one_scores(trained, breakage, expected):
+    home, data_dir, instance = trained
+    day = "2013-03-01"
+    path = data_dir / "incoming" / "titanic" / f"{day}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = titanic_batch(pd.read_csv(data_dir / "datasets" / "titanic.csv"))
+    partition = dg.MultiPartitionKey({"dataset": "titanic", "day": day})
+    instance.add_dynamic_partitions("dataset", ["titanic"])
+    before = snapshot(home, "titanic")
+    batch.to_parquet(path)
+    good = dg.materialize([scored_batch], resources=resources_for(home, data_dir), partition_key=partition,
+                          instance=instance)
+    assert good.success
+    if breakage is None:
+        path.write_bytes(b"PAR1 truncated")
+    else:
+        breakage(batch).to_parquet(path)
+    result = dg.materialize([scored_batch], resources=resources_for(home, data_dir), partition_key=partition,
+                            instance=instance, raise_on_error=False)
+    path.unlink()
+    assert not result.success
+    description = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+    assert str(path) in description
+    for fragment in expected:
+        assert fragment in description
+    assert snapshot(home, "titanic") == before
+
+
+def test_a_file_mixing_utf8_and_latin1_rows_is_decoded_row_by_row(tmp_path):
+    data_dir = tmp_path / "data"
+    (data_dir / "datasets").mkdir(parents=True)
+    frame = pd.read_csv(DATA_DIR / "datasets" / "titanic.csv").assign(
+        sex=lambda f: f["sex"].map({"male": "männlich", "female": "weiblich"}))
+    half = len(frame) // 2
+    (data_dir / "datasets" / "titanic.csv").write_bytes(  # an export appended to by a second tool in Latin-1
+        frame.head(half).to_csv(index=False).encode("utf-8")
+        + frame.iloc[half:].to_csv(index=False, header=False).encode("latin-1"))
+    shutil.copy(DATA_DIR / "datasets" / "titanic.yaml", data_dir / "datasets")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["titanic"])
+        result = dg.materialize([raw_dataset], resources=resources_for(tmp_path / "tmiv", data_dir),
+                                partition_key="titanic", instance=instance)
+    decoding = result.asset_materializations_for_node("raw_dataset")[0].metadata["decoding"].value
+    assert "mixed text encodings" in decoding and "lines cp1252" in decoding and "save the file as UTF-8" in decoding
+    stored = FeatureStore(home=str(tmp_path / "tmiv")).load("raw_dataset", "titanic")
+    assert sorted(stored["sex"].unique()) == ["männlich", "weiblich"]
+
+
+def test_report_csvs_escape_cells_a_spreadsheet_would_run(tmp_path):
+    data_dir = tmp_path / "data"
+    (data_dir / "datasets").mkdir(parents=True)
+    formula = "=cmd|' /C calc'!A0"
+    frame = pd.read_csv(DATA_DIR / "datasets" / "titanic.csv")
+    frame[formula] = frame["age"].fillna(30) * 2 + np.random.default_rng(0).normal(size=len(frame))
+    frame.to_csv(data_dir / "datasets" / "titanic.csv", index=False)
+    shutil.copy(DATA_DIR / "datasets" / "titanic.yaml", data_dir / "datasets")
+    home = tmp_path / "tmiv"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["titanic"])
+        assert dg.materialize([raw_dataset, clean_dataset, feature_set, selected_features],
+                              resources=resources_for(home, data_dir), partition_key="titanic",
+                              instance=instance).success
+    [ranking] = (home / "reports" / "titanic").glob("feature_ranking_v*.csv")
+    cells = [cell for line in ranking.read_text().splitlines() for cell in line.split(",")]
+    assert any(cell.startswith(f"'{formula[:4]}") for cell in cells)
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "@"))]
+    assert FeatureStore(home=str(home)).load("feature_set", "titanic").columns.str.startswith("=").any()

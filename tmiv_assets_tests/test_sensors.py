@@ -68,12 +68,31 @@ def test_new_files_become_partitions_and_runs(instance, data_dir):
     assert [list(r.partition_keys) for r in dropped.dynamic_partitions_requests] == [["titanic_2026"]]
 
 
-def test_a_bad_spec_is_skipped_without_blocking_others(instance, data_dir):
-    (data_dir / "datasets" / "broken.yaml").write_text("file: broken.csv\n")
+BAD_SPECS = {
+    "missing_target": b"file: broken.csv\ntask: binary\n",
+    "undecodable": b"file: broken.csv\ntarget: \xff\xfe\ntask: binary\n",
+    "sensitive_number": b"file: broken.csv\ntarget: y\ntask: binary\nsensitive_columns: 5\n",
+    "not_a_mapping": b"- just\n- a list\n",
+    "bad_yaml": b"target: [unclosed\n",
+    "Bad-Name": b"file: broken.csv\ntarget: y\ntask: binary\n",
+}
+
+
+def test_bad_specs_are_skipped_with_a_reason_without_blocking_others(instance, data_dir):
+    for name, content in BAD_SPECS.items():
+        (data_dir / "datasets" / f"{name}.yaml").write_bytes(content)
+    (data_dir / "series" / "bad_series.yaml").write_text("file: x.csv\ntime_column: t\nvalue_column: v\nfreq: ZZ\n")
     source = DataSource(data_dir=str(data_dir))
-    result = new_data_files_sensor(dg.build_sensor_context(instance=instance, resources={"source": source}))
-    assert "broken" not in {r.partition_key for r in result.run_requests}
-    assert len(result.run_requests) == 5
+    context = dg.build_sensor_context(instance=instance, resources={"source": source})
+    result = new_data_files_sensor(context)
+    assert {r.partition_key for r in result.run_requests} == {"titanic", "flights", "cps1985", "air_passengers",
+                                                               "uk_driver_deaths"}
+    again = new_data_files_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                                          resources={"source": source}))
+    assert isinstance(again, dg.SkipReason)
+    for name in [*BAD_SPECS, "bad_series"]:  # each skipped spec is named, with its file, in the tick's reason
+        assert f"{name}.yaml" in again.skip_message or f"'{name}'" in again.skip_message
+    assert "save the file as UTF-8" in again.skip_message and "freq 'ZZ'" in again.skip_message
 
 
 def test_new_batches_are_scored_once_for_datasets_with_a_champion(instance, data_dir):

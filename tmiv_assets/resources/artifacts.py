@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from tmiv_assets.resources.files import atomic_path, confined
+from tmiv_assets.resources.files import atomic_path, confined, spreadsheet_safe
 
 
 class ArtifactStore(dg.ConfigurableResource):
@@ -33,3 +33,7 @@ class ArtifactStore(dg.ConfigurableResource):
         with atomic_path(target) as temporary:
             frame.to_parquet(temporary, index=False)
         return target
+
+    def write_csv(self, frame: pd.DataFrame, *parts: str) -> Path:
+        """A table for people: cells that a spreadsheet would run as formulas are escaped."""
+        return self.write_text(spreadsheet_safe(frame).to_csv(index=False), *parts)

@@ -1,8 +1,11 @@
 """The feature store: immutable Parquet versions catalogued in a DuckDB table.
 
-Writers hold the DuckDB catalog file only for one short transaction. Readers never open it: every
-commit also publishes the catalog as `catalog.parquet` (temporary file + rename), which readers query
-with an in-memory DuckDB, so a reader is never blocked by a writer's file lock.
+Writers hold the DuckDB catalog file only for one short transaction, one writer at a time under an OS
+lock (`catalog.lock`) that the kernel frees if the writer dies. Readers never open it: every commit also
+publishes the catalog as `catalog.parquet` (temporary file + rename), which readers query with an
+in-memory DuckDB, so a reader is never blocked by a writer's file lock. A commit is bracketed by the
+marker `catalog.publishing`: while it exists the snapshot may be older than the catalog (a writer was
+killed between commit and publish), and the next reader or writer publishes again before going on.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -26,6 +31,7 @@ from tmiv_assets.resources.files import (
     confined,
     content_hash,
     frame_schema,
+    process_lock,
     read_parquet_frame,
     temporary_beside,
     write_parquet_hashed,
@@ -110,6 +116,10 @@ class FeatureStore(dg.ConfigurableResource):
     def catalog_snapshot_path(self) -> Path:
         return self.root / "catalog.parquet"
 
+    @property
+    def publishing_marker(self) -> Path:
+        return self.root / "catalog.publishing"
+
     def save(self, name: str, dataset: str, frame: pd.DataFrame, lineage: dict) -> StoredVersion:
         """Store `frame` as the next version of (name, dataset) unless the latest has the same content.
 
@@ -123,7 +133,7 @@ class FeatureStore(dg.ConfigurableResource):
         lineage_json = json.dumps(lineage, default=str)
         with temporary_beside(directory / "pending.parquet") as temporary:
             digest = write_parquet_hashed(frame, temporary)
-            with self._connect() as connection:
+            with self._writer() as connection:
                 connection.execute("BEGIN TRANSACTION")
                 try:
                     latest = self._latest_row(connection, name, dataset)
@@ -140,6 +150,7 @@ class FeatureStore(dg.ConfigurableResource):
                     connection.execute(f"INSERT INTO feature_sets ({', '.join(CATALOG_COLUMNS)}) "
                                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                     temporary.replace(path)
+                    self.publishing_marker.touch()
                     connection.execute("COMMIT")
                 except BaseException:
                     connection.execute("ROLLBACK")
@@ -179,10 +190,13 @@ class FeatureStore(dg.ConfigurableResource):
         row = self._version_row(name, dataset, version)
         return read_parquet_frame(Path(row["path"]), json.loads(row["schema"]))
 
+    def schema(self, name: str, dataset: str, version: int | str = "latest") -> dict[str, str]:
+        """Column -> pandas dtype of one version, without reading its data."""
+        return {c["name"]: c["type"] for c in json.loads(self._version_row(name, dataset, version)["schema"])}
+
     def diff_schemas(self, name: str, dataset: str, old: int | str, new: int | str = "latest") -> SchemaDiff:
         """Columns added, removed and retyped between two versions."""
-        before = {c["name"]: c["type"] for c in json.loads(self._version_row(name, dataset, old)["schema"])}
-        after = {c["name"]: c["type"] for c in json.loads(self._version_row(name, dataset, new)["schema"])}
+        before, after = self.schema(name, dataset, old), self.schema(name, dataset, new)
         return SchemaDiff(
             added=tuple(c for c in after if c not in before),
             removed=tuple(c for c in before if c not in after),
@@ -207,10 +221,11 @@ class FeatureStore(dg.ConfigurableResource):
         return matching.iloc[0]
 
     def _query_catalog(self, sql: str, parameters: list) -> pd.DataFrame:
-        if self.catalog_path.exists() and not self.catalog_snapshot_path.exists():
-            # A catalog written before snapshots were published: migrate it and publish one, once.
-            with self._connect() as connection:
-                self._publish_snapshot(connection)
+        if self.catalog_path.exists() and (self.publishing_marker.exists() or not self.catalog_snapshot_path.exists()):
+            # A writer may be between commit and publish, or was killed there: wait for the lock, then
+            # publish again if it is still needed, so no reader sees a snapshot older than the catalog.
+            with self._writer():
+                pass
         with duckdb.connect() as connection:
             if self.catalog_snapshot_path.exists():
                 connection.execute(f"CREATE VIEW catalog AS SELECT * FROM read_parquet("
@@ -231,6 +246,17 @@ class FeatureStore(dg.ConfigurableResource):
         with atomic_path(self.catalog_snapshot_path) as temporary:
             connection.execute(f"COPY (SELECT * FROM feature_sets ORDER BY name, dataset, version) "
                                f"TO '{_sql_literal(temporary)}' (FORMAT parquet)")
+        self.publishing_marker.unlink(missing_ok=True)
+
+    @contextmanager
+    def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The single writer: the catalog lock, then the DuckDB file; first repairs a publish a killed writer
+        left undone."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with process_lock(self.root / "catalog.lock", "feature store catalog"), self._connect() as connection:
+            if self.publishing_marker.exists() or not self.catalog_snapshot_path.exists():
+                self._publish_snapshot(connection)
+            yield connection
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -240,7 +266,7 @@ class FeatureStore(dg.ConfigurableResource):
                 connection = duckdb.connect(str(self.catalog_path))
                 break
             except duckdb.IOException as error:
-                # Another writer process holds DuckDB's file lock for a moment; wait for it rather than fail.
+                # Another process (e.g. a duckdb shell) holds DuckDB's file lock for a moment; wait for it.
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)

@@ -6,11 +6,13 @@ a temporary name beside the target and renamed into place.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,21 +21,84 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+LOCK_WAIT_SECONDS = 300.0
+
 
 @contextmanager
 def temporary_beside(target: Path) -> Iterator[Path]:
     """Yield a fresh temporary path beside `target` (same file system, so a rename is atomic).
 
-    The caller renames it into place; whatever is left at the temporary path is removed on exit.
+    The caller renames it into place; whatever is left at the temporary path is removed on exit. The name
+    carries the writer's pid, so temporaries of a killed writer are removed by the next write beside them.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_orphaned_temporaries(target)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temporary_path = Path(temporary)
     try:
         yield temporary_path
     finally:
         temporary_path.unlink(missing_ok=True)
+
+
+def remove_orphaned_temporaries(target: Path) -> list[Path]:
+    """Delete temporaries beside `target` whose writing process no longer exists (killed mid-write)."""
+    removed = []
+    for temporary in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = temporary.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
+
+
+def process_alive(pid: int, started_before: float | None = None) -> bool:
+    """Whether process `pid` exists on this host; with `started_before` (epoch seconds), only if it is not a
+    newer process that reuses the pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        pass
+    if started_before is None or not Path("/proc/stat").exists():
+        return True
+    try:  # field 22 of /proc/<pid>/stat: start time in clock ticks after boot (fields after the command name)
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except FileNotFoundError:  # it exited meanwhile
+        return False
+    booted = float(next(line.split()[1] for line in Path("/proc/stat").read_text().splitlines()
+                        if line.startswith("btime")))
+    return booted + ticks / os.sysconf("SC_CLK_TCK") <= started_before + 1.0
+
+
+@contextmanager
+def process_lock(path: Path, what: str, timeout: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold an exclusive OS lock on `path` for the block. The kernel releases it when the holder exits or is
+    killed, so a dead writer never blocks the next one (unlike a slot in a pool that only its run gives back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with open(path, "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    raise TimeoutError(f"{what}: {path} has been locked by process {holder} for over {timeout:.0f}s; "
+                                       "if that process is hung, stop it and rerun") from None
+                time.sleep(0.05)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -50,6 +115,22 @@ def confined(root: Path, *parts: str) -> Path:
     if path != root.resolve() and root.resolve() not in path.parents:
         raise ValueError(f"path {path} escapes the state directory {root}")
     return path
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells and column names cannot run as spreadsheet formulas: a leading = + - @ (or
+    tab / carriage return) gets a quote in front, as OWASP advises for CSV files people open in Excel."""
+
+    def escape(value: object) -> object:
+        return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+    safe = frame.rename(columns=escape)
+    for column in safe.columns[[not pd.api.types.is_numeric_dtype(t) for t in safe.dtypes]]:
+        safe[column] = safe[column].map(escape)
+    return safe
 
 
 def frame_schema(frame: pd.DataFrame) -> list[dict[str, str]]:

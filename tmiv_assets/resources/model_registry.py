@@ -49,6 +49,26 @@ class ModelRegistry(dg.ConfigurableResource):
             return experiment.experiment_id
         return client.create_experiment(name, artifact_location=self.artifact_location)
 
+    def end_orphaned_runs(self, live_dagster_runs: set[str], name: str = EXPERIMENT) -> list[str]:
+        """Mark KILLED every MLflow run still RUNNING whose Dagster run (its own tag or its parent's) is not in
+        `live_dagster_runs`: a killed step never ends its MLflow runs itself. Returns the MLflow run ids."""
+        client = self.client()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return []
+        running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        dagster_run = {r.info.run_id: r.data.tags.get("dagster_run_id") for r in running}
+        orphaned = []
+        for run in running:
+            owner = dagster_run.get(run.data.tags.get("mlflow.parentRunId"), run.data.tags.get("dagster_run_id"))
+            if owner is None:
+                parent = run.data.tags.get("mlflow.parentRunId")
+                owner = client.get_run(parent).data.tags.get("dagster_run_id") if parent else None
+            if owner not in live_dagster_runs:
+                client.set_terminated(run.info.run_id, status="KILLED")
+                orphaned.append(run.info.run_id)
+        return orphaned
+
     @staticmethod
     def model_name(dataset: str) -> str:
         return f"tmiv_{dataset}"
@@ -70,12 +90,16 @@ class ModelRegistry(dg.ConfigurableResource):
         self.client().set_registered_model_alias(self.model_name(dataset), alias, version)
 
     def champion(self, dataset: str) -> ModelVersion | None:
+        """The version aliased `champion`; None before the first one (also when a run was killed between
+        registering its version and setting the alias)."""
+        client, name = self.client(), self.model_name(dataset)
         try:
-            return self.client().get_model_version_by_alias(self.model_name(dataset), CHAMPION)
+            aliases = client.get_registered_model(name).aliases
         except MlflowException as error:
             if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
                 raise
             return None
+        return client.get_model_version(name, aliases[CHAMPION]) if CHAMPION in aliases else None
 
     def load_version(self, dataset: str, version: int | str):
         """One version's scikit-learn pipeline (it takes raw dataset columns). Loading by the version a caller

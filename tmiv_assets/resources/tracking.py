@@ -13,8 +13,11 @@ from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
 from tmiv_assets.ml.automl.estimator import AutoML
+from tmiv_assets.resources.files import spreadsheet_safe
 from tmiv_assets.resources.model_registry import EXPERIMENT, ModelRegistry
 
+IN_PROGRESS = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 # Listing requirements skips MLflow's inference, which re-imports the model in a subprocess per log.
 SERVING_PACKAGES = ("scikit-learn", "lightgbm", "xgboost", "catboost", "pandas", "numpy")
 
@@ -30,6 +33,10 @@ def experiment_tracking(init_context: dg.InitResourceContext) -> MlFlow:
     registry = ModelRegistry(home=init_context.resource_config["home"])
     experiment_name = init_context.resource_config["experiment_name"]
     registry.ensure_experiment(experiment_name)  # before dagster-mlflow would create it under ./mlruns
+    if init_context.instance is not None:  # a killed run's step never ended its MLflow runs: end them now
+        in_progress = init_context.instance.get_run_records(dg.RunsFilter(statuses=IN_PROGRESS))
+        if ended := registry.end_orphaned_runs({r.dagster_run.run_id for r in in_progress}, experiment_name):
+            init_context.log.warning(f"marked {len(ended)} MLflow runs of ended Dagster runs KILLED: {ended}")
     config = {key: None for key in CONFIG_SCHEMA} | {
         "experiment_name": experiment_name,
         "mlflow_tracking_uri": registry.tracking_uri,
@@ -93,7 +100,7 @@ def log_search(tracking: MlFlow, automl: AutoML, serving_models: dict[str, Pipel
                     for step, event in enumerate(history):
                         values = {"trial_value": event["value"], "trial_best": event["best"]}
                         mlflow.log_metrics({k: v for k, v in values.items() if v is not None}, step=step)
-                    mlflow.log_text(automl.trials_.to_csv(index=False), "trials.csv")
+                    mlflow.log_text(spreadsheet_safe(automl.trials_).to_csv(index=False), "trials.csv")
                 if row["model"] in serving_models:
                     board.loc[index, "model_uri"] = _log_model(serving_models[row["model"]], X_example, requirements)
     except BaseException:

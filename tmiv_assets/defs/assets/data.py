@@ -36,7 +36,7 @@ def stored_version_metadata(version) -> dict:
     }
 
 
-@dg.asset(partitions_def=dataset_partitions, pool="duckdb_writer", group_name="datasets", kinds={"duckdb", "parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name="datasets", kinds={"duckdb", "parquet"})
 def raw_dataset(
     context: dg.AssetExecutionContext, config: RawDatasetConfig, source: DataSource, store: FeatureStore
 ) -> dg.MaterializeResult:
@@ -50,6 +50,8 @@ def raw_dataset(
         combined = append_labelled_batches(frame, spec, batches)
     lineage = {"file": str(spec.path), "labelled_batches": sorted(batches), "spec": spec.to_record()}
     version = store.save("raw_dataset", name, combined, lineage)
+    if "decoding" in frame.attrs:
+        context.log.warning(frame.attrs["decoding"])
     context.log.info(f"Ingested {len(frame):,} rows from {spec.path.name} and {len(combined) - len(frame):,} "
                      f"labelled batch rows for {name}")
     return dg.MaterializeResult(metadata={
@@ -59,6 +61,7 @@ def raw_dataset(
         "rows_from_labelled_batches": len(combined) - len(frame),
         "labelled_batches": ", ".join(sorted(batches)) or "none",
         "source_file": dg.MetadataValue.path(str(spec.path)),
+        **({"decoding": frame.attrs["decoding"]} if "decoding" in frame.attrs else {}),
         **stored_version_metadata(version),
     })
 
@@ -85,7 +88,6 @@ class CleaningConfig(dg.Config):
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[raw_dataset],
-    pool="duckdb_writer",
     group_name="datasets",
     kinds={"duckdb", "parquet"},
     check_specs=[dg.AssetCheckSpec(name, asset="clean_dataset", blocking=True) for name in QUALITY_CHECKS],

@@ -23,7 +23,7 @@ def shap_report(context: dg.AssetExecutionContext, store: FeatureStore, registry
     spec = stored_spec(store, "clean_dataset", name, clean_version)
     clean = store.load("clean_dataset", name, clean_version)
     report = explain_pipeline(registry.load_version(name, champion.version), clean.drop(columns=[spec.target]))
-    path = artifacts.write_text(report.importance.to_csv(index=False), "reports", name,
+    path = artifacts.write_csv(report.importance, "reports", name,
                                 f"shap_importance_v{champion.version}.csv")
     context.log.info(f"SHAP for {name} v{champion.version}: top feature {report.importance['feature'].iloc[0]}")
     return dg.MaterializeResult(metadata={

@@ -18,7 +18,7 @@ class FeatureConfig(dg.Config):
     max_interactions: int = Field(default=10, ge=0, description="Numeric column pairs used by auto_features.")
 
 
-@dg.asset(partitions_def=dataset_partitions, deps=[clean_dataset], pool="duckdb_writer", group_name="features",
+@dg.asset(partitions_def=dataset_partitions, deps=[clean_dataset], group_name="features",
           kinds={"duckdb", "parquet"})
 def feature_set(context: dg.AssetExecutionContext, config: FeatureConfig, store: FeatureStore) -> dg.MaterializeResult:
     """Model inputs plus the target: identifiers dropped, the time column expanded into calendar features,
@@ -57,7 +57,7 @@ def selected_features(context: dg.AssetExecutionContext, store: FeatureStore,
     version = store.latest("feature_set", name)
     spec = stored_spec(store, "feature_set", name, version.version)
     selector = rank_features(store.load("feature_set", name, version.version), spec.target, spec.task)
-    path = artifacts.write_text(selector.ranking_.to_csv(index=False), "reports", name,
+    path = artifacts.write_csv(selector.ranking_, "reports", name,
                                 f"feature_ranking_v{version.version}.csv")
     context.log.info(f"Selected {len(selector.selected_features_)} of {len(selector.ranking_)} encoded features "
                      f"for {name}")

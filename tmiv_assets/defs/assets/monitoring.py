@@ -9,6 +9,7 @@ from tmiv_assets.defs.assets.data import stored_spec
 from tmiv_assets.defs.assets.deploy import champion_or_failure, registered_model
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions
+from tmiv_assets.ml.data.ingest import validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.metrics import resolve_positive_class, score_model
 from tmiv_assets.ml.monitoring.drift import DriftDetector
@@ -31,9 +32,13 @@ def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: F
     keys = batch_partitions.get_partition_key_from_str(str(context.partition_key)).keys_by_dimension
     dataset, day = keys["dataset"], keys["day"]
     champion = champion_or_failure(registry, dataset)
-    spec = stored_spec(store, "clean_dataset", dataset, int(champion.tags["clean_dataset_version"]))
+    clean_version = int(champion.tags["clean_dataset_version"])
+    spec = stored_spec(store, "clean_dataset", dataset, clean_version)
+    raw_version = store.lineage("clean_dataset", dataset, clean_version)["raw_dataset_version"]
     with bad_input_as_failure(context.partition_key):
         batch = source.read_batch(dataset, day)
+        validate_batch(batch, store.schema("raw_dataset", dataset, raw_version), source.batch_path(dataset, day),
+                       skip={spec.target, *spec.key_columns})
     return dataset, day, champion, spec, batch
 
 

@@ -26,6 +26,9 @@ from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof
 logger = logging.getLogger(__name__)
 FAILURES = (ValueError, ArithmeticError, np.linalg.LinAlgError)  # recorded as FAIL trials; the search goes on
 FIRST_PASS_SHARE = 0.4
+CHEAP_TRIAL_SHARE = 0.005  # a family whose trial costs under this share of the time left is tuned anyway
+CHEAP_TUNING_SHARE = 0.03
+CHEAP_TUNING_TRIALS = 12
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,15 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         if search.study.trials and search.best is None:
             search.why = "no trial finished: every one failed or was stopped at the time limit"
     chosen = [s for s in ranked if s.tunable or len(s.family.starts) > 1][:tuned]
+    # Cost-frugal: a family outside the top whose whole trial is nearly free (linear models, naive Bayes on
+    # small data) gets a few trials anyway; its tuned version often earns an ensemble weight.
+    for search in [s for s in ranked if s.tunable and s not in chosen]:
+        remaining = deadline - time.monotonic()
+        if search.best["seconds"] < CHEAP_TRIAL_SHARE * remaining:
+            trials = min(CHEAP_TUNING_TRIALS, context.max_trials or CHEAP_TUNING_TRIALS)
+            search.run(trials, time.monotonic() + CHEAP_TUNING_SHARE * remaining)
+            search.why = (f"cheap: {len(search.study.trials)} trials at {search.best['seconds']:.2f}s each, "
+                          "not tuned further")
     for position, search in enumerate(chosen):
         remaining = deadline - time.monotonic()
         share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in chosen[position:])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
+import logging
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,13 @@ from tmiv_assets.ml.data.spec import DatasetSpec
 
 READERS = {".csv", ".tsv", ".txt", ".parquet", ".xlsx", ".xlsm"}
 SNIFF_BYTES = 64 * 1024
+MIN_ROWS = 20
+"""Rows with a target a dataset needs: a held-out test split and cross-validation folds of a few rows each."""
+MIN_CLASS_ROWS = 5
+"""Rows every class needs: at least one in the test split and one in each training fold's validation rows."""
+MAX_MAGNITUDE = 1e100
+"""Beyond this, squares and sums of a column overflow to infinity inside scalers and models."""
+logger = logging.getLogger(__name__)
 DELIMITERS = ",;\t|"
 
 
@@ -31,6 +40,9 @@ class DataValidationError(ValueError):
 
 def read_dataset(spec: DatasetSpec) -> pd.DataFrame:
     """Read the spec's data file with the spec's delimiter, encoding and sheet where given."""
+    if not spec.path.exists():
+        raise DataValidationError(f"{spec.path}: file not found; check the 'file' field in {spec.spec_path}",
+                                  spec.path)
     return read_table(spec.path, delimiter=spec.delimiter, encoding=spec.encoding, sheet=spec.sheet)
 
 
@@ -47,6 +59,9 @@ def read_table(path: Path, delimiter: str | None = None, encoding: str | None = 
         )
     if not path.exists():
         raise DataValidationError(f"{path}: file not found; check the 'file' field of the spec", path)
+    if not path.is_file():
+        raise DataValidationError(f"{path}: is a directory, not a data file; point 'file' in the spec at the "
+                                  "CSV, Parquet or Excel file inside it", path)
     if path.stat().st_size == 0:
         raise DataValidationError(f"{path}: file is empty (0 bytes); export the data again", path)
     if suffix == ".parquet":
@@ -88,20 +103,54 @@ def _detect_encoding(sample: bytes, path: Path) -> str:
     if not matches:
         raise DataValidationError(f"{path}: cannot detect the text encoding; set 'encoding' in the spec "
                                   "(e.g. latin-1) or save the file as UTF-8", path)
-    # Short samples fit several code pages equally well; among the best, prefer cp1252, the usual
-    # non-UTF-8 export (Excel on Windows), over a Central European or DOS code page.
-    best = [m.encoding for m in matches if (m.chaos, -m.coherence) == (matches[0].chaos, -matches[0].coherence)]
-    return "cp1252" if "cp1252" in best else best[0]
+    # Short samples fit several code pages equally well: prefer cp1252, the usual non-UTF-8 export (Excel on
+    # Windows), whenever it reads the bytes as cleanly as the best guess (a Mac or DOS code page would turn
+    # 'ä' into '‰'); Cyrillic, Greek and other scripts read worse in cp1252 and keep their own code page.
+    western = charset_normalizer.from_bytes(sample, cp_isolation=["cp1252"]).best()
+    return "cp1252" if western is not None and western.chaos <= matches[0].chaos else matches[0].encoding
+
+
+def decode_rows(data: bytes, path: Path) -> tuple[str, int, int, str]:
+    """Decode each line as UTF-8 where it is valid UTF-8, else in the code page detected from the other lines:
+    files appended to by tools with different settings mix both. Returns the text, the lines that needed
+    UTF-8 (non-ASCII), the lines decoded in the code page, and its name."""
+    lines = data.splitlines(keepends=True)
+    decoded: list[str | None] = []
+    for line in lines:
+        try:
+            decoded.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            decoded.append(None)
+    legacy = _detect_encoding(b"".join(line for line, text in zip(lines, decoded, strict=True) if text is None)
+                              [:SNIFF_BYTES], path)
+    utf8_lines = sum(text is not None and not line.isascii() for line, text in zip(lines, decoded, strict=True))
+    legacy_lines = decoded.count(None)
+    text = "".join(line.decode(legacy, errors="replace") if text is None else text
+                   for line, text in zip(lines, decoded, strict=True))
+    return text, utf8_lines, legacy_lines, legacy
 
 
 def _read_csv(path: Path, delimiter: str | None, encoding: str | None) -> pd.DataFrame:
     sniffed_delimiter, sniffed_encoding = sniff_csv(path)
-    delimiter, encoding = delimiter or sniffed_delimiter, encoding or sniffed_encoding
+    delimiter, source, decoding = delimiter or sniffed_delimiter, path, None
+    if encoding is None:  # the sample guessed one encoding; the whole file may mix UTF-8 and a legacy code page
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            encoding = "utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"
+        except UnicodeDecodeError:
+            text, utf8_lines, legacy_lines, legacy = decode_rows(data, path)
+            encoding = legacy
+            if utf8_lines:
+                source, decoding = io.StringIO(text), (
+                    f"{path}: mixed text encodings, decoded row by row: {utf8_lines} lines UTF-8, {legacy_lines} "
+                    f"lines {legacy}; save the file as UTF-8 to silence this")
+                logger.warning(decoding)
     with open(path, newline="", encoding=encoding, errors="replace") as handle:
         header = next(csv.reader(handle, delimiter=delimiter), [])
     _check_header([h.strip() for h in header], path)
     try:
-        frame = pd.read_csv(path, sep=delimiter, encoding=encoding)
+        frame = pd.read_csv(source, sep=delimiter, encoding=encoding if decoding is None else None)
     except pd.errors.EmptyDataError as error:
         raise DataValidationError(f"{path}: file has no columns ({error}); export the data again", path) from error
     except pd.errors.ParserError as error:
@@ -114,6 +163,8 @@ def _read_csv(path: Path, delimiter: str | None, encoding: str | None) -> pd.Dat
         raise DataValidationError(f"{path}: not valid {encoding} ({error}); set 'encoding' in the spec",
                                   path) from error
     frame.columns = [str(c).strip() for c in frame.columns]
+    if decoding:
+        frame.attrs["decoding"] = decoding
     return frame
 
 
@@ -148,6 +199,12 @@ def _check_header(names: list[str], path: Path) -> None:
         raise DataValidationError(
             f"{path}: duplicate column names {duplicates}; give every column a unique header", path, duplicates[0]
         )
+    lowered: dict[str, str] = {}
+    for name in names:
+        if name.lower() in lowered:  # SQL identifiers ignore case: the feature store would see one column
+            raise DataValidationError(f"{path}: columns '{lowered[name.lower()]}' and '{name}' collide (names that "
+                                      "differ only by case are one column in SQL); rename one", path, name)
+        lowered[name.lower()] = name
 
 
 def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
@@ -163,6 +220,17 @@ def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
                 path,
                 column,
             )
+    for field_name in ("id_column", "time_column"):
+        if getattr(spec, field_name) == spec.target:
+            raise DataValidationError(f"{path}: target '{spec.target}' is also the {field_name.replace('_', ' ')}; "
+                                      f"fix 'target' or '{field_name}' in {spec.spec_path}", path, spec.target)
+    if spec.target in spec.exclude_columns:
+        raise DataValidationError(f"{path}: target '{spec.target}' is listed in exclude_columns; remove it there "
+                                  f"in {spec.spec_path}", path, spec.target)
+    features = [c for c in columns if c not in {spec.target, spec.id_column, *spec.exclude_columns}]
+    if not features:
+        raise DataValidationError(f"{path}: no feature columns besides the target, id and excluded columns "
+                                  f"(columns: {columns}); add the columns a model should learn from", path)
     target = frame[spec.target]
     if target.notna().sum() == 0:
         raise DataValidationError(
@@ -188,6 +256,12 @@ def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
                 path,
                 spec.target,
             )
+    if spec.task == "binary" and spec.positive_class is not None:
+        labels = target.dropna().astype(str).unique()
+        if str(spec.positive_class) not in labels:
+            raise DataValidationError(
+                f"{path}: positive_class {spec.positive_class!r} is not a value of target column '{spec.target}' "
+                f"(values: {sorted(labels)[:5]}); fix 'positive_class' in {spec.spec_path}", path, spec.target)
     if spec.id_column and frame[spec.id_column].duplicated().any():
         duplicates = int(frame[spec.id_column].duplicated().sum())
         raise DataValidationError(
@@ -196,6 +270,25 @@ def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
             spec.id_column,
         )
     _check_values(frame, spec)
+    _check_size(target, spec)
+
+
+def _check_size(target: pd.Series, spec: DatasetSpec) -> None:
+    """Enough labelled rows, and of every class, for a test split and cross-validation."""
+    path = spec.path
+    if target.notna().sum() < MIN_ROWS:
+        raise DataValidationError(
+            f"{path}: only {target.notna().sum()} rows have a value in target column '{spec.target}'; training "
+            f"needs at least {MIN_ROWS} (for a test split and cross-validation); add rows", path, spec.target)
+    if spec.is_classification:
+        counts = target.dropna().astype(str).value_counts()
+        rare = counts[counts < MIN_CLASS_ROWS]
+        if not rare.empty:
+            raise DataValidationError(
+                f"{path}: in target column '{spec.target}', class {rare.index[0]!r} has {rare.iloc[0]} rows"
+                f"{f' (and {len(rare) - 1} more classes under {MIN_CLASS_ROWS})' if len(rare) > 1 else ''}; "
+                f"every class needs at least {MIN_CLASS_ROWS}: add examples, merge it into another class, or "
+                "drop those rows", path, spec.target)
 
 
 def _check_values(frame: pd.DataFrame, spec: DatasetSpec) -> None:
@@ -208,6 +301,14 @@ def _check_values(frame: pd.DataFrame, spec: DatasetSpec) -> None:
             path,
             column,
         )
+    numeric = frame.select_dtypes(include="number")
+    if numeric.shape[1]:
+        huge = (numeric.abs() > MAX_MAGNITUDE).sum()
+        for column, count in huge[huge > 0].items():
+            raise DataValidationError(
+                f"{path}: column '{column}' has {count} values beyond ±{MAX_MAGNITUDE:g} (e.g. "
+                f"{numeric.loc[numeric[column].abs() > MAX_MAGNITUDE, column].iloc[0]:g}), which overflow in "
+                "training; rescale or log-transform the column, or mark such values missing", path, column)
     declared = spec.dtypes
     for column, examples in mixed_type_columns(frame).items():
         if column not in declared:
@@ -338,3 +439,29 @@ def append_labelled_batches(
         added.append(labelled[[c for c in frame.columns if c in labelled.columns]])
     combined = pd.concat([frame, *added], ignore_index=True)
     return combined.drop_duplicates(subset=[spec.id_column], keep="first").reset_index(drop=True)
+
+
+def validate_batch(batch: pd.DataFrame, schema: dict[str, str], path: Path, skip: set[str]) -> None:
+    """A batch to score against the training schema (column -> dtype): no column the model saw may change
+    kind (number, text, date) or arrive empty in every row."""
+    for column, trained in schema.items():
+        if column in skip or column not in batch.columns:
+            continue
+        values = batch[column]
+        if len(values) and values.isna().all():
+            raise DataValidationError(
+                f"{path}: column '{column}' is empty in all {len(values)} rows of the batch (the training data had "
+                f"values); fix the export that wrote the batch", path, column)
+        was, now = _kind(trained), _kind(str(values.dtype))
+        if was != now:
+            examples = values.dropna().astype(str).head(3).tolist()
+            raise DataValidationError(
+                f"{path}: column '{column}' was {was} in training ({trained}) but is {now} in the batch "
+                f"({values.dtype}, e.g. {examples}); send it as {was} as before, or retrain on data of the new "
+                "type", path, column)
+
+
+def _kind(dtype: str) -> str:
+    if dtype.startswith(("int", "uint", "float", "Int", "UInt", "Float")) or dtype in ("bool", "boolean"):
+        return "numeric"
+    return "datetime" if dtype.startswith("datetime") else "text"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 TASKS = ("binary", "multiclass", "regression")
@@ -105,16 +107,58 @@ class SeriesSpec:
     spec_path: Path | None = field(default=None)
 
 
-def _load_yaml(spec_path: Path) -> dict:
-    if not spec_path.exists():
+DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
+                  "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet")
+SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform")
+
+
+def _load_yaml(spec_path: Path, fields: tuple[str, ...]) -> dict:
+    if not spec_path.is_file():
         raise SpecError(f"{spec_path}: spec file not found; add it next to the data file")
     try:
-        raw = yaml.safe_load(spec_path.read_text())
+        raw = yaml.safe_load(spec_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{spec_path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                        f"{error.start}); save the file as UTF-8") from error
     except yaml.YAMLError as error:
         raise SpecError(f"{spec_path}: not valid YAML ({error}); fix the file") from error
     if not isinstance(raw, dict):
         raise SpecError(f"{spec_path}: expected a mapping of fields, got {type(raw).__name__}")
+    unknown = sorted(str(k) for k in raw if k not in fields)
+    if unknown:
+        raise SpecError(f"{spec_path}: unknown fields {unknown}; the fields are {list(fields)}")
     return raw
+
+
+def _optional_text(raw: dict, key: str, spec_path: Path) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SpecError(f"{spec_path}: '{key}' must be a column name (text), got {value!r}; quote it if needed")
+    return value or None
+
+
+def _names(raw: dict, key: str, spec_path: Path) -> tuple[str, ...]:
+    value = raw.get(key) or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"{spec_path}: '{key}' must be a list of column names, got {value!r}; "
+                        f"write e.g. {key}: [gender, age]")
+    return tuple(value)
+
+
+def _scalar(raw: dict, key: str, spec_path: Path, kinds: tuple[type, ...]) -> object:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds):
+        raise SpecError(f"{spec_path}: '{key}' must be one of {[k.__name__ for k in kinds]}, got {value!r}")
+    return value
+
+
+def _integer(raw: dict, key: str, spec_path: Path, default: int) -> int:
+    value = _scalar(raw, key, spec_path, (int,))
+    if value is not None and value < 1:
+        raise SpecError(f"{spec_path}: '{key}' must be a positive whole number, got {value!r}")
+    return default if value is None else value
 
 
 def _require(raw: dict, key: str, spec_path: Path) -> object:
@@ -123,8 +167,15 @@ def _require(raw: dict, key: str, spec_path: Path) -> object:
     return raw[key]
 
 
+def _require_text(raw: dict, key: str, spec_path: Path) -> str:
+    value = _require(raw, key, spec_path)
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise SpecError(f"{spec_path}: '{key}' must be text, got {value!r}")
+    return str(value)
+
+
 def _data_path(raw: dict, spec_path: Path) -> Path:
-    file_name = str(_require(raw, "file", spec_path))
+    file_name = _require_text(raw, "file", spec_path)
     path = (spec_path.parent / file_name).resolve()
     if spec_path.parent.resolve() not in path.parents:
         raise SpecError(f"{spec_path}: 'file' must name a file in the same folder, got {file_name!r}")
@@ -133,26 +184,35 @@ def _data_path(raw: dict, spec_path: Path) -> Path:
 
 def load_dataset_spec(spec_path: Path) -> DatasetSpec:
     """Read `<name>.yaml`; the data file it names lives in the same folder."""
-    raw = _load_yaml(spec_path)
+    raw = _load_yaml(spec_path, DATASET_FIELDS)
     task = str(_require(raw, "task", spec_path))
     if task not in TASKS:
         raise SpecError(f"{spec_path}: task {task!r} is not one of {TASKS}; fix the 'task' field")
+    delimiter = _scalar(raw, "delimiter", spec_path, (str,))
+    if delimiter is not None and len(delimiter) != 1:
+        raise SpecError(f"{spec_path}: 'delimiter' must be one character, got {delimiter!r}")
+    encoding = _scalar(raw, "encoding", spec_path, (str,))
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError as error:
+            raise SpecError(f"{spec_path}: encoding {encoding!r} is unknown; use e.g. utf-8 or latin-1") from error
     return DatasetSpec(
         name=validate_name(spec_path.stem),
         path=_data_path(raw, spec_path),
-        target=str(_require(raw, "target", spec_path)),
+        target=_require_text(raw, "target", spec_path),
         task=task,
-        id_column=raw.get("id_column"),
-        time_column=raw.get("time_column"),
-        positive_class=raw.get("positive_class"),
-        sensitive_columns=tuple(raw.get("sensitive_columns") or ()),
-        exclude_columns=tuple(raw.get("exclude_columns") or ()),
+        id_column=_optional_text(raw, "id_column", spec_path),
+        time_column=_optional_text(raw, "time_column", spec_path),
+        positive_class=_scalar(raw, "positive_class", spec_path, (str, int, bool, float)),
+        sensitive_columns=_names(raw, "sensitive_columns", spec_path),
+        exclude_columns=_names(raw, "exclude_columns", spec_path),
         spec_path=spec_path,
         dtypes=_dtypes(raw, spec_path),
         cleaning=_cleaning(raw, spec_path),
-        delimiter=raw.get("delimiter"),
-        encoding=raw.get("encoding"),
-        sheet=raw.get("sheet"),
+        delimiter=delimiter,
+        encoding=encoding,
+        sheet=_scalar(raw, "sheet", spec_path, (str, int)),
     )
 
 
@@ -176,19 +236,27 @@ def _cleaning(raw: dict, spec_path: Path) -> dict[str, object]:
             raise SpecError(f"{spec_path}: unknown cleaning option {key!r}; use one of {sorted(allowed)}")
         if key in CLEANING_OPTIONS and value not in CLEANING_OPTIONS[key]:
             raise SpecError(f"{spec_path}: cleaning.{key} is {value!r}; use one of {CLEANING_OPTIONS[key]}")
+        if key == "outlier_threshold" and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            raise SpecError(f"{spec_path}: cleaning.outlier_threshold must be a positive number, got {value!r}")
     return dict(cleaning)
 
 
 def load_series_spec(spec_path: Path) -> SeriesSpec:
-    raw = _load_yaml(spec_path)
+    raw = _load_yaml(spec_path, SERIES_FIELDS)
+    freq = str(raw.get("freq", "MS"))
+    try:
+        pd.tseries.frequencies.to_offset(freq)
+    except ValueError as error:
+        raise SpecError(f"{spec_path}: freq {freq!r} is not a pandas frequency; use e.g. MS, D, h or W") from error
+    log_transform = _scalar(raw, "log_transform", spec_path, (bool,))
     return SeriesSpec(
         name=validate_name(spec_path.stem, "series"),
         path=_data_path(raw, spec_path),
-        time_column=str(_require(raw, "time_column", spec_path)),
-        value_column=str(_require(raw, "value_column", spec_path)),
-        freq=str(raw.get("freq", "MS")),
-        season_length=int(raw.get("season_length", 12)),
-        horizon=int(raw.get("horizon", 24)),
-        log_transform=bool(raw.get("log_transform", False)),
+        time_column=_require_text(raw, "time_column", spec_path),
+        value_column=_require_text(raw, "value_column", spec_path),
+        freq=freq,
+        season_length=_integer(raw, "season_length", spec_path, 12),
+        horizon=_integer(raw, "horizon", spec_path, 24),
+        log_transform=bool(log_transform),
         spec_path=spec_path,
     )
