@@ -4,12 +4,13 @@ import dagster as dg
 
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
-from tmiv_assets.defs.assets.deploy import registered_model
+from tmiv_assets.defs.assets.deploy import champion_history, registered_model
 from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast
 from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
 from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
+from tmiv_assets.defs.lifecycle import archive_model, promote_model, rollback_model
 from tmiv_assets.defs.resources import build_resources, default_environment
 from tmiv_assets.defs.schedules import weekly_retrain_schedule
 from tmiv_assets.defs.sensors import (
@@ -29,8 +30,8 @@ executor = dg.multiprocess_executor.configured(
 
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
-            model_leaderboard, registered_model, shap_report, scored_batch, drift_report, forecast],
-    jobs=[full_pipeline, retrain, score_batch, forecast_series],
+            model_leaderboard, registered_model, champion_history, shap_report, scored_batch, drift_report, forecast],
+    jobs=[full_pipeline, retrain, score_batch, forecast_series, promote_model, rollback_model, archive_model],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, dead_runs_sensor],
     schedules=[weekly_retrain_schedule],
     resources=build_resources(),

@@ -5,14 +5,18 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
+from tmiv_assets.resources.model_registry import ModelRegistry
 from tmiv_assets_tests.conftest import DATA_DIR, PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
@@ -37,7 +41,7 @@ def dagster(environment: dict[str, str], *args: str, timeout: int = 600) -> subp
                           text=True, timeout=timeout)
 
 
-def test_job_execute_runs_the_full_pipeline(environment, tmp_path):
+def test_job_execute_runs_the_full_pipeline_and_the_lifecycle_jobs(environment, tmp_path):
     with persistent_instance(environment) as instance:
         instance.add_dynamic_partitions("dataset", ["titanic"])
     run_config = tmp_path / "fast.yaml"  # the run-config file users pass to tune the search
@@ -50,13 +54,48 @@ def test_job_execute_runs_the_full_pipeline(environment, tmp_path):
         assert [(r.job_name, r.status, r.tags["dagster/partition"]) for r in runs] == [
             ("full_pipeline", dg.DagsterRunStatus.SUCCESS, "titanic")]
         assert instance.get_latest_materialization_event(dg.AssetKey("registered_model")) is not None
+    registry = ModelRegistry(home=environment["TMIV_HOME"])
+    with pytest.raises(LookupError, match="no earlier champion"):
+        registry.rollback("titanic")
+    first = registry.champion("titanic")
+    registry.register("titanic", first.source, first.run_id, dict(first.tags))  # the same model again, as v2
+    commands = readme_lifecycle_commands()  # promote v2, roll back, archive v2: the shipped configs, as documented
+    assert [re.search(r"-j (\w+)", c).group(1) for c in commands] == ["promote_model", "rollback_model",
+                                                                       "archive_model"]
+    for command in commands:
+        completed = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env=environment | {
+            "PATH": f"{BIN}:{environment['PATH']}"}, capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, f"{command}\n{completed.stderr[-3000:]}"
+    assert registry.champion("titanic").version == first.version == "1"
+    assert registry.client().get_model_version("tmiv_titanic", "2").tags["archived"] == "true"
+    history = registry.history("titanic")
+    assert [(d.action, d.before, d.after, d.trigger) for d in history] == [
+        ("register", None, 1, "manual"), ("promote", 1, 2, "manual"), ("rollback", 2, 1, "manual"),
+        ("archive", 1, 1, "manual")]
+    assert history[2].reason == "the new champion misbehaves on live data" and history[3].subject == 2
+    with pytest.raises(ValueError, match="is the champion"):
+        registry.archive("titanic", 1)
+    with pytest.raises(LookupError, match=r"has no version 7; versions: \[1, 2\]"):
+        registry.promote("titanic", 7)
+    with pytest.raises(LookupError, match="unknown dataset 'nowhere'"):
+        registry.rollback("nowhere")
+    with persistent_instance(environment) as instance:
+        shown = instance.get_latest_materialization_event(dg.AssetKey("champion_history")).asset_materialization
+        assert shown.partition == "titanic" and shown.metadata["decisions"].value == 4
+
+
+def readme_lifecycle_commands() -> list[str]:
+    """The README's promote / rollback / archive lines (they need two registered versions)."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    return [line for line in readme.splitlines() if line.startswith("dagster job execute") and "_model -c" in line]
 
 
 def readme_shell_commands() -> list[str]:
     """The `dagster …` lines and the partition-registering `python -c …` line the README shows."""
     readme = (PROJECT_ROOT / "README.md").read_text()
     commands = [line.strip() for line in readme.splitlines() if line.startswith(("dagster job execute",
-                                                                                 "dagster asset materialize"))]
+                                                                                 "dagster asset materialize"))
+                and line not in readme_lifecycle_commands()]
     register = re.search(r"`(python -c \"import dagster as dg; [^`]+)`", readme).group(1)
     return [register, *commands]
 
@@ -74,11 +113,43 @@ def test_every_shell_command_in_the_readme_runs_as_written(environment):
         assert completed.returncode == 0, f"{command}\n{completed.stderr[-3000:]}"
     home = Path(environment["TMIV_HOME"])
     assert (home / "batches" / "flights" / "2013-07-22" / "scored.parquet").exists()
+    served_predictions_equal_scored_batch(shell, home)
     assert (home / "forecasts" / "air_passengers.parquet").exists()
     with persistent_instance(environment) as instance:
         assert set(instance.get_dynamic_partitions("dataset")) == {"titanic", "flights", "cps1985"}
         succeeded = [r.job_name for r in instance.get_runs() if r.status == dg.DagsterRunStatus.SUCCESS]
         assert sorted(set(succeeded)) == ["__ASSET_JOB", "forecast_series", "full_pipeline", "retrain", "score_batch"]
+
+
+def served_predictions_equal_scored_batch(shell: dict[str, str], home: Path) -> None:
+    """The README's `mlflow models serve` and `curl` lines on a free port: the server answers the batch rows
+    exactly as `scored_batch` did; stopped by its process group."""
+    readme = (PROJECT_ROOT / "README.md").read_text().splitlines()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    serve = next(line for line in readme if "mlflow models serve" in line).replace("5001", port)
+    curl = next(line for line in readme if line.startswith("curl -s 127.0.0.1:5001")).replace("5001", port)
+    server = subprocess.Popen(["bash", "-c", serve], cwd=PROJECT_ROOT, env=shell, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while subprocess.run(["curl", "-sf", f"127.0.0.1:{port}/ping"], capture_output=True).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, "the scoring server did not start"
+            time.sleep(1)
+        answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
+        assert json.loads(answer.stdout)["predictions"][0] in (0, 1)
+        batch = pd.read_parquet(DATA_DIR / "incoming" / "flights" / "2013-07-22.parquet")
+        body = json.dumps({"dataframe_split": json.loads(batch.to_json(orient="split", index=False,
+                                                                      date_format="iso"))})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body.encode(),
+                                         {"Content-Type": "application/json"})
+        served = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    scored = pd.read_parquet(home / "batches" / "flights" / "2013-07-22" / "scored.parquet")
+    assert served == scored["prediction"].tolist()
 
 
 def test_daemon_launches_retrain_when_a_drift_report_says_drift(environment, tmp_path):

@@ -65,7 +65,7 @@ def test_spec_file_outside_its_folder_is_rejected(tmp_path):
         (pd.DataFrame({"x": [1, 2], "y": ["a", "b"]}), {"task": "regression"}, "must be numeric for regression"),
         (pd.DataFrame({"x": [1, 2], "y": [1, 1]}), {}, "has 1 classes"),
         (pd.DataFrame({"x": [1, 2], "y": [np.nan, np.nan]}), {}, "has no values"),
-        (pd.DataFrame({"id": [1, 1], "y": [0, 1]}), {"id_column": "id"}, "2 duplicate|1 duplicate"),
+        (pd.DataFrame({"id": [1, 1], "x": [1, 2], "y": [0, 1]}), {"id_column": "id"}, "2 duplicate|1 duplicate"),
     ],
 )
 def test_validation_names_file_and_column(tmp_path, frame, overrides, message):

@@ -2,7 +2,7 @@
 
 Each kill is a real SIGKILL of a process running the training assets, sent by the process itself at an
 exact point (a patched method). Afterwards nobody frees or deletes anything by hand: the dead run is failed
-by `fail_dead_runs` (what `dead_runs_sensor` runs), a rerun succeeds, and the state is consistent.
+by `dead_runs_sensor`, a rerun succeeds, and the state is consistent.
 """
 
 import os
@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
-from tmiv_assets.defs.sensors import fail_dead_runs
+from tmiv_assets.defs.sensors import dead_runs_sensor, fail_dead_runs
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import EXPERIMENT, ModelRegistry
 from tmiv_assets_tests.conftest import DATA_DIR, FAST_TRAINING, PROJECT_ROOT, resources_for
@@ -131,8 +131,8 @@ def test_a_kill_at_each_write_point_is_recovered_by_an_unattended_rerun(point, t
     with dg.DagsterInstance.get() as instance:
         [dead] = instance.get_runs()
         assert dead.status == dg.DagsterRunStatus.STARTED  # what a killed run looks like until it is noticed
-        [message] = fail_dead_runs(instance)
-        assert dead.run_id in message and "killed" in message
+        tick = dead_runs_sensor(dg.build_sensor_context(instance=instance))  # what the daemon runs every 30 s
+        assert dead.run_id in tick.skip_message and "killed" in tick.skip_message
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
         assert fail_dead_runs(instance) == []
         rerun = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home),

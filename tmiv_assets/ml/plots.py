@@ -99,3 +99,18 @@ def pareto_plot(trials: pd.DataFrame, front: pd.DataFrame, cost: str, metric: st
     axis.set_ylabel(f"CV {metric}")
     axis.legend()
     return figure
+
+
+def champion_timeline_plot(history: pd.DataFrame) -> plt.Figure:
+    """The champion version after each lifecycle decision, as steps over time, each decision marked."""
+    figure, axis = plt.subplots(figsize=(7, 3))
+    times = pd.to_datetime(history["at"])
+    axis.step(times, history["after"], where="post", color="tab:blue")
+    for action, rows in history.assign(at=times).groupby("action"):
+        axis.scatter(rows["at"], rows["after"], label=action, zorder=3)
+    axis.set_ylabel("champion version")
+    axis.yaxis.get_major_locator().set_params(integer=True)
+    axis.legend(fontsize=8)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    return figure

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +17,32 @@ from mlflow.tracking import MlflowClient
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+ARCHIVED = "archived"
 EXPERIMENT = "tmiv"
+DECISION_PREFIX = "decision."
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One lifecycle decision: which version was champion before and after, who or what asked, and why."""
+
+    action: str
+    """register, promote, challenger, rollback or archive."""
+    before: int | None
+    after: int | None
+    reason: str
+    trigger: str
+    """new data, drift, performance, schedule or manual."""
+    scores: dict
+    run_id: str | None = None
+    subject: int | None = None
+    """The version acted on when it is not the champion after (archive, challenger)."""
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def _decision_order(item: tuple[str, str]) -> int:
+    key = item[0]
+    return int(key[len(DECISION_PREFIX):]) if key.startswith(DECISION_PREFIX) else 0
 
 
 class ModelRegistry(dg.ConfigurableResource):
@@ -85,9 +114,86 @@ class ModelRegistry(dg.ConfigurableResource):
             client.create_registered_model(name, description=f"Champion models for dataset '{dataset}'")
         return client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
 
-    def promote(self, dataset: str, version: str, alias: str = CHAMPION) -> None:
-        """Point `alias` at `version`; an alias names exactly one version, so the swap is atomic."""
-        self.client().set_registered_model_alias(self.model_name(dataset), alias, version)
+    def promote(self, dataset: str, version: int | str, alias: str = CHAMPION, *, reason: str = "",
+                trigger: str = "manual", action: str = "promote", scores: dict | None = None,
+                run_id: str | None = None) -> Decision:
+        """Point `alias` at `version` and record the decision. Moving an alias is one atomic write, so a
+        failure at any point leaves exactly one champion: the old one, or the new one."""
+        client, name = self.client(), self.model_name(dataset)
+        target = self._version(dataset, version)
+        if alias == CHAMPION and target.tags.get(ARCHIVED) == "true":
+            raise ValueError(f"{name} v{version} is archived; a champion must be a live version (unarchive it by "
+                             f"removing its '{ARCHIVED}' tag, or pick another version)")
+        before = self.champion(dataset)
+        before_version = int(before.version) if before else None
+        client.set_registered_model_alias(name, alias, str(target.version))
+        return self._record(dataset, Decision(
+            action=action if alias == CHAMPION else alias, before=before_version,
+            after=int(target.version) if alias == CHAMPION else before_version, reason=reason, trigger=trigger,
+            scores=scores or {}, run_id=run_id, subject=int(target.version)))
+
+    def archive(self, dataset: str, version: int | str, *, reason: str = "", trigger: str = "manual",
+                run_id: str | None = None) -> Decision:
+        """Tag a version archived and drop the `challenger` alias from it; the champion cannot be archived."""
+        client, name = self.client(), self.model_name(dataset)
+        target = self._version(dataset, version)
+        if CHAMPION in target.aliases:
+            raise ValueError(f"{name} v{version} is the champion; promote or roll back to another version first")
+        client.set_model_version_tag(name, str(target.version), ARCHIVED, "true")
+        if CHALLENGER in target.aliases:
+            client.delete_registered_model_alias(name, CHALLENGER)
+        champion = self.champion(dataset)
+        return self._record(dataset, Decision(
+            action="archive", before=int(champion.version) if champion else None,
+            after=int(champion.version) if champion else None, reason=reason or f"archived v{target.version}",
+            trigger=trigger, scores={}, run_id=run_id, subject=int(target.version)))
+
+    def rollback(self, dataset: str, to_version: int | str | None = None, *, reason: str = "",
+                 trigger: str = "manual", run_id: str | None = None) -> Decision:
+        """Make `to_version` champion again; by default the champion before the current one."""
+        champion = self.champion(dataset)
+        if champion is None:
+            raise LookupError(f"{self.model_name(dataset)} has no champion to roll back from; materialize "
+                              f"registered_model for '{dataset}' first")
+        if to_version is None:
+            earlier = [d for d in self.history(dataset) if d.after == int(champion.version)
+                       and d.action in ("promote", "rollback", "register") and d.before not in (None, d.after)]
+            if not earlier:
+                raise LookupError(f"{self.model_name(dataset)} v{champion.version} has no earlier champion to roll "
+                                  "back to; name a version with to_version")
+            to_version = earlier[-1].before
+        return self.promote(dataset, to_version, action="rollback", trigger=trigger, run_id=run_id,
+                            reason=reason or f"rolled back from v{champion.version}")
+
+    def history(self, dataset: str) -> list[Decision]:
+        """Every recorded lifecycle decision of the dataset's model, oldest first."""
+        model = self._registered(dataset)
+        return [Decision(**json.loads(value)) for key, value in sorted(model.tags.items(), key=_decision_order)
+                if key.startswith(DECISION_PREFIX)]
+
+    def _record(self, dataset: str, decision: Decision) -> Decision:
+        """A decision as a registered-model tag (MLflow keeps them with the model; no side file)."""
+        key = f"{DECISION_PREFIX}{time.time_ns()}"
+        self.client().set_registered_model_tag(self.model_name(dataset), key, json.dumps(asdict(decision)))
+        return decision
+
+    def _registered(self, dataset: str):
+        try:
+            return self.client().get_registered_model(self.model_name(dataset))
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+            raise LookupError(f"no registered model {self.model_name(dataset)}: unknown dataset '{dataset}' or never "
+                              f"trained; materialize registered_model for it first") from error
+
+    def _version(self, dataset: str, version: int | str) -> ModelVersion:
+        self._registered(dataset)
+        try:
+            return self.client().get_model_version(self.model_name(dataset), str(int(version)))
+        except (MlflowException, ValueError) as error:
+            versions = sorted(int(v.version) for v in self.client().search_model_versions(
+                f"name = '{self.model_name(dataset)}'"))
+            raise LookupError(f"{self.model_name(dataset)} has no version {version!r}; versions: {versions}") from error
 
     def champion(self, dataset: str) -> ModelVersion | None:
         """The version aliased `champion`; None before the first one (also when a run was killed between

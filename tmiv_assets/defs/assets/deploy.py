@@ -1,11 +1,14 @@
 """Deployment: the leaderboard's final model as a registry version, champion only when it is no worse."""
 
 import dagster as dg
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from tmiv_assets.defs.assets.automl import held_out, model_leaderboard
+from tmiv_assets.defs.metadata import markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.metrics import IncumbentScore, decide_promotion, score_model
+from tmiv_assets.ml.plots import champion_timeline_plot, figure_to_markdown
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 
@@ -52,7 +55,9 @@ def registered_model(context: dg.AssetExecutionContext, store: FeatureStore,
                 "tmiv/trigger", "manual"), "decision": decision.reason}
     registered = registry.register(name, best["model_uri"], best["run_id"], tags)
     alias = CHAMPION if decision.promote else CHALLENGER
-    registry.promote(name, registered.version, alias)
+    registry.promote(name, registered.version, alias, reason=decision.reason, trigger=tags["trigger"],
+                     action="register", run_id=context.run_id,
+                     scores={"new": float(best[f"test_{metric}"]), "champion": incumbent.score, "metric": metric})
     (context.log.info if decision.promote else context.log.warning)(
         f"Registered {registered.name} v{registered.version} as {alias}: {decision.reason}")
     return dg.MaterializeResult(metadata={
@@ -67,3 +72,21 @@ def registered_model(context: dg.AssetExecutionContext, store: FeatureStore,
         "previous_champion_version": incumbent.version or 0,
         "model_uri": best["model_uri"],
     })
+
+
+def history_metadata(registry: ModelRegistry, dataset: str) -> dict:
+    """The decision table and timeline of a dataset's champion."""
+    history = pd.DataFrame([vars(d) for d in registry.history(dataset)])
+    if history.empty:
+        return {"decisions": 0}
+    champion = registry.champion(dataset)
+    return {"decisions": len(history), "champion_version": int(champion.version) if champion else 0,
+            "history": markdown_table(history[["at", "action", "before", "after", "subject", "trigger", "reason",
+                                               "scores", "run_id"]].astype(str)),
+            "timeline": dg.MetadataValue.md(figure_to_markdown(champion_timeline_plot(history), "champion timeline"))}
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[registered_model], group_name="deployment", kinds={"mlflow"})
+def champion_history(context: dg.AssetExecutionContext, registry: ModelRegistry) -> dg.MaterializeResult:
+    """Every lifecycle decision of the dataset's model: trigger, champion before and after, scores, reason."""
+    return dg.MaterializeResult(metadata=history_metadata(registry, context.partition_key))
