@@ -10,7 +10,7 @@ from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast
 from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
 from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
-from tmiv_assets.defs.lifecycle import archive_model, promote_model, rollback_model
+from tmiv_assets.defs.model_jobs import archive_model, predict_file, promote_model, rollback_model
 from tmiv_assets.defs.resources import build_resources, default_environment
 from tmiv_assets.defs.schedules import weekly_retrain_schedule
 from tmiv_assets.defs.sensors import (
@@ -31,7 +31,8 @@ executor = dg.multiprocess_executor.configured(
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
             model_leaderboard, registered_model, champion_history, shap_report, scored_batch, drift_report, forecast],
-    jobs=[full_pipeline, retrain, score_batch, forecast_series, promote_model, rollback_model, archive_model],
+    jobs=[full_pipeline, retrain, score_batch, forecast_series, promote_model, rollback_model, archive_model,
+          predict_file],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, dead_runs_sensor],
     schedules=[weekly_retrain_schedule],
     resources=build_resources(),

@@ -16,6 +16,7 @@ from tmiv_assets.defs.assets.monitoring import scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.prediction_log import PredictionLog
 from tmiv_assets_tests.conftest import DATA_DIR, FAST_TRAINING, resources_for
 
 
@@ -293,6 +294,9 @@ def test_a_bad_batch_fails_clearly_and_a_good_one_scores(trained, breakage, expe
     good = dg.materialize([scored_batch], resources=resources_for(home, data_dir), partition_key=partition,
                           instance=instance)
     assert good.success
+    logged = PredictionLog(home=str(home)).rows(f"titanic|{day}")  # each parameter scores the day again: replaced
+    assert len(logged) == len(batch) and logged["request_id"].nunique() == 1
+    assert sorted(logged["entity_id"]) == sorted(batch["passenger_id"].astype(str))
     if breakage is None:
         path.write_bytes(b"PAR1 truncated")
     else:

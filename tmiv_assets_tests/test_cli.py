@@ -16,8 +16,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from tmiv_assets.defs.model_jobs import predict_file
 from tmiv_assets.resources.model_registry import ModelRegistry
-from tmiv_assets_tests.conftest import DATA_DIR, PROJECT_ROOT
+from tmiv_assets.resources.prediction_log import PredictionLog
+from tmiv_assets_tests.conftest import DATA_DIR, PROJECT_ROOT, resources_for
 
 BIN = Path(sys.executable).parent
 
@@ -61,12 +63,12 @@ def test_job_execute_runs_the_full_pipeline_and_the_lifecycle_jobs(environment, 
     registry.register("titanic", first.source, first.run_id, dict(first.tags))  # the same model again, as v2
     commands = readme_lifecycle_commands()  # promote v2, roll back, archive v2: the shipped configs, as documented
     assert [re.search(r"-j (\w+)", c).group(1) for c in commands] == ["promote_model", "rollback_model",
-                                                                       "archive_model"]
+                                                                       "archive_model", "predict_file"]
     for command in commands:
         completed = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env=environment | {
             "PATH": f"{BIN}:{environment['PATH']}"}, capture_output=True, text=True, timeout=600)
         assert completed.returncode == 0, f"{command}\n{completed.stderr[-3000:]}"
-    assert registry.champion("titanic").version == first.version == "1"
+    assert int(registry.champion("titanic").version) == int(first.version) == 1
     assert registry.client().get_model_version("tmiv_titanic", "2").tags["archived"] == "true"
     history = registry.history("titanic")
     assert [(d.action, d.before, d.after, d.trigger) for d in history] == [
@@ -82,12 +84,28 @@ def test_job_execute_runs_the_full_pipeline_and_the_lifecycle_jobs(environment, 
     with persistent_instance(environment) as instance:
         shown = instance.get_latest_materialization_event(dg.AssetKey("champion_history")).asset_materialization
         assert shown.partition == "titanic" and shown.metadata["decisions"].value == 4
+    rows = pd.read_csv(DATA_DIR / "datasets" / "titanic.csv")
+    predicted = pd.read_parquet(Path(environment["TMIV_HOME"]) / "predictions" / "titanic" / "titanic-v1.parquet")
+    model = registry.load_version("titanic", 1)
+    assert predicted["passenger_id"].tolist() == rows["passenger_id"].tolist()
+    assert predicted["prediction"].tolist() == model.predict(rows).tolist()
+    assert sorted(c for c in predicted if c.startswith("probability_")) == ["probability_no", "probability_yes"]
+    assert predicted["score"].tolist() == predicted["probability_yes"].tolist()  # titanic's positive_class
+    logged = PredictionLog(home=environment["TMIV_HOME"]).rows(f"file:{DATA_DIR / 'datasets' / 'titanic.csv'}")
+    assert len(logged) == len(rows) and set(logged["model_version"]) == {1}
+    broken = tmp_path / "broken.csv"
+    rows.drop(columns=["sex"]).assign(age=rows["age"].astype(str) + "y").to_csv(broken, index=False)
+    result = predict_file.execute_in_process(
+        run_config={"ops": {"predict_rows_of_file": {"config": {"dataset": "titanic", "path": str(broken)}}}},
+        resources=resources_for(Path(environment["TMIV_HOME"])), raise_on_error=False)
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+    assert str(broken) in failure and "['sex']" in failure and "are missing" in failure
 
 
 def readme_lifecycle_commands() -> list[str]:
-    """The README's promote / rollback / archive lines (they need two registered versions)."""
+    """The README's promote / rollback / archive / predict_file lines (they need two registered versions)."""
     readme = (PROJECT_ROOT / "README.md").read_text()
-    return [line for line in readme.splitlines() if line.startswith("dagster job execute") and "_model -c" in line]
+    return [line for line in readme.splitlines() if line.startswith("dagster job execute") and " -c config/" in line]
 
 
 def readme_shell_commands() -> list[str]:
@@ -130,12 +148,15 @@ def served_predictions_equal_scored_batch(shell: dict[str, str], home: Path) -> 
         port = str(probe.getsockname()[1])
     serve = next(line for line in readme if "mlflow models serve" in line).replace("5001", port)
     curl = next(line for line in readme if line.startswith("curl -s 127.0.0.1:5001")).replace("5001", port)
-    server = subprocess.Popen(["bash", "-c", serve], cwd=PROJECT_ROOT, env=shell, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    # A user's shell has no MLflow settings; in-process runs of other tests may have left some in os.environ.
+    clean_shell = {k: v for k, v in shell.items() if not k.startswith("MLFLOW_")}
+    log = home / "scoring_server.log"
+    server = subprocess.Popen(["bash", "-c", serve], cwd=PROJECT_ROOT, env=clean_shell, stdout=log.open("w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while subprocess.run(["curl", "-sf", f"127.0.0.1:{port}/ping"], capture_output=True).returncode != 0:
-            assert server.poll() is None and time.monotonic() < deadline, "the scoring server did not start"
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(1)
         answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
         assert json.loads(answer.stdout)["predictions"][0] in (0, 1)
@@ -146,7 +167,8 @@ def served_predictions_equal_scored_batch(shell: dict[str, str], home: Path) -> 
                                          {"Content-Type": "application/json"})
         served = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     scored = pd.read_parquet(home / "batches" / "flights" / "2013-07-22" / "scored.parquet")
     assert served == scored["prediction"].tolist()

@@ -27,7 +27,7 @@ def test_every_asset_is_partitioned():
 def test_jobs_sensors_and_schedule_exist():
     assert {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")} == {
         "full_pipeline", "retrain", "score_batch", "forecast_series", "promote_model", "rollback_model",
-        "archive_model"}
+        "archive_model", "predict_file"}
     assert {s.name for s in defs.sensors} == {"new_data_files_sensor", "incoming_batches_sensor",
                                               "drift_retrain_sensor", "dead_runs_sensor"}
     assert [s.cron_schedule for s in defs.schedules] == ["0 3 * * 1"]
@@ -44,7 +44,7 @@ def test_engine_never_imports_dagster():
     assert offenders == []
 
 
-LIFECYCLE_JOBS = ("promote_model", "rollback_model", "archive_model")
+LIFECYCLE_JOBS = ("promote_model", "rollback_model", "archive_model", "predict_file")
 
 
 @pytest.mark.parametrize("path", sorted(p for p in (PROJECT_ROOT / "config").glob("*.yaml")
@@ -59,4 +59,4 @@ def test_shipped_run_configs_are_valid_for_the_training_jobs(path, job):
 def test_shipped_lifecycle_configs_are_valid_for_their_jobs(job):
     config = yaml.safe_load((PROJECT_ROOT / "config" / f"{job}.yaml").read_text())
     [op] = dg.validate_run_config(defs.resolve_job_def(job), config)["ops"].values()
-    assert op["config"]["dataset"] == "titanic" and op["config"]["reason"]
+    assert op["config"]["dataset"] == "titanic" and (op["config"].get("reason") or op["config"].get("path"))

@@ -58,7 +58,10 @@ def test_promotion_prefers_the_better_model_in_every_metric(task, metric):
     assert is_better(metric, good, bad) and (good < bad) is (metric in LOWER_IS_BETTER)
     assert decide_promotion(metric, good, IncumbentScore(version=1, score=bad)).promote
     kept = decide_promotion(metric, bad, IncumbentScore(version=1, score=good))
-    assert not kept.promote and "beats the new model" in kept.reason
+    assert not kept.promote and "is not better by the margin 0" in kept.reason
+    gain = abs(good - bad)  # the gate's margin: a better model must also clear it
+    assert decide_promotion(metric, good, IncumbentScore(version=1, score=bad), margin=gain * 0.99).promote
+    assert not decide_promotion(metric, good, IncumbentScore(version=1, score=bad), margin=gain * 1.01).promote
 
 
 def test_promotion_of_the_first_model_and_of_an_unscorable_champion():

@@ -11,6 +11,7 @@ from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.prediction_log import PredictionLog
 from tmiv_assets.resources.tracking import experiment_tracking
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,7 @@ def build_resources(home: str | dg.EnvVar = dg.EnvVar("TMIV_HOME"),
         "store": FeatureStore(home=home),
         "registry": ModelRegistry(home=home),
         "artifacts": ArtifactStore(home=home),
+        "prediction_log": PredictionLog(home=home),
         "source": DataSource(data_dir=data_dir),
         "mlflow": experiment_tracking.configured({"home": home_config}),
     }

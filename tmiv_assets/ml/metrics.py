@@ -112,8 +112,10 @@ class PromotionDecision:
     reason: str
 
 
-def decide_promotion(metric: str, challenger: float, incumbent: IncumbentScore) -> PromotionDecision:
-    """Promote the first model, or one that matches or beats the champion on the same test rows.
+def decide_promotion(metric: str, challenger: float, incumbent: IncumbentScore,
+                     margin: float = 0.0) -> PromotionDecision:
+    """Promote the first model, or one that beats the champion by at least `margin` (in the metric's units;
+    0: a tie promotes the newer model) on the same test rows.
 
     A champion that cannot be scored is kept: being unable to compare is not losing the comparison.
     """
@@ -122,8 +124,10 @@ def decide_promotion(metric: str, challenger: float, incumbent: IncumbentScore) 
     if incumbent.score is None:
         return PromotionDecision(False, f"kept champion v{incumbent.version}: it cannot be scored on the new test "
                                         f"rows ({incumbent.error}); promote the new version by hand if intended")
-    if is_better(metric, incumbent.score, challenger):
-        return PromotionDecision(False, f"champion v{incumbent.version} {metric}={incumbent.score:.4f} beats the new "
-                                        f"model's {challenger:.4f} on the same test rows")
+    gain = incumbent.score - challenger if metric in LOWER_IS_BETTER else challenger - incumbent.score
+    if gain < margin:
+        return PromotionDecision(False, f"champion v{incumbent.version} {metric}={incumbent.score:.4f} kept: the new "
+                                        f"model's {challenger:.4f} on the same test rows is not better by the "
+                                        f"margin {margin:g}")
     return PromotionDecision(True, f"new model {metric}={challenger:.4f} matches or beats champion "
                                    f"v{incumbent.version}'s {incumbent.score:.4f} on the same test rows")

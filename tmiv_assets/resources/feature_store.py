@@ -23,6 +23,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tmiv_assets.ml.data.spec import validate_name
 from tmiv_assets.resources.files import (
@@ -163,11 +165,10 @@ class FeatureStore(dg.ConfigurableResource):
 
     def latest(self, name: str, dataset: str) -> StoredVersion | None:
         versions = self.versions(name, dataset)
-        if versions.empty:
-            return None
-        row = versions.iloc[-1]
-        return StoredVersion(name, dataset, int(row["version"]), Path(row["path"]), int(row["row_count"]),
-                             row["content_hash"], created=False)
+        return None if versions.empty else _stored(name, dataset, versions.iloc[-1])
+
+    def version(self, name: str, dataset: str, version: int | str) -> StoredVersion:
+        return _stored(name, dataset, self._version_row(name, dataset, version))
 
     def versions(self, name: str, dataset: str) -> pd.DataFrame:
         """Catalog rows of (name, dataset), oldest first."""
@@ -228,8 +229,10 @@ class FeatureStore(dg.ConfigurableResource):
                 pass
         with duckdb.connect() as connection:
             if self.catalog_snapshot_path.exists():
-                connection.execute(f"CREATE VIEW catalog AS SELECT * FROM read_parquet("
-                                   f"'{_sql_literal(self.catalog_snapshot_path)}')")
+                # One read of the whole (small) file: a publish may replace it at any moment, and a scan that
+                # opened it twice could pair the old footer with the new file.
+                snapshot = pq.read_table(pa.BufferReader(self.catalog_snapshot_path.read_bytes()))
+                connection.register("catalog", snapshot)
             else:
                 connection.execute(CATALOG_DDL)
                 connection.execute("CREATE VIEW catalog AS SELECT * FROM feature_sets")
@@ -272,6 +275,11 @@ class FeatureStore(dg.ConfigurableResource):
                 time.sleep(0.2)
         connection.execute(CATALOG_DDL)
         return connection
+
+
+def _stored(name: str, dataset: str, row: pd.Series) -> StoredVersion:
+    return StoredVersion(name, dataset, int(row["version"]), Path(row["path"]), int(row["row_count"]),
+                         row["content_hash"], created=False)
 
 
 def _sql_literal(path: Path) -> str:

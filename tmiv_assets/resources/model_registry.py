@@ -151,6 +151,7 @@ class ModelRegistry(dg.ConfigurableResource):
     def rollback(self, dataset: str, to_version: int | str | None = None, *, reason: str = "",
                  trigger: str = "manual", run_id: str | None = None) -> Decision:
         """Make `to_version` champion again; by default the champion before the current one."""
+        self._registered(dataset)
         champion = self.champion(dataset)
         if champion is None:
             raise LookupError(f"{self.model_name(dataset)} has no champion to roll back from; materialize "
@@ -185,6 +186,10 @@ class ModelRegistry(dg.ConfigurableResource):
                 raise
             raise LookupError(f"no registered model {self.model_name(dataset)}: unknown dataset '{dataset}' or never "
                               f"trained; materialize registered_model for it first") from error
+
+    def version(self, dataset: str, version: int | str) -> ModelVersion:
+        """One registered version; a LookupError naming the versions that exist when it does not."""
+        return self._version(dataset, version)
 
     def _version(self, dataset: str, version: int | str) -> ModelVersion:
         self._registered(dataset)

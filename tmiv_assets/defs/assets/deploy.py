@@ -3,13 +3,14 @@
 import dagster as dg
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
+from pydantic import Field
 
 from tmiv_assets.defs.assets.automl import held_out, model_leaderboard
 from tmiv_assets.defs.metadata import markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.metrics import IncumbentScore, decide_promotion, score_model
 from tmiv_assets.ml.plots import champion_timeline_plot, figure_to_markdown
-from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.feature_store import FeatureStore, code_version
 from tmiv_assets.resources.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 
 
@@ -37,8 +38,14 @@ def score_incumbent(registry: ModelRegistry, store: FeatureStore, dataset: str, 
     return IncumbentScore(version=int(champion.version), score=scores[lineage["metric"]])
 
 
+class DeployConfig(dg.Config):
+    promotion_margin: float = Field(default=0.0, ge=0, description=(
+        "How much better, in the metric's units, a new model must score than the champion on the same test "
+        "rows to replace it; 0: a tie promotes the newer model."))
+
+
 @dg.asset(partitions_def=dataset_partitions, deps=[model_leaderboard], group_name="deployment", kinds={"mlflow"})
-def registered_model(context: dg.AssetExecutionContext, store: FeatureStore,
+def registered_model(context: dg.AssetExecutionContext, config: DeployConfig, store: FeatureStore,
                      registry: ModelRegistry) -> dg.MaterializeResult:
     """The final AutoML model as a new MLflow model version: `champion` unless the current champion scores
     better on the same test rows or cannot be scored on them; then it is kept and the new version is
@@ -47,11 +54,14 @@ def registered_model(context: dg.AssetExecutionContext, store: FeatureStore,
     lineage, board = store.lineage("model_leaderboard", name, version), store.load("model_leaderboard", name, version)
     metric, best = lineage["metric"], board.set_index("model").loc["automl"]
     incumbent = score_incumbent(registry, store, name, lineage)
-    decision = decide_promotion(metric, float(best[f"test_{metric}"]), incumbent)
+    decision = decide_promotion(metric, float(best[f"test_{metric}"]), incumbent, config.promotion_margin)
+    clean = store.version("clean_dataset", name, lineage["clean_dataset_version"])
     tags = {"dataset": name, "task": lineage["spec"]["task"], "candidate": "automl", "metric": metric,
             f"test_{metric}": str(best[f"test_{metric}"]), "dagster_run_id": context.run_id,
             "feature_set_version": str(lineage["feature_set_version"]),
-            "clean_dataset_version": str(lineage["clean_dataset_version"]), "trigger": context.run.tags.get(
+            "clean_dataset_version": str(lineage["clean_dataset_version"]),
+            "clean_dataset_content_hash": clean.content_hash, "code_version": code_version(),
+            "trigger": context.run.tags.get(
                 "tmiv/trigger", "manual"), "decision": decision.reason}
     registered = registry.register(name, best["model_uri"], best["run_id"], tags)
     alias = CHAMPION if decision.promote else CHALLENGER

@@ -9,15 +9,17 @@ from tmiv_assets.defs.assets.data import stored_spec
 from tmiv_assets.defs.assets.deploy import champion_or_failure, registered_model
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions
-from tmiv_assets.ml.data.ingest import validate_batch
+from tmiv_assets.ml.data.ingest import require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
-from tmiv_assets.ml.metrics import resolve_positive_class, score_model
+from tmiv_assets.ml.deploy.serving import predict_rows
+from tmiv_assets.ml.metrics import score_model
 from tmiv_assets.ml.monitoring.drift import DriftDetector
 from tmiv_assets.ml.plots import drift_plot, figure_to_markdown
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.prediction_log import PredictionLog
 
 
 class DriftConfig(dg.Config):
@@ -44,26 +46,22 @@ def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: F
 
 @dg.asset(partitions_def=batch_partitions, deps=[registered_model], group_name="monitoring", kinds={"parquet"})
 def scored_batch(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
-                 registry: ModelRegistry, artifacts: ArtifactStore) -> dg.MaterializeResult:
+                 registry: ModelRegistry, artifacts: ArtifactStore,
+                 prediction_log: PredictionLog) -> dg.MaterializeResult:
     """Predictions of the champion for one day's batch; scored against labels once they arrive."""
     dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
     model = registry.load_version(dataset, champion.version)
     inputs = list(model.feature_names_in_)
-    missing = [c for c in inputs if c not in batch.columns]
-    if missing:
-        raise dg.Failure(description=f"{source.batch_path(dataset, day)}: columns {missing} the champion needs "
-                                     "are missing; send batches with the dataset's columns")
-    scored = pd.DataFrame({"prediction": model.predict(batch[inputs])}, index=batch.index)
-    if spec.is_classification:
-        proba = model.predict_proba(batch[inputs])
-        positive = resolve_positive_class(model.classes_, spec.positive_class)
-        column = list(model.classes_).index(positive) if spec.task == "binary" else None
-        scored["score"] = proba[:, column] if column is not None else proba.max(axis=1)
-    if spec.id_column:
-        scored.insert(0, spec.id_column, batch[spec.id_column])
+    with bad_input_as_failure(context.partition_key):
+        require_columns(batch, inputs, source.batch_path(dataset, day))
+    scored = predict_rows(model, batch, spec.task, spec.positive_class, keep=[spec.id_column] if spec.id_column else [],
+                          probabilities=False)
     scored["champion_version"] = int(champion.version)
     path = artifacts.write_frame(scored, "batches", dataset, day, "scored.parquet")
+    request = prediction_log.record(f"{dataset}|{day}", champion.name, int(champion.version), scored["prediction"],
+                                    scored.get("score"), batch[spec.id_column] if spec.id_column else None)
     metadata = {"dagster/row_count": len(scored), "champion_version": int(champion.version),
+                "prediction_log_request": request,
                 "path": dg.MetadataValue.path(str(path)), "preview": markdown_table(scored.head(5))}
     with bad_input_as_failure(context.partition_key):
         labels = source.read_labels(dataset, day)

@@ -441,6 +441,16 @@ def append_labelled_batches(
     return combined.drop_duplicates(subset=[spec.id_column], keep="first").reset_index(drop=True)
 
 
+def require_columns(frame: pd.DataFrame, needed: list[str], path: Path) -> list[str]:
+    """Fail naming every column a model needs that `frame` lacks; return the extra columns it will ignore."""
+    missing = [c for c in needed if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in needed]
+    if missing:
+        raise DataValidationError(f"{path}: columns {missing} the model needs are missing (it also got {extra} it "
+                                  "does not use); send rows with the dataset's columns", path, missing[0])
+    return extra
+
+
 def validate_batch(batch: pd.DataFrame, schema: dict[str, str], path: Path, skip: set[str]) -> None:
     """A batch to score against the training schema (column -> dtype): no column the model saw may change
     kind (number, text, date) or arrive empty in every row."""

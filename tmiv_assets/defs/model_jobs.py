@@ -1,0 +1,128 @@
+"""Jobs that act on registered models by hand, from the UI launchpad or the shell: promote, roll back and
+archive versions (`dagster job execute -j rollback_model -c config/rollback_model.yaml`; every decision is
+recorded in the registry and shown by `champion_history`), and predict a user's file (`predict_file`)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from tmiv_assets.defs.assets.data import stored_spec
+from tmiv_assets.defs.assets.deploy import champion_history, champion_or_failure, history_metadata
+from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
+from tmiv_assets.ml.data.ingest import read_table, require_columns, validate_batch
+from tmiv_assets.ml.deploy.serving import predict_rows
+from tmiv_assets.resources.artifacts import ArtifactStore
+from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.prediction_log import PredictionLog
+
+
+class LifecycleConfig(dg.Config):
+    dataset: str = Field(description="Dataset whose model is changed, e.g. titanic.")
+    version: int | None = Field(default=None, description="Model version (rollback: empty = the previous champion).")
+    reason: str = Field(default="", description="Why: recorded with the decision.")
+
+
+def _decide(context: dg.OpExecutionContext, config: LifecycleConfig, registry: ModelRegistry,
+            action: str) -> Iterator[dg.AssetMaterialization]:
+    try:
+        if action == "promote":
+            if config.version is None:
+                raise ValueError("promote needs a version; set 'version' in the run config")
+            decision = registry.promote(config.dataset, config.version, reason=config.reason or "promoted by hand",
+                                        run_id=context.run_id)
+        elif action == "rollback":
+            decision = registry.rollback(config.dataset, config.version, reason=config.reason, run_id=context.run_id)
+        else:
+            if config.version is None:
+                raise ValueError("archive needs a version; set 'version' in the run config")
+            decision = registry.archive(config.dataset, config.version, reason=config.reason, run_id=context.run_id)
+    except (LookupError, ValueError) as error:
+        raise dg.Failure(description=f"[{config.dataset}] {action}: {error}") from error
+    context.log.info(f"{config.dataset}: {action} -> champion v{decision.after} (was v{decision.before})")
+    yield dg.AssetMaterialization(asset_key=champion_history.key, partition=config.dataset,
+                                  metadata=history_metadata(registry, config.dataset))
+
+
+@dg.op(out={})
+def promote_version(context: dg.OpExecutionContext, config: LifecycleConfig, registry: ModelRegistry):
+    """Make `version` the champion."""
+    yield from _decide(context, config, registry, "promote")
+
+
+@dg.op(out={})
+def rollback_champion(context: dg.OpExecutionContext, config: LifecycleConfig, registry: ModelRegistry):
+    """Make the previous champion (or `version`) the champion again."""
+    yield from _decide(context, config, registry, "rollback")
+
+
+@dg.op(out={})
+def archive_version(context: dg.OpExecutionContext, config: LifecycleConfig, registry: ModelRegistry):
+    """Tag `version` archived (never the champion) and drop its challenger alias."""
+    yield from _decide(context, config, registry, "archive")
+
+
+@dg.job(description="Make a registered model version the champion.")
+def promote_model():
+    promote_version()
+
+
+@dg.job(description="Roll the champion back to the previous one (or a named version).")
+def rollback_model():
+    rollback_champion()
+
+
+@dg.job(description="Archive a model version.")
+def archive_model():
+    archive_version()
+
+
+class PredictFileConfig(dg.Config):
+    dataset: str = Field(description="Dataset whose model predicts, e.g. titanic.")
+    path: str = Field(description="CSV, Parquet or Excel file with the dataset's columns (the target may be absent).")
+    version: int | None = Field(default=None, description="Model version; empty = the champion.")
+    output_format: Literal["parquet", "csv"] = Field(default="parquet", description="File type of the predictions.")
+
+
+@dg.op(out={})
+def predict_rows_of_file(context: dg.OpExecutionContext, config: PredictFileConfig, registry: ModelRegistry,
+                         store: FeatureStore, artifacts: ArtifactStore, prediction_log: PredictionLog):
+    """Predictions (and class probabilities) for a user's file, written atomically under `predictions/`."""
+    path = Path(config.path).expanduser().resolve()
+    try:
+        chosen = (registry.version(config.dataset, config.version) if config.version is not None
+                  else champion_or_failure(registry, config.dataset))
+    except LookupError as error:
+        raise dg.Failure(description=f"[{config.dataset}] predict_file: {error}") from error
+    version, clean_version = int(chosen.version), int(chosen.tags["clean_dataset_version"])
+    model = registry.load_version(config.dataset, version)
+    spec = stored_spec(store, "clean_dataset", config.dataset, clean_version)
+    raw_version = store.lineage("clean_dataset", config.dataset, clean_version)["raw_dataset_version"]
+    with bad_input_as_failure(config.dataset):
+        frame = read_table(path)
+        ignored = require_columns(frame, list(model.feature_names_in_), path)
+        validate_batch(frame, store.schema("raw_dataset", config.dataset, raw_version), path,
+                       skip={spec.target, *spec.key_columns})
+    result = predict_rows(model, frame, spec.task, spec.positive_class,
+                          keep=[c for c in spec.key_columns if c in frame.columns])
+    result["model_version"] = version
+    parts = ("predictions", config.dataset, f"{path.stem}-v{version}.{config.output_format}")
+    target = artifacts.write_frame(result, *parts) if config.output_format == "parquet" else \
+        artifacts.write_csv(result, *parts)
+    context.log.info(f"{config.dataset} v{version}: {len(result):,} predictions for {path.name} -> {target}"
+                     + (f"; ignored columns {ignored}" if ignored else ""))
+    prediction_log.record(f"file:{path}", chosen.name, version, result["prediction"], result.get("score"),
+                          result[spec.id_column] if spec.id_column in result else None)
+    metadata = {"rows": len(result), "path": dg.MetadataValue.path(str(target)), "source_file": str(path),
+                "model_version": version, "ignored_columns": ", ".join(ignored) or "none",
+                "preview": markdown_table(result.head(5))}
+    yield dg.AssetMaterialization(asset_key=["predictions", config.dataset],
+                                  description=f"{path} with model v{version}", metadata=metadata)
+
+
+@dg.job(description="Predict a file of rows with the champion (or a named version).")
+def predict_file():
+    predict_rows_of_file()
