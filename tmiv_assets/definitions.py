@@ -4,11 +4,11 @@ import dagster as dg
 
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
-from tmiv_assets.defs.assets.deploy import champion_history, registered_model
+from tmiv_assets.defs.assets.deploy import champion_history, model_comparison, registered_model
 from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast
-from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
+from tmiv_assets.defs.assets.monitoring import ab_test_report, drift_report, scored_batch
 from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
 from tmiv_assets.defs.model_jobs import archive_model, predict_file, promote_model, rollback_model
 from tmiv_assets.defs.resources import build_resources, default_environment
@@ -30,7 +30,8 @@ executor = dg.multiprocess_executor.configured(
 
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
-            model_leaderboard, registered_model, champion_history, shap_report, scored_batch, drift_report, forecast],
+            model_leaderboard, registered_model, champion_history, shap_report, scored_batch, drift_report,
+            ab_test_report, model_comparison, forecast],
     jobs=[full_pipeline, retrain, score_batch, forecast_series, promote_model, rollback_model, archive_model,
           predict_file],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, dead_runs_sensor],

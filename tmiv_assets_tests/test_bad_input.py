@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from tmiv_assets.defs.assets.data import clean_dataset, raw_dataset
+from tmiv_assets.defs.assets.deploy import model_comparison
 from tmiv_assets.defs.assets.features import feature_set, selected_features
-from tmiv_assets.defs.assets.monitoring import scored_batch
+from tmiv_assets.defs.assets.monitoring import ab_test_report, scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
@@ -351,3 +352,55 @@ def test_report_csvs_escape_cells_a_spreadsheet_would_run(tmp_path):
     assert any(cell.startswith(f"'{formula[:4]}") for cell in cells)
     assert not [cell for cell in cells if cell.startswith(("=", "+", "@"))]
     assert FeatureStore(home=str(home)).load("feature_set", "titanic").columns.str.startswith("=").any()
+
+
+def test_an_ab_test_routes_rows_by_id_and_reports_per_arm(trained):
+    home, data_dir, instance = trained
+    day, partition = "2013-03-02", dg.MultiPartitionKey({"dataset": "titanic", "day": "2013-03-02"})
+    rows = pd.read_csv(data_dir / "datasets" / "titanic.csv").head(600)
+    (data_dir / "incoming" / "titanic" / "labels").mkdir(parents=True, exist_ok=True)
+    rows.drop(columns=["survived"]).to_parquet(data_dir / "incoming" / "titanic" / f"{day}.parquet")
+    ab = {"ops": {"scored_batch": {"config": {"challenger_share": 0.5}}}}
+    registry = ModelRegistry(home=str(home))
+    if registry.aliased("titanic", "challenger") is not None:  # an earlier test may have left one
+        registry.client().delete_registered_model_alias("tmiv_titanic", "challenger")
+    no_challenger = dg.materialize([scored_batch], run_config=ab, resources=resources_for(home, data_dir),
+                                   partition_key=partition, instance=instance, raise_on_error=False)
+    description = no_challenger.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+    assert "needs a `challenger` version" in description
+    champion = registry.champion("titanic")
+    challenger = registry.register("titanic", champion.source, champion.run_id, dict(champion.tags))
+    registry.promote("titanic", challenger.version, alias="challenger", reason="A/B test")
+    assert dg.materialize([scored_batch, ab_test_report], run_config=ab, resources=resources_for(home, data_dir),
+                          partition_key=partition, instance=instance).success
+    logged = PredictionLog(home=str(home)).rows(f"titanic|{day}")
+    arms = logged.set_index("entity_id")["arm"]
+    assert set(arms) == {"champion", "challenger"} and abs((arms == "challenger").mean() - 0.5) < 0.1
+    assert set(logged.loc[logged["arm"] == "challenger", "model_version"]) == {int(challenger.version)}
+    report = instance.get_latest_materialization_event(dg.AssetKey("ab_test_report")).asset_materialization.metadata
+    assert report["status"].value == "no labels yet"
+    rows[["passenger_id", "survived"]].to_parquet(data_dir / "incoming" / "titanic" / "labels" / f"{day}.parquet")
+    assert dg.materialize([scored_batch, ab_test_report], run_config=ab, resources=resources_for(home, data_dir),
+                          partition_key=partition, instance=instance).success
+    again = PredictionLog(home=str(home)).rows(f"titanic|{day}").set_index("entity_id")["arm"]
+    assert again.sort_index().equals(arms.sort_index())  # a row keeps its arm when the batch is scored again
+    report = instance.get_latest_materialization_event(dg.AssetKey("ab_test_report")).asset_materialization.metadata
+    assert report["status"].value == "compared" and sum(report["rows_per_arm"].value.values()) == 600
+    assert report["metric"].value == "accuracy" and 0 <= report["p_value"].value <= 1
+    assert report["recommendation"].value  # same model in both arms: no significant difference expected
+    assert not report["significant"].value
+
+
+def test_model_comparison_scores_every_version_on_the_same_test_rows(trained):
+    home, data_dir, instance = trained
+    registry = ModelRegistry(home=str(home))
+    champion = registry.champion("cps1985")
+    registry.register("cps1985", champion.source, champion.run_id, dict(champion.tags))  # the same model again
+    result = dg.materialize([model_comparison], resources=resources_for(home, data_dir), partition_key="cps1985",
+                            instance=instance)
+    metadata = result.asset_materializations_for_node("model_comparison")[0].metadata
+    table = metadata["comparison"].value
+    versions = sorted(int(v.version) for v in registry.versions("cps1985"))
+    assert metadata["versions"].value == len(versions) >= 2 and metadata["metric"].value == "rmse"
+    assert "champion" in table and len(table.strip().splitlines()) == len(versions) + 2  # header, rule, rows
+    assert metadata["best_version"].value in versions

@@ -114,3 +114,13 @@ def champion_timeline_plot(history: pd.DataFrame) -> plt.Figure:
     figure.autofmt_xdate()
     figure.tight_layout()
     return figure
+
+
+def version_scores_plot(scores: pd.DataFrame, metric: str) -> plt.Figure:
+    """One bar per model version: its score on the same test rows."""
+    figure, axis = plt.subplots(figsize=(6, 3))
+    axis.bar(scores["version"].astype(str), scores[metric], color="tab:blue")
+    axis.set_xlabel("model version")
+    axis.set_ylabel(metric)
+    figure.tight_layout()
+    return figure

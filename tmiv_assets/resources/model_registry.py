@@ -187,6 +187,13 @@ class ModelRegistry(dg.ConfigurableResource):
             raise LookupError(f"no registered model {self.model_name(dataset)}: unknown dataset '{dataset}' or never "
                               f"trained; materialize registered_model for it first") from error
 
+    def versions(self, dataset: str) -> list[ModelVersion]:
+        """Every registered version of the dataset's model."""
+        self._registered(dataset)
+        client, name = self.client(), self.model_name(dataset)
+        # Search results leave out aliases; one lookup per version fills them in.
+        return [client.get_model_version(name, v.version) for v in client.search_model_versions(f"name = '{name}'")]
+
     def version(self, dataset: str, version: int | str) -> ModelVersion:
         """One registered version; a LookupError naming the versions that exist when it does not."""
         return self._version(dataset, version)
@@ -203,6 +210,10 @@ class ModelRegistry(dg.ConfigurableResource):
     def champion(self, dataset: str) -> ModelVersion | None:
         """The version aliased `champion`; None before the first one (also when a run was killed between
         registering its version and setting the alias)."""
+        return self.aliased(dataset, CHAMPION)
+
+    def aliased(self, dataset: str, alias: str) -> ModelVersion | None:
+        """The version an alias points at, or None."""
         client, name = self.client(), self.model_name(dataset)
         try:
             aliases = client.get_registered_model(name).aliases
@@ -210,7 +221,7 @@ class ModelRegistry(dg.ConfigurableResource):
             if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
                 raise
             return None
-        return client.get_model_version(name, aliases[CHAMPION]) if CHAMPION in aliases else None
+        return client.get_model_version(name, aliases[alias]) if alias in aliases else None
 
     def load_version(self, dataset: str, version: int | str):
         """One version's scikit-learn pipeline (it takes raw dataset columns). Loading by the version a caller

@@ -41,15 +41,19 @@ class PredictionLog(dg.ConfigurableResource):
     def path(self) -> Path:
         return Path(self.home).resolve() / "prediction_log.duckdb"
 
-    def record(self, partition: str, model_name: str, model_version: int, predictions: pd.Series,
+    def record(self, partition: str, model_name: str, model_version: int | pd.Series, predictions: pd.Series,
                probabilities: pd.Series | None = None, entity_ids: pd.Series | None = None,
-               arm: str | None = None) -> str:
-        """Replace the partition's rows with these predictions; returns the request id."""
+               arm: str | pd.Series | None = None) -> str:
+        """Replace the partition's rows with these predictions (version and arm per row or for all); returns
+        the request id."""
         request_id = str(uuid.uuid4())
         rows = pd.DataFrame({
             "request_id": request_id,
             "entity_id": None if entity_ids is None else entity_ids.astype(str).to_numpy(),
-            "model_name": model_name, "model_version": int(model_version), "arm": arm,
+            "model_name": model_name,
+            "model_version": model_version.astype(int).to_numpy() if isinstance(model_version, pd.Series)
+            else int(model_version),
+            "arm": arm.to_numpy() if isinstance(arm, pd.Series) else arm,
             "prediction": predictions.astype(str).to_numpy(),
             "probability": None if probabilities is None else probabilities.astype(float).to_numpy(),
             "partition": partition, "logged_at": datetime.now(UTC).replace(tzinfo=None)})

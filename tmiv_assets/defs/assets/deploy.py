@@ -8,10 +8,10 @@ from pydantic import Field
 from tmiv_assets.defs.assets.automl import held_out, model_leaderboard
 from tmiv_assets.defs.metadata import markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
-from tmiv_assets.ml.metrics import IncumbentScore, decide_promotion, score_model
-from tmiv_assets.ml.plots import champion_timeline_plot, figure_to_markdown
+from tmiv_assets.ml.metrics import LOWER_IS_BETTER, IncumbentScore, decide_promotion, score_model
+from tmiv_assets.ml.plots import champion_timeline_plot, figure_to_markdown, version_scores_plot
 from tmiv_assets.resources.feature_store import FeatureStore, code_version
-from tmiv_assets.resources.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+from tmiv_assets.resources.model_registry import ARCHIVED, CHALLENGER, CHAMPION, ModelRegistry
 
 
 def champion_or_failure(registry: ModelRegistry, dataset: str) -> ModelVersion:
@@ -23,17 +23,23 @@ def champion_or_failure(registry: ModelRegistry, dataset: str) -> ModelVersion:
     return champion
 
 
+def version_scores(registry: ModelRegistry, dataset: str, version: int, held: tuple) -> dict[str, float]:
+    """Every metric of one registered version on held-out rows; KeyError / ValueError when it cannot score
+    them (e.g. the data lost a column it needs)."""
+    spec, clean, split = held
+    model = registry.load_version(dataset, version)
+    return score_model(model, clean.loc[split.X_test.index].drop(columns=[spec.target]), split.y_test, spec.task,
+                       spec.positive_class)
+
+
 def score_incumbent(registry: ModelRegistry, store: FeatureStore, dataset: str, lineage: dict) -> IncumbentScore:
     """The current champion, loaded by its version, scored on the new model's test rows."""
     champion = registry.champion(dataset)
     if champion is None:
         return IncumbentScore(version=None, score=None)
-    spec, clean, split = held_out(store, dataset, lineage)
-    model = registry.load_version(dataset, champion.version)
     try:
-        scores = score_model(model, clean.loc[split.X_test.index].drop(columns=[spec.target]), split.y_test,
-                             spec.task, spec.positive_class)
-    except (KeyError, ValueError) as error:  # e.g. the data lost a column the champion needs: keep it, say why
+        scores = version_scores(registry, dataset, int(champion.version), held_out(store, dataset, lineage))
+    except (KeyError, ValueError) as error:  # keep a champion that cannot be compared, and say why
         return IncumbentScore(version=int(champion.version), score=None, error=f"{type(error).__name__}: {error}")
     return IncumbentScore(version=int(champion.version), score=scores[lineage["metric"]])
 
@@ -100,3 +106,27 @@ def history_metadata(registry: ModelRegistry, dataset: str) -> dict:
 def champion_history(context: dg.AssetExecutionContext, registry: ModelRegistry) -> dg.MaterializeResult:
     """Every lifecycle decision of the dataset's model: trigger, champion before and after, scores, reason."""
     return dg.MaterializeResult(metadata=history_metadata(registry, context.partition_key))
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[registered_model], group_name="deployment", kinds={"mlflow"})
+def model_comparison(context: dg.AssetExecutionContext, store: FeatureStore,
+                     registry: ModelRegistry) -> dg.MaterializeResult:
+    """Every registered version of the dataset's model scored on the latest leaderboard's test rows."""
+    name = context.partition_key
+    lineage = store.lineage("model_leaderboard", name)
+    held, metric, rows = held_out(store, name, lineage), lineage["metric"], []
+    for version in sorted(registry.versions(name), key=lambda v: int(v.version)):
+        row = {"version": int(version.version), "aliases": ", ".join(version.aliases),
+               "archived": version.tags.get(ARCHIVED) == "true"}
+        try:
+            row |= version_scores(registry, name, int(version.version), held)
+        except (KeyError, ValueError) as error:
+            row["error"] = f"{type(error).__name__}: {error}"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    scored = table.dropna(subset=[metric]) if metric in table else table.iloc[:0]
+    return dg.MaterializeResult(metadata={
+        "versions": len(table), "metric": metric, "comparison": markdown_table(table),
+        "best_version": int(scored.loc[scored[metric].idxmin() if metric in LOWER_IS_BETTER
+                                       else scored[metric].idxmax(), "version"]) if len(scored) else 0,
+        "plot": dg.MetadataValue.md(figure_to_markdown(version_scores_plot(scored, metric), "versions"))})

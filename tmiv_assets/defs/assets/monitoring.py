@@ -1,6 +1,7 @@
 """Batch scoring with the champion and drift of each batch against the champion's training data."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
@@ -11,6 +12,7 @@ from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions
 from tmiv_assets.ml.data.ingest import require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
+from tmiv_assets.ml.deploy.ab_testing import assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
 from tmiv_assets.ml.metrics import score_model
 from tmiv_assets.ml.monitoring.drift import DriftDetector
@@ -18,7 +20,7 @@ from tmiv_assets.ml.plots import drift_plot, figure_to_markdown
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
-from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.model_registry import CHALLENGER, ModelRegistry
 from tmiv_assets.resources.prediction_log import PredictionLog
 
 
@@ -44,33 +46,90 @@ def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: F
     return dataset, day, champion, spec, batch
 
 
+class ScoringConfig(dg.Config):
+    challenger_share: float = Field(default=0.0, ge=0, lt=1, description=(
+        "A/B test: the share of rows, chosen by a hash of the id column (a row keeps its arm), that the "
+        "`challenger` version scores; 0 scores every row with the champion."))
+
+
 @dg.asset(partitions_def=batch_partitions, deps=[registered_model], group_name="monitoring", kinds={"parquet"})
-def scored_batch(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
+def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, source: DataSource, store: FeatureStore,
                  registry: ModelRegistry, artifacts: ArtifactStore,
                  prediction_log: PredictionLog) -> dg.MaterializeResult:
-    """Predictions of the champion for one day's batch; scored against labels once they arrive."""
+    """Predictions of the champion (and, in an A/B test, the challenger) for one day's batch; scored against
+    labels once they arrive."""
     dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
-    model = registry.load_version(dataset, champion.version)
-    inputs = list(model.feature_names_in_)
-    with bad_input_as_failure(context.partition_key):
-        require_columns(batch, inputs, source.batch_path(dataset, day))
-    scored = predict_rows(model, batch, spec.task, spec.positive_class, keep=[spec.id_column] if spec.id_column else [],
-                          probabilities=False)
+    versions = {"champion": champion}
+    if config.challenger_share > 0:
+        versions["challenger"] = registry.aliased(dataset, CHALLENGER)
+        if versions["challenger"] is None or not spec.id_column:
+            raise dg.Failure(description=f"[{context.partition_key}] an A/B test needs a `challenger` version and an "
+                                         "id_column; registered_model aliases a new model that does not beat the "
+                                         "champion `challenger` (or use ModelRegistry.promote(dataset, version, "
+                                         "alias='challenger')), or set challenger_share to 0")
+    arms = (assign_arms(batch[spec.id_column], config.challenger_share, salt=dataset) if len(versions) > 1
+            else np.full(len(batch), "champion"))
+    keep = [spec.id_column] if spec.id_column else []
+    parts = []
+    for arm, version in versions.items():
+        model = registry.load_version(dataset, version.version)
+        with bad_input_as_failure(context.partition_key):
+            require_columns(batch, list(model.feature_names_in_), source.batch_path(dataset, day))
+        rows = batch[arms == arm]
+        if rows.empty:
+            continue
+        parts.append(predict_rows(model, rows, spec.task, spec.positive_class, keep=keep, probabilities=False)
+                     .assign(arm=arm, model_version=int(version.version)))
+    scored = pd.concat(parts).loc[batch.index]
     scored["champion_version"] = int(champion.version)
     path = artifacts.write_frame(scored, "batches", dataset, day, "scored.parquet")
-    request = prediction_log.record(f"{dataset}|{day}", champion.name, int(champion.version), scored["prediction"],
-                                    scored.get("score"), batch[spec.id_column] if spec.id_column else None)
+    request = prediction_log.record(f"{dataset}|{day}", champion.name, scored["model_version"], scored["prediction"],
+                                    scored.get("score"), batch[spec.id_column] if spec.id_column else None,
+                                    arm=scored["arm"])
     metadata = {"dagster/row_count": len(scored), "champion_version": int(champion.version),
-                "prediction_log_request": request,
+                "rows_per_arm": scored["arm"].value_counts().to_dict(), "prediction_log_request": request,
                 "path": dg.MetadataValue.path(str(path)), "preview": markdown_table(scored.head(5))}
     with bad_input_as_failure(context.partition_key):
         labels = source.read_labels(dataset, day)
     if spec.id_column and labels is not None:
+        model = registry.load_version(dataset, champion.version)
         labelled = batch.merge(labels[[spec.id_column, spec.target]], on=spec.id_column)
-        metrics = score_model(model, labelled[inputs], labelled[spec.target], spec.task, spec.positive_class)
+        metrics = score_model(model, labelled[model.feature_names_in_], labelled[spec.target], spec.task,
+                              spec.positive_class)
         metadata |= {f"live_{k}": v for k, v in metrics.items()} | {"labelled_rows": len(labelled)}
-    context.log.info(f"Scored {len(scored):,} rows of {dataset} {day} with champion v{champion.version}")
+    context.log.info(f"Scored {len(scored):,} rows of {dataset} {day}: {metadata['rows_per_arm']}")
     return dg.MaterializeResult(metadata=metadata)
+
+
+class ABTestConfig(dg.Config):
+    min_detectable_effect: float = Field(default=0.02, gt=0, description=(
+        "Smallest difference worth detecting (accuracy points, or mean absolute error for regression)."))
+
+
+@dg.asset(partitions_def=batch_partitions, deps=[scored_batch], group_name="monitoring", kinds={"duckdb"})
+def ab_test_report(context: dg.AssetExecutionContext, config: ABTestConfig, source: DataSource,
+                   store: FeatureStore, registry: ModelRegistry, prediction_log: PredictionLog) -> dg.MaterializeResult:
+    """Champion against challenger on a batch's labelled rows: per-arm counts and metric, significance, the
+    sample size still needed, and a recommendation."""
+    dataset, day, _, spec, _ = batch_inputs(context, source, store, registry)
+    logged = prediction_log.rows(f"{dataset}|{day}")
+    with bad_input_as_failure(context.partition_key):
+        labels = source.read_labels(dataset, day)
+    if labels is None or logged["arm"].nunique() < 2 or not spec.id_column:
+        reason = "no labels yet" if labels is None else "the batch was not scored as an A/B test"
+        return dg.MaterializeResult(metadata={"status": reason, "rows_per_arm": logged["arm"].value_counts().to_dict()})
+    joined = logged.merge(labels.assign(entity_id=labels[spec.id_column].astype(str)), on="entity_id")
+    try:
+        comparison = compare_arms(joined["arm"], joined[spec.target], joined["prediction"], spec.is_classification,
+                                  config.min_detectable_effect)
+    except ValueError as error:
+        raise dg.Failure(description=f"[{context.partition_key}] A/B comparison: {error}") from error
+    context.log.info(f"A/B {dataset} {day}: {comparison.recommendation}")
+    return dg.MaterializeResult(metadata={
+        "status": "compared", "rows_per_arm": comparison.rows, "metric": comparison.metric,
+        "value_per_arm": comparison.values, "p_value": comparison.p_value if comparison.p_value is not None else "n/a",
+        "difference_interval_95": list(comparison.interval), "significant": comparison.significant,
+        "rows_needed_per_arm": comparison.rows_needed_per_arm, "recommendation": comparison.recommendation})
 
 
 @dg.asset(partitions_def=batch_partitions, deps=[scored_batch], group_name="monitoring", kinds={"evidently"})
