@@ -10,7 +10,13 @@ from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast
 from tmiv_assets.defs.assets.monitoring import ab_test_report, drift_report, scored_batch
 from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
-from tmiv_assets.defs.model_jobs import archive_model, predict_file, promote_model, rollback_model
+from tmiv_assets.defs.model_jobs import (
+    archive_model,
+    conclude_ab_test,
+    predict_file,
+    promote_model,
+    rollback_model,
+)
 from tmiv_assets.defs.resources import build_resources, default_environment
 from tmiv_assets.defs.schedules import weekly_retrain_schedule
 from tmiv_assets.defs.sensors import (
@@ -33,7 +39,7 @@ defs = dg.Definitions(
             model_leaderboard, registered_model, champion_history, shap_report, scored_batch, drift_report,
             ab_test_report, model_comparison, forecast],
     jobs=[full_pipeline, retrain, score_batch, forecast_series, promote_model, rollback_model, archive_model,
-          predict_file],
+          predict_file, conclude_ab_test],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, dead_runs_sensor],
     schedules=[weekly_retrain_schedule],
     resources=build_resources(),

@@ -34,10 +34,10 @@ def test_accuracy_difference_matches_the_pooled_two_proportion_z_test():
     z = (0.85 - 0.80) / np.sqrt(pooled * (1 - pooled) * (1 / 1000 + 1 / 1000))
     assert result.p_value == pytest.approx(2 * norm.sf(z), rel=1e-9)
     assert result.values == {"champion": 0.8, "challenger": 0.85} and result.significant
-    assert result.recommendation.startswith("promote the challenger")
+    assert result.recommendation.startswith("promote the challenger") and result.winner == "challenger"
     small = compare_arms(arms[::50].reset_index(drop=True), truth[::50].reset_index(drop=True),
                          predictions[::50].reset_index(drop=True), classification=True)
-    assert not small.significant and small.recommendation.startswith("keep collecting")
+    assert not small.significant and small.recommendation.startswith("keep collecting") and small.winner is None
 
 
 def test_error_difference_uses_a_seeded_bootstrap_interval():

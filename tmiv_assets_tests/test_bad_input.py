@@ -15,6 +15,7 @@ from tmiv_assets.defs.assets.deploy import model_comparison
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.monitoring import ab_test_report, scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
+from tmiv_assets.defs.model_jobs import conclude_ab_test
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
 from tmiv_assets.resources.prediction_log import PredictionLog
@@ -389,6 +390,14 @@ def test_an_ab_test_routes_rows_by_id_and_reports_per_arm(trained):
     assert report["metric"].value == "accuracy" and 0 <= report["p_value"].value <= 1
     assert report["recommendation"].value  # same model in both arms: no significant difference expected
     assert not report["significant"].value
+    champion_before = registry.champion("titanic").version
+    concluded = conclude_ab_test.execute_in_process(
+        run_config={"ops": {"conclude_ab_test_op": {"config": {"dataset": "titanic", "day": day}}}},
+        resources=resources_for(home, data_dir), instance=instance)
+    assert concluded.success and registry.champion("titanic").version == champion_before
+    decision = registry.history("titanic")[-1]
+    assert (decision.action, decision.trigger, decision.after) == ("keep", "ab_test", int(champion_before))
+    assert decision.reason == report["recommendation"].value
 
 
 def test_model_comparison_scores_every_version_on_the_same_test_rows(trained):

@@ -11,12 +11,14 @@ from pydantic import Field
 
 from tmiv_assets.defs.assets.data import stored_spec
 from tmiv_assets.defs.assets.deploy import champion_history, champion_or_failure, history_metadata
+from tmiv_assets.defs.assets.monitoring import ab_comparison
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.ml.data.ingest import read_table, require_columns, validate_batch
 from tmiv_assets.ml.deploy.serving import predict_rows
 from tmiv_assets.resources.artifacts import ArtifactStore
+from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
-from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.model_registry import CHALLENGER, ModelRegistry
 from tmiv_assets.resources.prediction_log import PredictionLog
 
 
@@ -126,3 +128,38 @@ def predict_rows_of_file(context: dg.OpExecutionContext, config: PredictFileConf
 @dg.job(description="Predict a file of rows with the champion (or a named version).")
 def predict_file():
     predict_rows_of_file()
+
+
+class ConcludeABTestConfig(dg.Config):
+    dataset: str = Field(description="Dataset whose A/B test ends, e.g. flights.")
+    day: str = Field(description="The scored and labelled batch day the arms are compared on, e.g. 2013-07-22.")
+    min_detectable_effect: float = Field(default=0.02, gt=0, description="As in ab_test_report.")
+
+
+@dg.op(out={})
+def conclude_ab_test_op(context: dg.OpExecutionContext, config: ConcludeABTestConfig, registry: ModelRegistry,
+                        store: FeatureStore, source: DataSource, prediction_log: PredictionLog):
+    """Promote the challenger when it is significantly better on the batch's labelled rows; otherwise record
+    that the champion is kept. Either way the decision is in the registry and `champion_history`."""
+    comparison = ab_comparison(config.dataset, config.day, source, store, registry, prediction_log,
+                               config.min_detectable_effect)
+    if isinstance(comparison, str):
+        raise dg.Failure(description=f"[{config.dataset}|{config.day}] cannot conclude the A/B test: {comparison}; "
+                                     "score the batch with challenger_share > 0 and wait for its labels")
+    scores = {"metric": comparison.metric, **comparison.values, "p_value": comparison.p_value}
+    challenger = registry.aliased(config.dataset, CHALLENGER)
+    if comparison.winner == "challenger" and challenger is not None:
+        decision = registry.promote(config.dataset, challenger.version, action="promote", trigger="ab_test",
+                                    reason=comparison.recommendation, scores=scores, run_id=context.run_id)
+        registry.client().delete_registered_model_alias(registry.model_name(config.dataset), CHALLENGER)
+    else:
+        decision = registry.keep(config.dataset, reason=comparison.recommendation, trigger="ab_test", scores=scores,
+                                 run_id=context.run_id)
+    context.log.info(f"A/B test {config.dataset} {config.day}: {decision.action}, champion v{decision.after}")
+    yield dg.AssetMaterialization(asset_key=champion_history.key, partition=config.dataset,
+                                  metadata=history_metadata(registry, config.dataset))
+
+
+@dg.job(description="End an A/B test: promote a significantly better challenger, or keep the champion.")
+def conclude_ab_test():
+    conclude_ab_test_op()

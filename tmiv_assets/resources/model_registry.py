@@ -166,6 +166,14 @@ class ModelRegistry(dg.ConfigurableResource):
         return self.promote(dataset, to_version, action="rollback", trigger=trigger, run_id=run_id,
                             reason=reason or f"rolled back from v{champion.version}")
 
+    def keep(self, dataset: str, *, reason: str, trigger: str = "manual", scores: dict | None = None,
+             run_id: str | None = None) -> Decision:
+        """Record a decision to keep the champion (e.g. an A/B test without a better challenger)."""
+        champion = self.champion(dataset)
+        version = int(champion.version) if champion else None
+        return self._record(dataset, Decision(action="keep", before=version, after=version, reason=reason,
+                                              trigger=trigger, scores=scores or {}, run_id=run_id))
+
     def history(self, dataset: str) -> list[Decision]:
         """Every recorded lifecycle decision of the dataset's model, oldest first."""
         model = self._registered(dataset)

@@ -12,7 +12,7 @@ from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions
 from tmiv_assets.ml.data.ingest import require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
-from tmiv_assets.ml.deploy.ab_testing import assign_arms, compare_arms
+from tmiv_assets.ml.deploy.ab_testing import ArmComparison, assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
 from tmiv_assets.ml.metrics import score_model
 from tmiv_assets.ml.monitoring.drift import DriftDetector
@@ -101,6 +101,24 @@ def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, sourc
     return dg.MaterializeResult(metadata=metadata)
 
 
+def ab_comparison(dataset: str, day: str, source: DataSource, store: FeatureStore, registry: ModelRegistry,
+                  prediction_log: PredictionLog, min_detectable_effect: float) -> ArmComparison | str:
+    """The arms of a batch's A/B test compared on its labelled rows, or why they cannot be yet; the rows come
+    from the prediction log (what each arm actually predicted) joined with the day's labels."""
+    champion = champion_or_failure(registry, dataset)
+    spec = stored_spec(store, "clean_dataset", dataset, int(champion.tags["clean_dataset_version"]))
+    logged = prediction_log.rows(f"{dataset}|{day}")
+    labels = source.read_labels(dataset, day)
+    if labels is None or logged["arm"].nunique() < 2 or not spec.id_column:
+        return "no labels yet" if labels is None else "the batch was not scored as an A/B test"
+    joined = logged.merge(labels.assign(entity_id=labels[spec.id_column].astype(str)), on="entity_id")
+    try:
+        return compare_arms(joined["arm"], joined[spec.target], joined["prediction"], spec.is_classification,
+                            min_detectable_effect)
+    except ValueError as error:
+        raise dg.Failure(description=f"[{dataset}|{day}] A/B comparison: {error}") from error
+
+
 class ABTestConfig(dg.Config):
     min_detectable_effect: float = Field(default=0.02, gt=0, description=(
         "Smallest difference worth detecting (accuracy points, or mean absolute error for regression)."))
@@ -111,19 +129,13 @@ def ab_test_report(context: dg.AssetExecutionContext, config: ABTestConfig, sour
                    store: FeatureStore, registry: ModelRegistry, prediction_log: PredictionLog) -> dg.MaterializeResult:
     """Champion against challenger on a batch's labelled rows: per-arm counts and metric, significance, the
     sample size still needed, and a recommendation."""
-    dataset, day, _, spec, _ = batch_inputs(context, source, store, registry)
-    logged = prediction_log.rows(f"{dataset}|{day}")
+    dataset, day, _, _, _ = batch_inputs(context, source, store, registry)
     with bad_input_as_failure(context.partition_key):
-        labels = source.read_labels(dataset, day)
-    if labels is None or logged["arm"].nunique() < 2 or not spec.id_column:
-        reason = "no labels yet" if labels is None else "the batch was not scored as an A/B test"
-        return dg.MaterializeResult(metadata={"status": reason, "rows_per_arm": logged["arm"].value_counts().to_dict()})
-    joined = logged.merge(labels.assign(entity_id=labels[spec.id_column].astype(str)), on="entity_id")
-    try:
-        comparison = compare_arms(joined["arm"], joined[spec.target], joined["prediction"], spec.is_classification,
-                                  config.min_detectable_effect)
-    except ValueError as error:
-        raise dg.Failure(description=f"[{context.partition_key}] A/B comparison: {error}") from error
+        comparison = ab_comparison(dataset, day, source, store, registry, prediction_log,
+                                   config.min_detectable_effect)
+    if isinstance(comparison, str):
+        return dg.MaterializeResult(metadata={"status": comparison, "rows_per_arm": prediction_log.rows(
+            f"{dataset}|{day}")["arm"].value_counts().to_dict()})
     context.log.info(f"A/B {dataset} {day}: {comparison.recommendation}")
     return dg.MaterializeResult(metadata={
         "status": "compared", "rows_per_arm": comparison.rows, "metric": comparison.metric,

@@ -41,6 +41,8 @@ class ArmComparison:
     significant: bool
     rows_needed_per_arm: int
     recommendation: str
+    winner: str | None
+    """The significantly better arm, or None."""
 
 
 def compare_arms(arms: pd.Series, truth: pd.Series, predictions: pd.Series, classification: bool,
@@ -79,5 +81,6 @@ def compare_arms(arms: pd.Series, truth: pd.Series, predictions: pd.Series, clas
         more = max(0, needed - min(rows.values()))
         recommendation = (f"keep collecting: {more} more labelled rows per arm to detect a {min_detectable_effect:g} "
                           "difference" if more else "no detectable difference: keep the champion")
+    winner = (ARMS[1] if gain > 0 else ARMS[0]) if significant else None
     return ArmComparison(rows, metric, values, None if p_value is None else float(p_value),
-                         (float(interval[0]), float(interval[1])), significant, needed, recommendation)
+                         (float(interval[0]), float(interval[1])), significant, needed, recommendation, winner)
