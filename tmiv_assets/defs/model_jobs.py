@@ -45,8 +45,13 @@ def _decide(context: dg.OpExecutionContext, config: LifecycleConfig, registry: M
     except (LookupError, ValueError) as error:
         raise dg.Failure(description=f"[{config.dataset}] {action}: {error}") from error
     context.log.info(f"{config.dataset}: {action} -> champion v{decision.after} (was v{decision.before})")
-    yield dg.AssetMaterialization(asset_key=champion_history.key, partition=config.dataset,
-                                  metadata=history_metadata(registry, config.dataset))
+    yield history_event(registry, config.dataset)
+
+
+def history_event(registry: ModelRegistry, dataset: str) -> dg.AssetMaterialization:
+    """A `champion_history` materialization after a decision made outside its asset, so the UI shows it."""
+    return dg.AssetMaterialization(asset_key=champion_history.key, partition=dataset,
+                                   metadata=history_metadata(registry, dataset))
 
 
 @dg.op(out={})
@@ -156,8 +161,7 @@ def conclude_ab_test_op(context: dg.OpExecutionContext, config: ConcludeABTestCo
         decision = registry.keep(config.dataset, reason=comparison.recommendation, trigger="ab_test", scores=scores,
                                  run_id=context.run_id)
     context.log.info(f"A/B test {config.dataset} {config.day}: {decision.action}, champion v{decision.after}")
-    yield dg.AssetMaterialization(asset_key=champion_history.key, partition=config.dataset,
-                                  metadata=history_metadata(registry, config.dataset))
+    yield history_event(registry, config.dataset)
 
 
 @dg.job(description="End an A/B test: promote a significantly better challenger, or keep the champion.")

@@ -255,7 +255,6 @@ class FeatureStore(dg.ConfigurableResource):
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The single writer: the catalog lock, then the DuckDB file; first repairs a publish a killed writer
         left undone."""
-        self.root.mkdir(parents=True, exist_ok=True)
         with process_lock(self.root / "catalog.lock", "feature store catalog"), self._connect() as connection:
             if self.publishing_marker.exists() or not self.catalog_snapshot_path.exists():
                 self._publish_snapshot(connection)

@@ -21,6 +21,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from tmiv_assets.ml.data.ingest import case_collision
+
 LOCK_WAIT_SECONDS = 300.0
 
 
@@ -142,13 +144,9 @@ def check_storable(frame: pd.DataFrame, what: str) -> None:
     names = list(frame.columns)
     if not all(isinstance(n, str) for n in names):
         raise ValueError(f"{what}: column names must be strings, got {names[:10]}; rename the columns")
-    lowered: dict[str, str] = {}
-    for column in names:
-        # DuckDB identifiers are case-insensitive, so 'Age' and 'age' would collide in SQL.
-        if column.lower() in lowered:
-            raise ValueError(f"{what}: columns {lowered[column.lower()]!r} and {column!r} collide "
-                             "(duplicate or differing only by case); rename one")
-        lowered[column.lower()] = column
+    if collision := case_collision(names):
+        raise ValueError(f"{what}: columns {collision[0]!r} and {collision[1]!r} collide "
+                         "(duplicate or differing only by case); rename one")
     for column in frame.select_dtypes(include="object").columns:
         kind = pd.api.types.infer_dtype(frame[column], skipna=True)
         if kind not in ("string", "empty"):

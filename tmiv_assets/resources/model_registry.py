@@ -86,13 +86,12 @@ class ModelRegistry(dg.ConfigurableResource):
         if experiment is None:
             return []
         running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
-        dagster_run = {r.info.run_id: r.data.tags.get("dagster_run_id") for r in running}
+        tagged = {r.info.run_id: r.data.tags.get("dagster_run_id") for r in running}
         orphaned = []
         for run in running:
-            owner = dagster_run.get(run.data.tags.get("mlflow.parentRunId"), run.data.tags.get("dagster_run_id"))
-            if owner is None:
-                parent = run.data.tags.get("mlflow.parentRunId")
-                owner = client.get_run(parent).data.tags.get("dagster_run_id") if parent else None
+            owner, parent = run.data.tags.get("dagster_run_id"), run.data.tags.get("mlflow.parentRunId")
+            if owner is None and parent:  # a nested candidate run: its parent carries the Dagster run id
+                owner = tagged[parent] if parent in tagged else client.get_run(parent).data.tags.get("dagster_run_id")
             if owner not in live_dagster_runs:
                 client.set_terminated(run.info.run_id, status="KILLED")
                 orphaned.append(run.info.run_id)
@@ -120,7 +119,7 @@ class ModelRegistry(dg.ConfigurableResource):
         """Point `alias` at `version` and record the decision. Moving an alias is one atomic write, so a
         failure at any point leaves exactly one champion: the old one, or the new one."""
         client, name = self.client(), self.model_name(dataset)
-        target = self._version(dataset, version)
+        target = self.version(dataset, version)
         if alias == CHAMPION and target.tags.get(ARCHIVED) == "true":
             raise ValueError(f"{name} v{version} is archived; a champion must be a live version (unarchive it by "
                              f"removing its '{ARCHIVED}' tag, or pick another version)")
@@ -136,7 +135,7 @@ class ModelRegistry(dg.ConfigurableResource):
                 run_id: str | None = None) -> Decision:
         """Tag a version archived and drop the `challenger` alias from it; the champion cannot be archived."""
         client, name = self.client(), self.model_name(dataset)
-        target = self._version(dataset, version)
+        target = self.version(dataset, version)
         if CHAMPION in target.aliases:
             raise ValueError(f"{name} v{version} is the champion; promote or roll back to another version first")
         client.set_model_version_tag(name, str(target.version), ARCHIVED, "true")
@@ -204,9 +203,6 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def version(self, dataset: str, version: int | str) -> ModelVersion:
         """One registered version; a LookupError naming the versions that exist when it does not."""
-        return self._version(dataset, version)
-
-    def _version(self, dataset: str, version: int | str) -> ModelVersion:
         self._registered(dataset)
         try:
             return self.client().get_model_version(self.model_name(dataset), str(int(version)))

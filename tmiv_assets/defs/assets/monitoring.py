@@ -29,12 +29,17 @@ class DriftConfig(dg.Config):
                                description="A batch drifts when at least this share of its columns drift.")
 
 
+def batch_key(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    """(dataset, day) of a batch partition."""
+    # A run launched from the shell carries the key as the string "flights|2013-07-22", not a MultiPartitionKey.
+    keys = batch_partitions.get_partition_key_from_str(str(context.partition_key)).keys_by_dimension
+    return keys["dataset"], keys["day"]
+
+
 def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
                  registry: ModelRegistry) -> tuple[str, str, ModelVersion, DatasetSpec, pd.DataFrame]:
     """(dataset, day, champion, the spec it was trained with, the batch) for a batch partition."""
-    # A run launched from the shell carries the key as the string "flights|2013-07-22", not a MultiPartitionKey.
-    keys = batch_partitions.get_partition_key_from_str(str(context.partition_key)).keys_by_dimension
-    dataset, day = keys["dataset"], keys["day"]
+    dataset, day = batch_key(context)
     champion = champion_or_failure(registry, dataset)
     clean_version = int(champion.tags["clean_dataset_version"])
     spec = stored_spec(store, "clean_dataset", dataset, clean_version)
@@ -70,15 +75,15 @@ def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, sourc
     arms = (assign_arms(batch[spec.id_column], config.challenger_share, salt=dataset) if len(versions) > 1
             else np.full(len(batch), "champion"))
     keep = [spec.id_column] if spec.id_column else []
+    models = {arm: registry.load_version(dataset, version.version) for arm, version in versions.items()}
     parts = []
     for arm, version in versions.items():
-        model = registry.load_version(dataset, version.version)
         with bad_input_as_failure(context.partition_key):
-            require_columns(batch, list(model.feature_names_in_), source.batch_path(dataset, day))
+            require_columns(batch, list(models[arm].feature_names_in_), source.batch_path(dataset, day))
         rows = batch[arms == arm]
         if rows.empty:
             continue
-        parts.append(predict_rows(model, rows, spec.task, spec.positive_class, keep=keep, probabilities=False)
+        parts.append(predict_rows(models[arm], rows, spec.task, spec.positive_class, keep=keep, probabilities=False)
                      .assign(arm=arm, model_version=int(version.version)))
     scored = pd.concat(parts).loc[batch.index]
     scored["champion_version"] = int(champion.version)
@@ -92,7 +97,7 @@ def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, sourc
     with bad_input_as_failure(context.partition_key):
         labels = source.read_labels(dataset, day)
     if spec.id_column and labels is not None:
-        model = registry.load_version(dataset, champion.version)
+        model = models["champion"]
         labelled = batch.merge(labels[[spec.id_column, spec.target]], on=spec.id_column)
         metrics = score_model(model, labelled[model.feature_names_in_], labelled[spec.target], spec.task,
                               spec.positive_class)
@@ -129,7 +134,7 @@ def ab_test_report(context: dg.AssetExecutionContext, config: ABTestConfig, sour
                    store: FeatureStore, registry: ModelRegistry, prediction_log: PredictionLog) -> dg.MaterializeResult:
     """Champion against challenger on a batch's labelled rows: per-arm counts and metric, significance, the
     sample size still needed, and a recommendation."""
-    dataset, day, _, _, _ = batch_inputs(context, source, store, registry)
+    dataset, day = batch_key(context)
     with bad_input_as_failure(context.partition_key):
         comparison = ab_comparison(dataset, day, source, store, registry, prediction_log,
                                    config.min_detectable_effect)

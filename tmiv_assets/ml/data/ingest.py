@@ -199,12 +199,20 @@ def _check_header(names: list[str], path: Path) -> None:
         raise DataValidationError(
             f"{path}: duplicate column names {duplicates}; give every column a unique header", path, duplicates[0]
         )
+    if collision := case_collision(names):
+        raise DataValidationError(f"{path}: columns '{collision[0]}' and '{collision[1]}' collide (names that "
+                                  "differ only by case are one column in SQL); rename one", path, collision[1])
+
+
+def case_collision(names: list[str]) -> tuple[str, str] | None:
+    """The first two names equal but for case (or equal): DuckDB identifiers ignore case, so SQL would see one
+    column."""
     lowered: dict[str, str] = {}
     for name in names:
-        if name.lower() in lowered:  # SQL identifiers ignore case: the feature store would see one column
-            raise DataValidationError(f"{path}: columns '{lowered[name.lower()]}' and '{name}' collide (names that "
-                                      "differ only by case are one column in SQL); rename one", path, name)
+        if name.lower() in lowered:
+            return lowered[name.lower()], name
         lowered[name.lower()] = name
+    return None
 
 
 def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
@@ -472,6 +480,7 @@ def validate_batch(batch: pd.DataFrame, schema: dict[str, str], path: Path, skip
 
 
 def _kind(dtype: str) -> str:
-    if dtype.startswith(("int", "uint", "float", "Int", "UInt", "Float")) or dtype in ("bool", "boolean"):
+    resolved = pd.api.types.pandas_dtype(dtype)
+    if pd.api.types.is_numeric_dtype(resolved):  # bool included, as the models treat it
         return "numeric"
-    return "datetime" if dtype.startswith("datetime") else "text"
+    return "datetime" if pd.api.types.is_datetime64_any_dtype(resolved) else "text"
