@@ -4,7 +4,7 @@ import dagster as dg
 
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
-from tmiv_assets.defs.assets.deploy import champion_history, model_comparison, registered_model
+from tmiv_assets.defs.assets.deploy import champion_history, champion_model, model_comparison, registered_model
 from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast
@@ -36,8 +36,8 @@ executor = dg.multiprocess_executor.configured(
 
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
-            model_leaderboard, registered_model, champion_history, shap_report, scored_batch, drift_report,
-            ab_test_report, model_comparison, forecast],
+            model_leaderboard, registered_model, champion_model, champion_history, shap_report, scored_batch,
+            drift_report, ab_test_report, model_comparison, forecast],
     jobs=[full_pipeline, retrain, score_batch, forecast_series, promote_model, rollback_model, archive_model,
           predict_file, conclude_ab_test],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, dead_runs_sensor],

@@ -42,10 +42,16 @@ def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> lis
         started = time.perf_counter()
         run = job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=tags,
                                      run_config=QUIET, raise_on_error=False)
-        status = "ok" if run.success else "FAILED"
+        status = "ok" if run.success else gate_outcome(run) or "FAILED"
         outcomes.append(f"{job.name}[{request.partition_key}] {status} in {time.perf_counter() - started:.1f}s")
         print(f"  {outcomes[-1]}")
     return outcomes
+
+
+def gate_outcome(run: dg.ExecuteInProcessResult) -> str | None:
+    """A run that failed only because the champion gate rejected its new model: the champion stays, by design."""
+    rejected = [c for c in run.get_asset_check_evaluations() if c.check_name == "beats_champion" and not c.passed]
+    return f"champion kept: {rejected[0].metadata['reason'].value}" if rejected else None
 
 
 def _score(row: dict, metric: str) -> str:

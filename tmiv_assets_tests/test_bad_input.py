@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tmiv_assets.defs.assets.automl import TrainingConfig
 from tmiv_assets.defs.assets.data import clean_dataset, raw_dataset
-from tmiv_assets.defs.assets.deploy import model_comparison
+from tmiv_assets.defs.assets.deploy import DeployConfig, model_comparison
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.monitoring import ab_test_report, scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
@@ -144,6 +145,9 @@ BAD_INPUTS = [
      ["outlier_threshold must be a positive number"]),
     ("spec_long_delimiter", set_field("titanic", "delimiter: ';;'"), ["'delimiter' must be one character"]),
     ("spec_unknown_encoding", set_field("titanic", "encoding: klingon"), ["encoding 'klingon' is unknown"]),
+    ("spec_ab_test_share_above_one", set_field("titanic", "ab_test: {challenger_share: 1.5}"),
+     ["ab_test.challenger_share must be a number between 0 and 1", "1.5"]),
+    ("spec_ab_test_unknown_option", set_field("titanic", "ab_test: {share: 0.2}"), ["unknown ab_test option 'share'"]),
     ("spec_id_column_list", set_field("titanic", "id_column: [passenger_id, sex]"), ["'id_column' must be a column"]),
     ("spec_positive_class_list", set_field("titanic", "positive_class: [yes, no]"), ["'positive_class' must be"]),
     ("spec_target_is_id", set_field("titanic", "id_column: survived"), ["is also the id column", "'id_column'"]),
@@ -257,16 +261,57 @@ def test_a_champion_that_cannot_score_the_new_rows_is_kept_not_replaced(trained)
     original = break_file(path, transform=lambda f: f.drop(columns=["passengerClass"]))  # a column it needs
     try:
         result = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home, data_dir),
-                                partition_key="titanic", instance=instance)
+                                partition_key="titanic", instance=instance, raise_on_error=False)
     finally:
         path.write_bytes(original)
     registered = {k: v.value for k, v in result.asset_materializations_for_node("registered_model")[0].metadata.items()}
-    assert registered["promoted"] is False and registered["alias"] == "challenger"
+    assert registered["gate"] == "rejected"
     assert f"kept champion v{champion_before}" in registered["reason"] and "passengerClass" in registered["reason"]
+    assert_gate_blocked(result, home, champion_before)
     registry = ModelRegistry(home=str(home))
     assert registry.champion("titanic").version == champion_before
     challenger = registry.client().get_model_version_by_alias("tmiv_titanic", "challenger")
     assert int(challenger.version) == registered["model_version"] and "kept champion" in challenger.tags["decision"]
+
+
+def assert_gate_blocked(result: dg.ExecuteInProcessResult, home: Path, champion_version: str) -> None:
+    """The blocking beats_champion check failed, so champion_model did not run and the run failed."""
+    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "beats_champion")
+    assert not gate.passed and not result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "registered_model" in materialized and "champion_model" not in materialized
+    assert ModelRegistry(home=str(home)).champion("titanic").version == champion_version
+
+
+def test_the_gate_also_compares_on_the_latest_labelled_batch(trained):
+    home, data_dir, instance = trained
+    registry = ModelRegistry(home=str(home))
+    champion = registry.champion("titanic")
+    day, folder = "2013-05-01", data_dir / "incoming" / "titanic"
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    rows = pd.read_csv(data_dir / "datasets" / "titanic.csv").sample(300, random_state=1)
+    batch = rows.drop(columns=["survived"])
+    # Labels that are exactly the champion's own predictions: no other model can beat it on this batch.
+    labels = batch[["passenger_id"]].assign(survived=registry.load_version("titanic", champion.version).predict(batch))
+    batch.to_parquet(folder / f"{day}.parquet")
+    labels.to_parquet(folder / "labels" / f"{day}.parquet")
+    # Another seed and a margin: a tie at a perfect score on the batch must not pass either.
+    seeded = dg.RunConfig(ops={"model_candidates": TrainingConfig(time_budget_s=600, preset="fast", max_trials=4,
+                                                                  n_jobs=1, seed=7),
+                               "registered_model": DeployConfig(promotion_margin=0.001)})
+    try:
+        result = dg.materialize(TRAINING_ASSETS, run_config=seeded, resources=resources_for(home, data_dir),
+                                partition_key="titanic", instance=instance, raise_on_error=False)
+    finally:
+        for path in (folder / f"{day}.parquet", folder / "labels" / f"{day}.parquet"):
+            path.unlink()
+    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "beats_champion")
+    scores = {k: v.value for k, v in gate.metadata.items()}
+    assert scores["batch_day"] == day and scores["champion_on_batch"] == 1.0 >= scores["new_on_batch"]
+    assert f"batch {day}'s 300 labelled rows is not better" in scores["reason"]
+    assert_gate_blocked(result, home, champion.version)
+    assert registry.champion("titanic").version == champion.version
+    assert registry.aliased("titanic", "challenger").tags["dagster_run_id"] == result.run_id
 
 
 def titanic_batch(frame: pd.DataFrame) -> pd.DataFrame:
@@ -368,7 +413,7 @@ def test_an_ab_test_routes_rows_by_id_and_reports_per_arm(trained):
     no_challenger = dg.materialize([scored_batch], run_config=ab, resources=resources_for(home, data_dir),
                                    partition_key=partition, instance=instance, raise_on_error=False)
     description = no_challenger.get_step_failure_events()[0].step_failure_data.user_failure_data.description
-    assert "needs a `challenger` version" in description
+    assert "needs a challenger version" in description
     champion = registry.champion("titanic")
     challenger = registry.register("titanic", champion.source, champion.run_id, dict(champion.tags))
     registry.promote("titanic", challenger.version, alias="challenger", reason="A/B test")
@@ -385,6 +430,21 @@ def test_an_ab_test_routes_rows_by_id_and_reports_per_arm(trained):
                           partition_key=partition, instance=instance).success
     again = PredictionLog(home=str(home)).rows(f"titanic|{day}").set_index("entity_id")["arm"]
     assert again.sort_index().equals(arms.sort_index())  # a row keeps its arm when the batch is scored again
+    spec_path = data_dir / "datasets" / "titanic.yaml"
+    original_spec = spec_path.read_text()
+    spec_path.write_text(original_spec + "ab_test: {challenger_share: 0.5, min_detectable_effect: 0.05}\n")
+    try:  # the same test declared in the dataset spec instead of the run config
+        assert dg.materialize([scored_batch], resources=resources_for(home, data_dir), partition_key=partition,
+                              instance=instance).success
+        from_spec = PredictionLog(home=str(home)).rows(f"titanic|{day}").set_index("entity_id")["arm"]
+        assert from_spec.sort_index().equals(arms.sort_index())
+        missing = dg.materialize([scored_batch], resources=resources_for(home, data_dir), partition_key=partition,
+                                 instance=instance, raise_on_error=False,
+                                 run_config={"ops": {"scored_batch": {"config": {"challenger_version": 999}}}})
+        failure = missing.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+        assert "has no version 999" in failure and "challenger_version" in failure
+    finally:
+        spec_path.write_text(original_spec)
     report = instance.get_latest_materialization_event(dg.AssetKey("ab_test_report")).asset_materialization.metadata
     assert report["status"].value == "compared" and sum(report["rows_per_arm"].value.values()) == 600
     assert report["metric"].value == "accuracy" and 0 <= report["p_value"].value <= 1

@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tmiv_assets.defs.assets.automl import TrainingConfig, model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, raw_dataset
-from tmiv_assets.defs.assets.deploy import registered_model
+from tmiv_assets.defs.assets.deploy import champion_model, registered_model
 from tmiv_assets.defs.assets.features import feature_set
 from tmiv_assets.ml.metrics import (
     LOWER_IS_BETTER,
@@ -89,19 +89,18 @@ def test_every_configurable_metric_trains_gates_and_promotes(prepared, dataset, 
     home, instance = prepared
     config = TrainingConfig(metric=metric, preset="fast", include=["linear", "lightgbm"], max_trials=1,
                             time_budget_s=600, n_jobs=1)
-    result = dg.materialize([model_candidates, model_leaderboard, registered_model], resources=resources_for(home),
-                            partition_key=dataset, instance=instance,
-                            run_config=dg.RunConfig(ops={"model_candidates": config}))
-    assert result.success
+    result = dg.materialize([model_candidates, model_leaderboard, registered_model, champion_model],
+                            resources=resources_for(home), partition_key=dataset, instance=instance,
+                            run_config=dg.RunConfig(ops={"model_candidates": config}), raise_on_error=False)
     board = {k: v.value for k, v in result.asset_materializations_for_node("model_leaderboard")[0].metadata.items()}
-    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "champion_gate")
-    assert gate.passed and math.isfinite(board[f"test_{metric}"])
-    registered = {k: v.value for k, v in result.asset_materializations_for_node("registered_model")[0].metadata.items()}
-    champion_score = registered[f"champion_{metric}_on_same_rows"]
-    if registered["previous_champion_version"]:  # scored like for like, and the rule follows the metric's direction
-        assert registered["promoted"] is not is_better(metric, champion_score, registered[f"test_{metric}"])
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["beats_baseline"].passed and math.isfinite(board[f"test_{metric}"])
+    gate = {k: v.value for k, v in checks["beats_champion"].metadata.items()}
+    if not np.isnan(gate["champion"]):  # scored like for like, and the rule follows the metric's direction
+        assert checks["beats_champion"].passed is not is_better(metric, gate["champion"], gate["new"])
     else:
-        assert registered["promoted"] and np.isnan(champion_score)
+        assert checks["beats_champion"].passed and "first model" in gate["reason"]
+    assert result.success is checks["beats_champion"].passed  # a rejected model blocks champion_model
     assert isinstance(pd.Series(board).get(f"test_{metric}"), float)
 
 

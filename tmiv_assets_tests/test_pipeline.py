@@ -114,7 +114,7 @@ def test_champion_beats_the_baseline(pipeline, dataset, metric, better_than):
     metadata = pipeline.metadata(dataset, "model_leaderboard")
     assert metadata[f"test_{metric}"] > better_than
     check = pipeline.results[dataset].get_asset_check_evaluations()
-    assert {c.check_name: c.passed for c in check}["champion_gate"]
+    assert {c.check_name: c.passed for c in check}["beats_baseline"]
     for plot in ("roc", "precision_recall", "calibration", "confusion_matrix"):
         assert f"![{plot}](data:image/png;base64," in metadata["evaluation_plots"]
     board = FeatureStore(home=str(pipeline.home)).load("model_leaderboard", dataset).set_index("model")
@@ -187,5 +187,7 @@ def test_retraining_the_same_data_reproduces_the_metrics(pipeline):
     versions = FeatureStore(home=str(pipeline.home)).versions("feature_set", "titanic")
     assert len(versions) == 1  # identical content: no new feature-set version
     registered = again.asset_materializations_for_node("registered_model")[0].metadata
-    assert registered["promoted"].value is True  # a tie on the same test rows promotes the newer model
+    assert registered["gate"].value == "passed"  # a tie on the same test rows promotes the newer model
     assert "same test rows" in registered["reason"].value
+    champion = again.asset_materializations_for_node("champion_model")[0].metadata
+    assert champion["champion_version"].value == registered["model_version"].value

@@ -138,7 +138,7 @@ def predict_file():
 class ConcludeABTestConfig(dg.Config):
     dataset: str = Field(description="Dataset whose A/B test ends, e.g. flights.")
     day: str = Field(description="The scored and labelled batch day the arms are compared on, e.g. 2013-07-22.")
-    min_detectable_effect: float = Field(default=0.02, gt=0, description="As in ab_test_report.")
+    min_detectable_effect: float | None = Field(default=None, gt=0, description="As in ab_test_report.")
 
 
 @dg.op(out={})

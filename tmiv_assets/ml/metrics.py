@@ -112,22 +112,21 @@ class PromotionDecision:
     reason: str
 
 
-def decide_promotion(metric: str, challenger: float, incumbent: IncumbentScore,
-                     margin: float = 0.0) -> PromotionDecision:
+def decide_promotion(metric: str, challenger: float, incumbent: IncumbentScore, margin: float = 0.0,
+                     rows: str = "the same test rows") -> PromotionDecision:
     """Promote the first model, or one that beats the champion by at least `margin` (in the metric's units;
-    0: a tie promotes the newer model) on the same test rows.
+    0: a tie promotes the newer model) on the same rows (`rows` names them in the reason).
 
     A champion that cannot be scored is kept: being unable to compare is not losing the comparison.
     """
     if incumbent.version is None:
         return PromotionDecision(True, "first model for this dataset")
     if incumbent.score is None:
-        return PromotionDecision(False, f"kept champion v{incumbent.version}: it cannot be scored on the new test "
-                                        f"rows ({incumbent.error}); promote the new version by hand if intended")
+        return PromotionDecision(False, f"kept champion v{incumbent.version}: it cannot be scored on {rows} "
+                                        f"({incumbent.error}); promote the new version by hand if intended")
     gain = incumbent.score - challenger if metric in LOWER_IS_BETTER else challenger - incumbent.score
     if gain < margin:
         return PromotionDecision(False, f"champion v{incumbent.version} {metric}={incumbent.score:.4f} kept: the new "
-                                        f"model's {challenger:.4f} on the same test rows is not better by the "
-                                        f"margin {margin:g}")
+                                        f"model's {challenger:.4f} on {rows} is not better by the margin {margin:g}")
     return PromotionDecision(True, f"new model {metric}={challenger:.4f} matches or beats champion "
-                                   f"v{incumbent.version}'s {incumbent.score:.4f} on the same test rows")
+                                   f"v{incumbent.version}'s {incumbent.score:.4f} on {rows}")

@@ -142,7 +142,7 @@ def pareto_metadata(automl: AutoML) -> dict:
 
 @dg.asset(partitions_def=dataset_partitions, deps=[model_candidates], group_name="models",
           kinds={"mlflow", "scikitlearn"},
-          check_specs=[dg.AssetCheckSpec("champion_gate", asset="model_leaderboard", blocking=True,
+          check_specs=[dg.AssetCheckSpec("beats_baseline", asset="model_leaderboard", blocking=True,
                                          description="The AutoML model beats the no-skill baseline on the test rows.")])
 def model_leaderboard(context: dg.AssetExecutionContext, store: FeatureStore,
                       registry: ModelRegistry) -> dg.MaterializeResult:
@@ -165,6 +165,6 @@ def model_leaderboard(context: dg.AssetExecutionContext, store: FeatureStore,
         metadata={"leaderboard": markdown_table(board.drop(columns=["run_id", "model_uri", "params"])),
                   f"test_{metric}": final, "test_rows": len(rows), "test_split": split.strategy,
                   "evaluation_plots": dg.MetadataValue.md(figures_markdown(plots))},
-        check_results=[dg.AssetCheckResult(check_name="champion_gate", passed=is_better(metric, final, baseline),
+        check_results=[dg.AssetCheckResult(check_name="beats_baseline", passed=is_better(metric, final, baseline),
                                            metadata={f"automl_{metric}": final, f"baseline_{metric}": baseline})],
     )

@@ -1,4 +1,7 @@
-"""Deployment: the leaderboard's final model as a registry version, champion only when it is no worse."""
+"""Deployment: the leaderboard's final model as a registry version, champion only when the gate passes."""
+
+import json
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -6,12 +9,18 @@ from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
 from tmiv_assets.defs.assets.automl import held_out, model_leaderboard
-from tmiv_assets.defs.metadata import markdown_table
+from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
+from tmiv_assets.ml.data.ingest import require_columns
+from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, IncumbentScore, decide_promotion, score_model
 from tmiv_assets.ml.plots import champion_timeline_plot, figure_to_markdown, version_scores_plot
+from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore, code_version
 from tmiv_assets.resources.model_registry import ARCHIVED, CHALLENGER, CHAMPION, ModelRegistry
+
+# Version tags that carry the champion gate's verdict from registered_model to champion_model.
+GATE_TAG, GATE_SCORES_TAG = "gate", "gate_scores"
 
 
 def champion_or_failure(registry: ModelRegistry, dataset: str) -> ModelVersion:
@@ -32,62 +41,134 @@ def version_scores(registry: ModelRegistry, dataset: str, version: int, held: tu
                        spec.positive_class)
 
 
-def score_incumbent(registry: ModelRegistry, store: FeatureStore, dataset: str, lineage: dict) -> IncumbentScore:
-    """The current champion, loaded by its version, scored on the new model's test rows."""
+def score_incumbent(registry: ModelRegistry, dataset: str, rows: pd.DataFrame, y: pd.Series, spec: DatasetSpec,
+                    metric: str) -> IncumbentScore:
+    """The current champion, loaded by its version, scored on the new model's rows."""
     champion = registry.champion(dataset)
     if champion is None:
         return IncumbentScore(version=None, score=None)
     try:
-        scores = version_scores(registry, dataset, int(champion.version), held_out(store, dataset, lineage))
+        model = registry.load_version(dataset, champion.version)
+        score = score_model(model, rows[list(model.feature_names_in_)], y, spec.task, spec.positive_class)[metric]
     except (KeyError, ValueError) as error:  # keep a champion that cannot be compared, and say why
         return IncumbentScore(version=int(champion.version), score=None, error=f"{type(error).__name__}: {error}")
-    return IncumbentScore(version=int(champion.version), score=scores[lineage["metric"]])
+    return IncumbentScore(version=int(champion.version), score=score)
+
+
+def latest_labelled_batch(source: DataSource, spec: DatasetSpec) -> tuple[str, pd.DataFrame, pd.Series] | None:
+    """(day, rows, labels) of the most recent batch whose labels have arrived; None when there is none or the
+    dataset has no id column to join labels on."""
+    if not spec.id_column:
+        return None
+    for day in reversed(source.batch_days(spec.name)):
+        labels = source.read_labels(spec.name, day)
+        if labels is not None:
+            labelled = source.read_batch(spec.name, day).merge(labels[[spec.id_column, spec.target]],
+                                                               on=spec.id_column)
+            return day, labelled.drop(columns=[spec.target]), labelled[spec.target]
+    return None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The champion/challenger comparison on every row set it was made on."""
+
+    passed: bool
+    reason: str
+    scores: dict[str, float | None]
+
+
+def champion_gate(registry: ModelRegistry, source: DataSource, store: FeatureStore, dataset: str, lineage: dict,
+                  new_test_score: float, model_uri: str, margin: float) -> GateResult:
+    """Does the new model beat the champion by `margin` on the held-out test rows and, when labelled batches
+    exist, on the most recent of them? Both must hold."""
+    spec, clean, split = held_out(store, dataset, lineage)
+    metric = lineage["metric"]
+    incumbent = score_incumbent(registry, dataset, clean.loc[split.X_test.index].drop(columns=[spec.target]),
+                                split.y_test, spec, metric)
+    decisions = [decide_promotion(metric, new_test_score, incumbent, margin)]
+    scores = {"metric": metric, "new": new_test_score, "champion": incumbent.score}
+    batch = latest_labelled_batch(source, spec) if incumbent.version is not None else None
+    if batch is not None:
+        day, rows, labels = batch
+        new_model = registry.load_uri(model_uri)
+        columns = list(new_model.feature_names_in_)
+        with bad_input_as_failure(dataset):
+            require_columns(rows, columns, source.batch_path(dataset, day))
+        new_score = score_model(new_model, rows[columns], labels, spec.task, spec.positive_class)[metric]
+        on_batch = score_incumbent(registry, dataset, rows, labels, spec, metric)
+        decisions.append(decide_promotion(metric, new_score, on_batch, margin,
+                                          rows=f"batch {day}'s {len(rows)} labelled rows"))
+        scores |= {"batch_day": day, "new_on_batch": new_score, "champion_on_batch": on_batch.score}
+    return GateResult(all(d.promote for d in decisions), "; ".join(d.reason for d in decisions), scores)
 
 
 class DeployConfig(dg.Config):
     promotion_margin: float = Field(default=0.0, ge=0, description=(
-        "How much better, in the metric's units, a new model must score than the champion on the same test "
-        "rows to replace it; 0: a tie promotes the newer model."))
+        "How much better, in the metric's units, a new model must score than the champion on the same rows "
+        "(test rows and the latest labelled batch) to replace it; 0: a tie promotes the newer model."))
 
 
-@dg.asset(partitions_def=dataset_partitions, deps=[model_leaderboard], group_name="deployment", kinds={"mlflow"})
+@dg.asset(partitions_def=dataset_partitions, deps=[model_leaderboard], group_name="deployment", kinds={"mlflow"},
+          check_specs=[dg.AssetCheckSpec("beats_champion", asset="registered_model", blocking=True, description=(
+              "The new version beats the champion by the margin on the same test rows and on the latest labelled "
+              "batch; failing blocks champion_model, so the champion stays."))])
 def registered_model(context: dg.AssetExecutionContext, config: DeployConfig, store: FeatureStore,
-                     registry: ModelRegistry) -> dg.MaterializeResult:
-    """The final AutoML model as a new MLflow model version: `champion` unless the current champion scores
-    better on the same test rows or cannot be scored on them; then it is kept and the new version is
-    aliased `challenger`."""
+                     source: DataSource, registry: ModelRegistry) -> dg.MaterializeResult:
+    """The final AutoML model as a new MLflow model version, with the champion gate's verdict in its tags; a
+    version the gate rejects is aliased `challenger` (e.g. for an A/B test)."""
     name, version = context.partition_key, store.latest("model_leaderboard", context.partition_key).version
     lineage, board = store.lineage("model_leaderboard", name, version), store.load("model_leaderboard", name, version)
     metric, best = lineage["metric"], board.set_index("model").loc["automl"]
-    incumbent = score_incumbent(registry, store, name, lineage)
-    decision = decide_promotion(metric, float(best[f"test_{metric}"]), incumbent, config.promotion_margin)
+    gate = champion_gate(registry, source, store, name, lineage, float(best[f"test_{metric}"]), best["model_uri"],
+                         config.promotion_margin)
     clean = store.version("clean_dataset", name, lineage["clean_dataset_version"])
     tags = {"dataset": name, "task": lineage["spec"]["task"], "candidate": "automl", "metric": metric,
             f"test_{metric}": str(best[f"test_{metric}"]), "dagster_run_id": context.run_id,
             "feature_set_version": str(lineage["feature_set_version"]),
             "clean_dataset_version": str(lineage["clean_dataset_version"]),
             "clean_dataset_content_hash": clean.content_hash, "code_version": code_version(),
-            "trigger": context.run.tags.get(
-                "tmiv/trigger", "manual"), "decision": decision.reason}
+            "trigger": context.run.tags.get("tmiv/trigger", "manual"), "decision": gate.reason,
+            GATE_TAG: "passed" if gate.passed else "rejected", GATE_SCORES_TAG: json.dumps(gate.scores)}
     registered = registry.register(name, best["model_uri"], best["run_id"], tags)
-    alias = CHAMPION if decision.promote else CHALLENGER
-    registry.promote(name, registered.version, alias, reason=decision.reason, trigger=tags["trigger"],
-                     action="register", run_id=context.run_id,
-                     scores={"new": float(best[f"test_{metric}"]), "champion": incumbent.score, "metric": metric})
-    (context.log.info if decision.promote else context.log.warning)(
-        f"Registered {registered.name} v{registered.version} as {alias}: {decision.reason}")
-    return dg.MaterializeResult(metadata={
-        "model_name": registered.name,
-        "model_version": int(registered.version),
-        "alias": alias,
-        "promoted": decision.promote,
-        "reason": decision.reason,
-        f"test_{metric}": float(best[f"test_{metric}"]),
-        f"champion_{metric}_on_same_rows": incumbent.score if incumbent.score is not None else float("nan"),
-        "champion_version": int(registry.champion(name).version),
-        "previous_champion_version": incumbent.version or 0,
-        "model_uri": best["model_uri"],
-    })
+    if not gate.passed:
+        registry.promote(name, registered.version, CHALLENGER, reason=gate.reason, trigger=tags["trigger"],
+                         run_id=context.run_id, scores=gate.scores)
+    (context.log.info if gate.passed else context.log.warning)(
+        f"Registered {registered.name} v{registered.version}; champion gate {tags[GATE_TAG]}: {gate.reason}")
+    champion = registry.champion(name)
+    return dg.MaterializeResult(
+        metadata={"model_name": registered.name, "model_version": int(registered.version),
+                  "gate": tags[GATE_TAG], "reason": gate.reason, f"test_{metric}": float(best[f"test_{metric}"]),
+                  "champion_version": int(champion.version) if champion else 0, "model_uri": best["model_uri"]},
+        check_results=[dg.AssetCheckResult(check_name="beats_champion", passed=gate.passed, metadata={
+            "reason": gate.reason, "margin": config.promotion_margin,
+            **{k: v if v is not None else float("nan") for k, v in gate.scores.items()}})])
+
+
+def gated_version(registry: ModelRegistry, dataset: str, run_id: str) -> ModelVersion:
+    """The version registered by this run, else the newest: the one champion_model acts on."""
+    versions = sorted(registry.versions(dataset), key=lambda v: int(v.version))
+    return next((v for v in versions if v.tags.get("dagster_run_id") == run_id), versions[-1])
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[registered_model], group_name="deployment", kinds={"mlflow"})
+def champion_model(context: dg.AssetExecutionContext, registry: ModelRegistry) -> dg.MaterializeResult:
+    """The registered version that passed the champion gate, promoted to `champion` (runs only when the
+    blocking `beats_champion` check passed)."""
+    name = context.partition_key
+    candidate = gated_version(registry, name, context.run_id)
+    if candidate.tags.get(GATE_TAG) != "passed":
+        raise dg.Failure(description=f"[{name}] v{candidate.version} did not pass the champion gate "
+                                     f"({candidate.tags.get('decision', 'no verdict')}); run promote_model to "
+                                     "promote it by hand")
+    if CHAMPION not in candidate.aliases:
+        registry.promote(name, candidate.version, reason=candidate.tags["decision"], action="register",
+                         trigger=candidate.tags.get("trigger", "manual"), run_id=context.run_id,
+                         scores=json.loads(candidate.tags.get(GATE_SCORES_TAG, "{}")))
+        context.log.info(f"{candidate.name} v{candidate.version} is the champion: {candidate.tags['decision']}")
+    return dg.MaterializeResult(metadata={"model_name": candidate.name, "champion_version": int(candidate.version),
+                                          "reason": candidate.tags["decision"]})
 
 
 def history_metadata(registry: ModelRegistry, dataset: str) -> dict:
@@ -102,7 +183,7 @@ def history_metadata(registry: ModelRegistry, dataset: str) -> dict:
             "timeline": dg.MetadataValue.md(figure_to_markdown(champion_timeline_plot(history), "champion timeline"))}
 
 
-@dg.asset(partitions_def=dataset_partitions, deps=[registered_model], group_name="deployment", kinds={"mlflow"})
+@dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="deployment", kinds={"mlflow"})
 def champion_history(context: dg.AssetExecutionContext, registry: ModelRegistry) -> dg.MaterializeResult:
     """Every lifecycle decision of the dataset's model: trigger, champion before and after, scores, reason."""
     return dg.MaterializeResult(metadata=history_metadata(registry, context.partition_key))

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from tmiv_assets.defs.assets.data import stored_spec
-from tmiv_assets.defs.assets.deploy import champion_or_failure, registered_model
+from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure
 from tmiv_assets.defs.metadata import markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.shap_values import explain_pipeline
@@ -13,7 +13,7 @@ from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
 
 
-@dg.asset(partitions_def=dataset_partitions, deps=[registered_model], group_name="explanations", kinds={"shap"})
+@dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="explanations", kinds={"shap"})
 def shap_report(context: dg.AssetExecutionContext, store: FeatureStore, registry: ModelRegistry,
                 artifacts: ArtifactStore) -> dg.MaterializeResult:
     """Global SHAP importance of the champion on a sample of the rows it was trained on."""

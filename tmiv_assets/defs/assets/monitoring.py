@@ -7,7 +7,7 @@ from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
 from tmiv_assets.defs.assets.data import stored_spec
-from tmiv_assets.defs.assets.deploy import champion_or_failure, registered_model
+from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions
 from tmiv_assets.ml.data.ingest import require_columns, validate_batch
@@ -52,28 +52,43 @@ def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: F
 
 
 class ScoringConfig(dg.Config):
-    challenger_share: float = Field(default=0.0, ge=0, lt=1, description=(
+    challenger_share: float | None = Field(default=None, ge=0, lt=1, description=(
         "A/B test: the share of rows, chosen by a hash of the id column (a row keeps its arm), that the "
-        "`challenger` version scores; 0 scores every row with the champion."))
+        "challenger scores; empty: the dataset spec's ab_test.challenger_share (none: every row by the champion)."))
+    challenger_version: int | None = Field(default=None, description=(
+        "The version in the challenger arm; empty: the version aliased `challenger`."))
 
 
-@dg.asset(partitions_def=batch_partitions, deps=[registered_model], group_name="monitoring", kinds={"parquet"})
+def ab_arms(context: dg.AssetExecutionContext, config: ScoringConfig, source: DataSource, registry: ModelRegistry,
+            dataset: str, spec: DatasetSpec) -> tuple[float, ModelVersion | None]:
+    """(challenger share, challenger version) of the batch's A/B test, from the run config or else the spec."""
+    with bad_input_as_failure(context.partition_key):
+        declared = source.dataset_spec(dataset).ab_test
+    share = config.challenger_share if config.challenger_share is not None else declared.get("challenger_share", 0.0)
+    if share == 0:
+        return 0.0, None
+    try:
+        challenger = (registry.version(dataset, config.challenger_version) if config.challenger_version is not None
+                      else registry.aliased(dataset, CHALLENGER))
+    except LookupError as error:
+        raise dg.Failure(description=f"[{context.partition_key}] A/B test: {error}; fix challenger_version") from error
+    if challenger is None or not spec.id_column:
+        raise dg.Failure(description=f"[{context.partition_key}] an A/B test needs a challenger version and an "
+                                     "id_column; registered_model aliases a new model that the champion gate rejects "
+                                     "`challenger` (or set challenger_version), or set challenger_share to 0")
+    return share, challenger
+
+
+@dg.asset(partitions_def=batch_partitions, deps=[champion_model], group_name="monitoring", kinds={"parquet"})
 def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, source: DataSource, store: FeatureStore,
                  registry: ModelRegistry, artifacts: ArtifactStore,
                  prediction_log: PredictionLog) -> dg.MaterializeResult:
     """Predictions of the champion (and, in an A/B test, the challenger) for one day's batch; scored against
     labels once they arrive."""
     dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
-    versions = {"champion": champion}
-    if config.challenger_share > 0:
-        versions["challenger"] = registry.aliased(dataset, CHALLENGER)
-        if versions["challenger"] is None or not spec.id_column:
-            raise dg.Failure(description=f"[{context.partition_key}] an A/B test needs a `challenger` version and an "
-                                         "id_column; registered_model aliases a new model that does not beat the "
-                                         "champion `challenger` (or use ModelRegistry.promote(dataset, version, "
-                                         "alias='challenger')), or set challenger_share to 0")
-    arms = (assign_arms(batch[spec.id_column], config.challenger_share, salt=dataset) if len(versions) > 1
-            else np.full(len(batch), "champion"))
+    share, challenger = ab_arms(context, config, source, registry, dataset, spec)
+    versions = {"champion": champion} | ({"challenger": challenger} if challenger else {})
+    arms = assign_arms(batch[spec.id_column], share, salt=dataset) if challenger else np.full(len(batch), "champion")
     keep = [spec.id_column] if spec.id_column else []
     models = {arm: registry.load_version(dataset, version.version) for arm, version in versions.items()}
     parts = []
@@ -107,7 +122,7 @@ def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, sourc
 
 
 def ab_comparison(dataset: str, day: str, source: DataSource, store: FeatureStore, registry: ModelRegistry,
-                  prediction_log: PredictionLog, min_detectable_effect: float) -> ArmComparison | str:
+                  prediction_log: PredictionLog, min_detectable_effect: float | None) -> ArmComparison | str:
     """The arms of a batch's A/B test compared on its labelled rows, or why they cannot be yet; the rows come
     from the prediction log (what each arm actually predicted) joined with the day's labels."""
     champion = champion_or_failure(registry, dataset)
@@ -119,14 +134,19 @@ def ab_comparison(dataset: str, day: str, source: DataSource, store: FeatureStor
     joined = logged.merge(labels.assign(entity_id=labels[spec.id_column].astype(str)), on="entity_id")
     try:
         return compare_arms(joined["arm"], joined[spec.target], joined["prediction"], spec.is_classification,
-                            min_detectable_effect)
+                            min_detectable_effect or source.dataset_spec(dataset).ab_test.get(
+                                "min_detectable_effect", DEFAULT_MIN_DETECTABLE_EFFECT))
     except ValueError as error:
         raise dg.Failure(description=f"[{dataset}|{day}] A/B comparison: {error}") from error
 
 
+DEFAULT_MIN_DETECTABLE_EFFECT = 0.02
+
+
 class ABTestConfig(dg.Config):
-    min_detectable_effect: float = Field(default=0.02, gt=0, description=(
-        "Smallest difference worth detecting (accuracy points, or mean absolute error for regression)."))
+    min_detectable_effect: float | None = Field(default=None, gt=0, description=(
+        "Smallest difference worth detecting (accuracy points, or mean absolute error for regression); empty: "
+        "the dataset spec's ab_test.min_detectable_effect, else 0.02."))
 
 
 @dg.asset(partitions_def=batch_partitions, deps=[scored_batch], group_name="monitoring", kinds={"duckdb"})

@@ -262,12 +262,13 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             search.why = "no trial finished: every one failed or was stopped at the time limit"
     chosen = [s for s in ranked if s.tunable or len(s.family.starts) > 1][:tuned]
     # Cost-frugal: a family outside the top whose whole trial is nearly free (linear models, naive Bayes on
-    # small data) gets a few trials anyway; its tuned version often earns an ensemble weight.
-    for search in [s for s in ranked if s.tunable and s not in chosen]:
+    # small data) gets a few trials anyway; its tuned version often earns an ensemble weight. The choice
+    # depends on measured seconds, so a search capped by max_trials (the reproducible mode) skips it.
+    cheap = [] if context.max_trials else [s for s in ranked if s.tunable and s not in chosen]
+    for search in cheap:
         remaining = deadline - time.monotonic()
         if search.best["seconds"] < CHEAP_TRIAL_SHARE * remaining:
-            trials = min(CHEAP_TUNING_TRIALS, context.max_trials or CHEAP_TUNING_TRIALS)
-            search.run(trials, time.monotonic() + CHEAP_TUNING_SHARE * remaining)
+            search.run(CHEAP_TUNING_TRIALS, time.monotonic() + CHEAP_TUNING_SHARE * remaining)
             search.why = (f"cheap: {len(search.study.trials)} trials at {search.best['seconds']:.2f}s each, "
                           "not tuned further")
     for position, search in enumerate(chosen):

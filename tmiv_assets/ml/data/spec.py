@@ -68,6 +68,8 @@ class DatasetSpec:
     """CSV encoding; detected when absent."""
     sheet: str | int | None = None
     """Excel sheet name or index; the first sheet when absent."""
+    ab_test: dict[str, float] = field(default_factory=dict)
+    """A/B test of incoming batches: challenger_share in (0, 1), min_detectable_effect > 0."""
 
     @property
     def key_columns(self) -> list[str]:
@@ -108,7 +110,7 @@ class SeriesSpec:
 
 
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
-                  "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet")
+                  "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test")
 SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform")
 
 
@@ -213,6 +215,7 @@ def load_dataset_spec(spec_path: Path) -> DatasetSpec:
         delimiter=delimiter,
         encoding=encoding,
         sheet=_scalar(raw, "sheet", spec_path, (str, int)),
+        ab_test=_ab_test(raw, spec_path),
     )
 
 
@@ -239,6 +242,23 @@ def _cleaning(raw: dict, spec_path: Path) -> dict[str, object]:
         if key == "outlier_threshold" and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
             raise SpecError(f"{spec_path}: cleaning.outlier_threshold must be a positive number, got {value!r}")
     return dict(cleaning)
+
+
+AB_TEST_OPTIONS = {"challenger_share": (0.0, 1.0), "min_detectable_effect": (0.0, None)}
+
+
+def _ab_test(raw: dict, spec_path: Path) -> dict[str, float]:
+    ab_test = raw.get("ab_test") or {}
+    if not isinstance(ab_test, dict):
+        raise SpecError(f"{spec_path}: 'ab_test' must be a mapping, e.g. ab_test: {{challenger_share: 0.2}}")
+    for key, value in ab_test.items():
+        if key not in AB_TEST_OPTIONS:
+            raise SpecError(f"{spec_path}: unknown ab_test option {key!r}; use one of {sorted(AB_TEST_OPTIONS)}")
+        low, high = AB_TEST_OPTIONS[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= low or high and value >= high:
+            bounds = f"between {low:g} and {high:g} (both excluded)" if high else f"above {low:g}"
+            raise SpecError(f"{spec_path}: ab_test.{key} must be a number {bounds}, got {value!r}")
+    return {str(k): float(v) for k, v in ab_test.items()}
 
 
 def load_series_spec(spec_path: Path) -> SeriesSpec:
