@@ -3,8 +3,9 @@
 Needs a champion for the dataset in TMIV_HOME (default .tmiv; `make demo` makes one for flights).
 Batch: the champion's whole pipeline (raw columns -> feature builder -> preprocessing -> model) on
 `--rows` rows resampled from the dataset, next to the bare final estimator's `predict` on the same rows
-already encoded, in the same run; target: ours <= 1.5x the bare call. Server: MLflow's scoring server on a
-free loopback port, `--requests` requests of 1 row and of 1,000 rows; p50 and p99 latency.
+already encoded, in the same run, each the best of three calls; target: ours <= 1.5x the bare call.
+Server: MLflow's scoring server on a free loopback port, `--requests` requests of 1 row and of 1,000 rows;
+p50 and p99 latency.
 The last printed line is one JSON object with the headline figures.
 
     .venv/bin/python benchmarks/serving.py --dataset flights --rows 1000000
@@ -33,17 +34,24 @@ from tmiv_assets.resources.model_registry import ModelRegistry
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def best_seconds(call, repeats: int = 3) -> float:
+    """The fastest of `repeats` timed calls: the first call also pays one-off costs (lazy imports, the
+    allocator growing the heap), which a serving process pays once, not per batch."""
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
 def batch_throughput(model, rows: pd.DataFrame) -> dict:
-    started = time.perf_counter()
-    model.predict(rows)
-    ours = time.perf_counter() - started
+    ours = best_seconds(lambda: model.predict(rows))
     *encoders, (_, estimator) = [*model.steps[:-1], *model.steps[-1][1].steps]
     encoded = rows
     for _, step in encoders:
         encoded = step.transform(encoded)
-    started = time.perf_counter()
-    estimator.predict(encoded)
-    bare = time.perf_counter() - started
+    bare = best_seconds(lambda: estimator.predict(encoded))
     return {"rows": len(rows), "ours_rows_per_s": len(rows) / ours, "bare_rows_per_s": len(rows) / bare,
             "ours_seconds": ours, "bare_seconds": bare, "ratio": ours / bare}
 

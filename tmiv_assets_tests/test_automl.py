@@ -210,8 +210,7 @@ def test_time_ordered_cv_pinned_params_scaler_and_training_curves(tmp_path):
         assert times[train].max() < times[valid].min()
     histories = training_histories(model.best_pipeline_)
     assert [len(h) for h in histories.values()] == [7]  # the pinned epochs reached the refit
-    numeric_steps = model.best_pipeline_.named_steps["preprocess"]["encode"].transformers_[0][1]
-    assert type(numeric_steps[-1]).__name__ == "RobustScaler"
+    assert type(model.best_pipeline_.named_steps["preprocess"]["encode"].scaler_).__name__ == "RobustScaler"
     assert any((tmp_path / "tensorboard" / "mlp").iterdir())
     assert any(name.startswith("training_curve_") for name in evaluation_plots(model.best_pipeline_, X, y, "binary"))
 
