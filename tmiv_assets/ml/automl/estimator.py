@@ -122,6 +122,7 @@ class AutoML(BaseEstimator):
         # across the training rows are not label information, and encoding once saves every trial's time.
         self.preprocessor_ = make_preprocessor(self.scaler).fit(X)
         encoded = np.asarray(self.preprocessor_.transform(X), dtype=np.float64)
+        self.timings_ = {"encode": time.monotonic() - started}
         self.folds_ = cv_folds(y, self.task_, self._n_folds(encoded.shape), self.seed, times)
         self.cv_strategy_ = ("time-ordered " if times is not None else "") + (
             "holdout" if len(self.folds_) == 1 else f"{len(self.folds_)}-fold")
@@ -138,6 +139,7 @@ class AutoML(BaseEstimator):
         deadline = started + self.time_budget_s * (SEARCH_SHARE if refit else SEARCH_SHARE_NO_REFIT)
         results, self.studies_, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,
                                                           deadline)
+        self.timings_["search"] = time.monotonic() - started - sum(self.timings_.values())
         if not results:
             raise ValueError(f"time budget of {self.time_budget_s}s was too small to fit any model on {len(X):,} rows "
                              f"with {self.cv_strategy_} validation; raise time_budget_s")
@@ -146,7 +148,9 @@ class AutoML(BaseEstimator):
         if self.secondary_objective:
             results = self._pareto_pick(results)
         self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started, refit)
+        self.timings_["ensemble"] = time.monotonic() - started - sum(self.timings_.values())
         final = self._final(results, encoded, y, context, refit, started)
+        self.timings_["final_model"] = time.monotonic() - started - sum(self.timings_.values())
         self.best_pipeline_ = Pipeline([("preprocess", self.preprocessor_), ("estimator", final)])
         self.leaderboard_ = self._leaderboard(results, reasons)
         self.fit_seconds_ = time.monotonic() - started

@@ -26,6 +26,7 @@ from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof
 logger = logging.getLogger(__name__)
 FAILURES = (ValueError, ArithmeticError, np.linalg.LinAlgError)  # recorded as FAIL trials; the search goes on
 FIRST_PASS_SHARE = 0.4
+FIRST_PASS_FAIR_SHARES = 2.0  # a family's first trial may take up to twice its even share of the time left
 CHEAP_TRIAL_SHARE = 0.005  # a family whose trial costs under this share of the time left is tuned anyway
 CHEAP_TUNING_SHARE = 0.03
 CHEAP_TUNING_TRIALS = 12
@@ -247,13 +248,14 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     got no more time."""
     tracker = _Tracker(context, started, deadline)
     searches = [_FamilySearch(context, family, tracker) for family in families]
-    for search in searches:
+    for position, search in enumerate(searches):
         if time.monotonic() >= deadline:
             logger.info("search budget spent before %s", search.family.name)
             break
         # One family's first trial may take a share of what is left, so a family too slow for this data
-        # is stopped and the families after it still get their turn.
-        search.run(1, min(deadline, time.monotonic() + (deadline - time.monotonic()) * FIRST_PASS_SHARE))
+        # (or on a busy machine) is stopped and the families after it still get their turn.
+        share = min(FIRST_PASS_SHARE, FIRST_PASS_FAIR_SHARES / (len(searches) - position))
+        search.run(1, min(deadline, time.monotonic() + (deadline - time.monotonic()) * share))
         search.why = "first configuration only: ranked below the families chosen for tuning"
     sign = -1 if context.metric in LOWER_IS_BETTER else 1
     ranked = sorted([s for s in searches if s.best], key=lambda s: -sign * s.best["value"])
@@ -272,7 +274,7 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             search.why = (f"cheap: {len(search.study.trials)} trials at {search.best['seconds']:.2f}s each, "
                           "not tuned further")
     for position, search in enumerate(chosen):
-        remaining = deadline - time.monotonic()
+        remaining = max(0.0, deadline - time.monotonic())
         share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in chosen[position:])
         before = len(search.study.trials)
         search.run(context.max_trials, time.monotonic() + share)
