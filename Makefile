@@ -41,6 +41,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/feature_store.py
 	$(BIN)/python benchmarks/automl.py --budgets 30,60
 	$(BIN)/python benchmarks/automl.py --budgets 30 --busy-core
+	$(BIN)/python benchmarks/drift.py --rows 1000000
 
 clean:
 	rm -rf $(TMIV_HOME)

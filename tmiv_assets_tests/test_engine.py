@@ -19,7 +19,8 @@ from tmiv_assets.ml.data.spec import DatasetSpec, SpecError, load_dataset_spec, 
 from tmiv_assets.ml.data.splits import split_dataset
 from tmiv_assets.ml.features.builder import FeatureBuilder
 from tmiv_assets.ml.forecasting.sarima import SarimaForecaster
-from tmiv_assets.ml.monitoring.drift import DriftDetector
+from tmiv_assets.ml.monitoring.drift import evidently_report
+from tmiv_assets.ml.monitoring.statistics import DriftSettings, DriftStatistics
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -145,16 +146,18 @@ def test_stratified_split_keeps_class_balance():
     assert abs(data.y_test.mean() - frame["y"].mean()) < 0.01
 
 
-def test_drift_detector_flags_a_shifted_sample_only():
+def test_drift_statistics_and_evidently_flag_a_shifted_sample_only():
     rng = np.random.default_rng(0)
     reference = pd.DataFrame({"a": rng.normal(0, 1, 3000), "b": rng.choice(list("xyz"), 3000)})
     same = pd.DataFrame({"a": rng.normal(0, 1, 1500), "b": rng.choice(list("xyz"), 1500)})
     shifted = pd.DataFrame({"a": rng.normal(2, 1, 1500), "b": rng.choice(list("xyz"), 1500, p=[0.8, 0.1, 0.1])})
-    detector = DriftDetector(drift_share=0.5).fit(reference)
-    assert not detector.detect(same).drift_detected
-    report = detector.detect(shifted)
-    assert report.drift_detected and report.drifted_share == 1.0
-    assert set(report.per_column["column"]) == {"a", "b"}
+    statistics = DriftStatistics(DriftSettings(drift_share=0.5)).fit(reference)
+    assert not statistics.compare(same).drift_detected
+    verdict = statistics.compare(shifted)
+    assert verdict.drift_detected and verdict.drifted_share == 1.0
+    assert list(verdict.per_column["test"]) == ["wasserstein", "jensenshannon"]
+    report = evidently_report(reference, shifted, drift_share=0.5)
+    assert report.drifted_share == 1.0 and set(report.per_column["column"]) == {"a", "b"}
     assert "<html" in report.snapshot.get_html_str(as_iframe=False).lower()
 
 

@@ -120,6 +120,7 @@ def model_candidates(context: dg.AssetExecutionContext, config: TrainingConfig, 
         "pruned_trials": int((automl.trials_["state"] == "PRUNED").sum()),
         "trial_table": markdown_table(automl.trials_.tail(30)),
         "search_seconds": round(automl.fit_seconds_, 1),
+        "seconds_by_phase": {phase: round(seconds, 1) for phase, seconds in automl.timings_.items()},
         "validation": f"{automl.cv_strategy_} validation, {split.strategy} test split; final model: "
                       f"{automl.final_kind_}",
         "train_rows": len(split.X_train),

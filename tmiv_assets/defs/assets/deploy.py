@@ -95,11 +95,16 @@ def champion_gate(registry: ModelRegistry, source: DataSource, store: FeatureSto
         columns = list(new_model.feature_names_in_)
         with bad_input_as_failure(dataset):
             require_columns(rows, columns, source.batch_path(dataset, day))
-        new_score = score_model(new_model, rows[columns], labels, spec.task, spec.positive_class)[metric]
+        scores["batch_day"] = day
+        try:
+            new_score = score_model(new_model, rows[columns], labels, spec.task, spec.positive_class)[metric]
+        except ValueError as error:  # the batch's labels do not support the metric (e.g. a single class)
+            return GateResult(decisions[0].promote, f"{decisions[0].reason}; batch {day} not compared: {error}",
+                              scores)
         on_batch = score_incumbent(registry, dataset, rows, labels, spec, metric)
         decisions.append(decide_promotion(metric, new_score, on_batch, margin,
                                           rows=f"batch {day}'s {len(rows)} labelled rows"))
-        scores |= {"batch_day": day, "new_on_batch": new_score, "champion_on_batch": on_batch.score}
+        scores |= {"new_on_batch": new_score, "champion_on_batch": on_batch.score}
     return GateResult(all(d.promote for d in decisions), "; ".join(d.reason for d in decisions), scores)
 
 

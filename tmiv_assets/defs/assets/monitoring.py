@@ -15,7 +15,8 @@ from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.deploy.ab_testing import ArmComparison, assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
 from tmiv_assets.ml.metrics import score_model
-from tmiv_assets.ml.monitoring.drift import DriftDetector
+from tmiv_assets.ml.monitoring.drift import evidently_report
+from tmiv_assets.ml.monitoring.statistics import DriftSettings, DriftStatistics
 from tmiv_assets.ml.plots import drift_plot, figure_to_markdown
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.data_source import DataSource
@@ -25,8 +26,9 @@ from tmiv_assets.resources.prediction_log import PredictionLog
 
 
 class DriftConfig(dg.Config):
-    drift_share: float = Field(default=0.3, gt=0, le=1,
-                               description="A batch drifts when at least this share of its columns drift.")
+    drift_share: float | None = Field(default=None, gt=0, le=1, description=(
+        "A batch drifts when at least this share of its columns drift; empty: the dataset spec's "
+        "drift.drift_share, else 0.3."))
 
 
 def batch_key(context: dg.AssetExecutionContext) -> tuple[str, str]:
@@ -178,20 +180,29 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, source:
     reference = store.load("clean_dataset", dataset, reference_version)
     skip = {spec.target, *spec.key_columns, *spec.exclude_columns}
     columns = [c for c in reference.columns if c not in skip and c in batch.columns]
-    report = DriftDetector(drift_share=config.drift_share).fit(reference[columns]).detect(batch[columns])
-    html_path = artifacts.write_text(report.snapshot.get_html_str(as_iframe=False), "batches", dataset, day,
+    with bad_input_as_failure(context.partition_key):
+        settings = DriftSettings.from_mapping(source.dataset_spec(dataset).drift | (
+            {"drift_share": config.drift_share} if config.drift_share is not None else {}))
+    verdict = DriftStatistics(settings).fit(reference[columns]).compare(batch[columns])
+    evidently = evidently_report(reference[columns], batch[columns], settings.drift_share)
+    html_path = artifacts.write_text(evidently.snapshot.get_html_str(as_iframe=False), "batches", dataset, day,
                                      "drift_report.html")
-    drifted = report.per_column.loc[report.per_column["drifted"], "column"].tolist()
+    per_column = verdict.per_column.merge(
+        evidently.per_column[["column", "drifted"]].rename(columns={"drifted": "evidently_drifted"}), on="column")
+    drifted = per_column.loc[per_column["drifted"], "column"].tolist()
     context.log.info(f"Drift {dataset} {day}: {len(drifted)}/{len(columns)} columns drifted "
-                     f"({', '.join(drifted) or 'none'}); drift_detected={report.drift_detected}")
+                     f"({', '.join(drifted) or 'none'}); drift_detected={verdict.drift_detected}")
     return dg.MaterializeResult(metadata={
-        "drift_detected": report.drift_detected,
-        "drifted_share": report.drifted_share,
-        "drift_share_threshold": config.drift_share,
+        "drift_detected": verdict.drift_detected,
+        "drifted_share": round(verdict.drifted_share, 4),
+        "drift_share_threshold": settings.drift_share,
+        "method": f"{settings.method} (alpha {settings.alpha}, correction {settings.correction}, distance "
+                  f"{settings.distance_threshold}, PSI {settings.psi_threshold})",
         "drifted_columns": ", ".join(drifted) or "none",
+        "evidently_agrees_on_columns": int((per_column["drifted"] == per_column["evidently_drifted"]).sum()),
         "reference": f"clean_dataset v{reference_version} (champion v{champion.version})",
         "batch_rows": len(batch),
-        "per_column": markdown_table(report.per_column),
-        "drift_plot": dg.MetadataValue.md(figure_to_markdown(drift_plot(report.per_column), "drift")),
+        "per_column": markdown_table(per_column.round(4)),
+        "drift_plot": dg.MetadataValue.md(figure_to_markdown(drift_plot(per_column), "drift")),
         "evidently_report": dg.MetadataValue.path(str(html_path)),
     })

@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from tmiv_assets.ml.monitoring.statistics import DriftSettings
+
 TASKS = ("binary", "multiclass", "regression")
 CLASSIFICATION = ("binary", "multiclass")
 COLUMN_TYPES = ("numeric", "categorical", "datetime", "boolean", "text")
@@ -70,6 +72,9 @@ class DatasetSpec:
     """Excel sheet name or index; the first sheet when absent."""
     ab_test: dict[str, float] = field(default_factory=dict)
     """A/B test of incoming batches: challenger_share in (0, 1), min_detectable_effect > 0."""
+    drift: dict[str, object] = field(default_factory=dict)
+    """Drift settings of incoming batches (monitoring.statistics.DriftSettings): method, alpha, correction,
+    distance_threshold, psi_threshold, large_sample, drift_share."""
 
     @property
     def key_columns(self) -> list[str]:
@@ -110,7 +115,8 @@ class SeriesSpec:
 
 
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
-                  "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test")
+                  "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
+                  "drift")
 SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform")
 
 
@@ -216,6 +222,7 @@ def load_dataset_spec(spec_path: Path) -> DatasetSpec:
         encoding=encoding,
         sheet=_scalar(raw, "sheet", spec_path, (str, int)),
         ab_test=_ab_test(raw, spec_path),
+        drift=_drift(raw, spec_path),
     )
 
 
@@ -259,6 +266,17 @@ def _ab_test(raw: dict, spec_path: Path) -> dict[str, float]:
             bounds = f"between {low:g} and {high:g} (both excluded)" if high else f"above {low:g}"
             raise SpecError(f"{spec_path}: ab_test.{key} must be a number {bounds}, got {value!r}")
     return {str(k): float(v) for k, v in ab_test.items()}
+
+
+def _drift(raw: dict, spec_path: Path) -> dict[str, object]:
+    drift = raw.get("drift") or {}
+    if not isinstance(drift, dict):
+        raise SpecError(f"{spec_path}: 'drift' must be a mapping, e.g. drift: {{method: ks, correction: bh}}")
+    try:
+        DriftSettings.from_mapping(drift)
+    except (TypeError, ValueError) as error:
+        raise SpecError(f"{spec_path}: drift settings: {error}") from error
+    return dict(drift)
 
 
 def load_series_spec(spec_path: Path) -> SeriesSpec:

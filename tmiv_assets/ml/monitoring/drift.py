@@ -1,4 +1,4 @@
-"""Data drift of an incoming batch against the training data, computed by Evidently."""
+"""Evidently's data-drift report of an incoming batch against the training data, for people to read."""
 
 from __future__ import annotations
 
@@ -13,48 +13,45 @@ from evidently.presets import DataDriftPreset
 _VALUE_DRIFT = re.compile(r"^ValueDrift\(")
 
 
+EVIDENTLY_MAX_ROWS = 50_000  # Evidently renders the report from a seeded sample of larger frames
+
+
 @dataclass(frozen=True)
-class DriftReport:
-    """Per-column drift scores and the overall verdict for one batch."""
+class EvidentlyReport:
+    """Evidently's per-column verdicts and the snapshot behind its HTML report."""
 
     per_column: pd.DataFrame
     """Columns: column, method, score, threshold, drifted."""
     drifted_share: float
-    """Share of compared columns that drifted."""
-    drift_share_threshold: float
-    drift_detected: bool
-    """True when drifted_share reaches drift_share_threshold."""
     snapshot: Snapshot
-    """The Evidently snapshot; `snapshot.get_html_str(as_iframe=False)` is the full HTML report."""
+    """`snapshot.get_html_str(as_iframe=False)` is the full HTML report."""
 
 
-class DriftDetector:
-    """Compare batches with a reference frame column by column.
+def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, drift_share: float = 0.3,
+                     seed: int = 0, sample: bool = True) -> EvidentlyReport:
+    """Evidently's DataDriftPreset on the two frames (with `sample`, a seeded sample of each beyond
+    EVIDENTLY_MAX_ROWS rows).
 
-    Evidently picks the test per column from type and size (Wasserstein / Jensen-Shannon distances
-    for large samples, K-S / chi-square p-values for small ones). A batch drifts when at least
-    `drift_share` of its columns do.
+    Evidently picks the test per column from type and size (Wasserstein / Jensen-Shannon distances for
+    large samples, K-S / chi-square p-values for small ones); the platform's verdict comes from
+    `statistics.DriftStatistics`, this is the report a person reads.
     """
+    if reference.empty:
+        raise ValueError("reference data is empty; drift needs the rows the model was trained on")
+    missing = [c for c in reference.columns if c not in current.columns]
+    if missing:
+        raise ValueError(f"batch lacks reference columns {missing}; it cannot be compared")
+    current = current[list(reference.columns)]
+    if sample:
+        reference, current = _sample(reference, seed), _sample(current, seed)
+    snapshot = Report([DataDriftPreset(drift_share=drift_share)]).run(current_data=current,
+                                                                    reference_data=reference)
+    per_column = _per_column(snapshot)
+    return EvidentlyReport(per_column, float(per_column["drifted"].mean()), snapshot)
 
-    def __init__(self, drift_share: float = 0.3):
-        self.drift_share = drift_share
 
-    def fit(self, reference: pd.DataFrame) -> DriftDetector:
-        if reference.empty:
-            raise ValueError("reference data is empty; drift needs the rows the model was trained on")
-        self.reference_ = reference
-        self.columns_ = list(reference.columns)
-        return self
-
-    def detect(self, current: pd.DataFrame) -> DriftReport:
-        missing = [c for c in self.columns_ if c not in current.columns]
-        if missing:
-            raise ValueError(f"batch lacks reference columns {missing}; it cannot be compared")
-        report = Report([DataDriftPreset(drift_share=self.drift_share)])
-        snapshot = report.run(current_data=current[self.columns_], reference_data=self.reference_)
-        per_column = _per_column(snapshot)
-        share = float(per_column["drifted"].mean())
-        return DriftReport(per_column, share, self.drift_share, share >= self.drift_share, snapshot)
+def _sample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return frame.sample(n=EVIDENTLY_MAX_ROWS, random_state=seed) if len(frame) > EVIDENTLY_MAX_ROWS else frame
 
 
 def _per_column(snapshot: Snapshot) -> pd.DataFrame:
