@@ -8,7 +8,7 @@ from tmiv_assets.defs.assets.deploy import champion_history, champion_model, mod
 from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast
-from tmiv_assets.defs.assets.monitoring import ab_test_report, drift_report, scored_batch
+from tmiv_assets.defs.assets.monitoring import ab_test_report, drift_report, model_performance, scored_batch
 from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
 from tmiv_assets.defs.model_jobs import (
     archive_model,
@@ -37,7 +37,7 @@ executor = dg.multiprocess_executor.configured(
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
             model_leaderboard, registered_model, champion_model, champion_history, shap_report, scored_batch,
-            drift_report, ab_test_report, model_comparison, forecast],
+            drift_report, model_performance, ab_test_report, model_comparison, forecast],
     jobs=[full_pipeline, retrain, score_batch, forecast_series, promote_model, rollback_model, archive_model,
           predict_file, conclude_ab_test],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, dead_runs_sensor],

@@ -4,7 +4,7 @@ Each step evaluates the real sensor, then executes the runs it requests on the p
 ($DAGSTER_HOME), tagged with the sensor's run keys so a daemon started later does not repeat them:
 1. `new_data_files_sensor` registers datasets and series as partitions -> `full_pipeline`, `forecast_series`
 2. `incoming_batches_sensor` -> `score_batch` for each day of incoming flights
-3. `drift_retrain_sensor` -> `retrain` for each drifted batch
+3. `drift_retrain_sensor` -> one `retrain` per dataset with drifted batches
 """
 
 import logging

@@ -10,7 +10,7 @@ import pytest
 
 from tmiv_assets.defs.assets.data import dataset_profile
 from tmiv_assets.defs.assets.forecasting import forecast
-from tmiv_assets.defs.assets.monitoring import drift_report, scored_batch
+from tmiv_assets.defs.assets.monitoring import drift_report, model_performance, scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
 from tmiv_assets.ml.data.quality import QUALITY_CHECKS
 from tmiv_assets.resources.feature_store import FeatureStore
@@ -48,7 +48,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
             results[dataset] = dg.materialize([dataset_profile, *TRAINING_ASSETS], run_config=FAST_TRAINING,
                                               resources=resources, partition_key=dataset, instance=instance)
         for day in (UNSHIFTED_DAY, SHIFTED_DAY):
-            results[day] = dg.materialize([scored_batch, drift_report], resources=resources,
+            results[day] = dg.materialize([scored_batch, drift_report, model_performance], resources=resources,
                                           partition_key=batch_key(day), instance=instance)
         for series in SERIES:
             results[series] = dg.materialize([forecast], resources=resources, partition_key=series, instance=instance)
@@ -148,16 +148,24 @@ def test_drift_verdicts_follow_the_season(pipeline):
     assert unshifted["drift_detected"] is False
     assert shifted["drift_detected"] is True
     assert "dep_delay" in shifted["drifted_columns"]
+    assert unshifted["prediction_drift"] is False and shifted["prediction_drift"] is True  # July's delays
+    assert shifted["prediction_drift_score"].startswith("wasserstein")
+    assert isinstance(shifted["target_drift"], bool) and shifted["target_drift_score"].startswith("jensenshannon")
     html = Path(shifted["evidently_report"])
     assert html.exists() and html.stat().st_size > 10_000
 
 
-def test_scored_batch_has_predictions_and_live_metrics(pipeline):
+def test_scored_batch_has_predictions_and_model_performance_live_metrics(pipeline):
     metadata = pipeline.metadata(UNSHIFTED_DAY, "scored_batch")
     scored = pd.read_parquet(pipeline.home / "batches" / "flights" / UNSHIFTED_DAY / "scored.parquet")
     assert len(scored) == metadata["dagster/row_count"] > 800
     assert scored["score"].between(0, 1).all() and set(scored["prediction"]) <= {0, 1}
-    assert metadata["live_roc_auc"] > 0.8
+    performance = pipeline.metadata(UNSHIFTED_DAY, "model_performance")
+    assert performance["status"] == "measured" and performance["live_roc_auc"] > 0.8
+    gap = performance["test_roc_auc"] - performance["live_roc_auc"]
+    assert performance["drop"] == pytest.approx(gap, abs=1e-4)
+    assert performance["allowed_drop"] == pytest.approx(0.05 * performance["test_roc_auc"], abs=1e-4)
+    assert performance["within_threshold"] is (gap <= performance["allowed_drop"])
 
 
 def test_shap_report_ranks_departure_delay_first_for_flights(pipeline):

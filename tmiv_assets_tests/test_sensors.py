@@ -24,16 +24,15 @@ def run_requests(result) -> list[dg.RunRequest]:
     return [] if isinstance(result, dg.SkipReason) else list(result.run_requests)
 
 
-def test_drift_requests_one_retrain_per_drifted_batch_and_none_on_reevaluation(instance):
+def test_drift_requests_one_retrain_per_drifted_dataset_and_none_on_reevaluation(instance):
     instance.add_dynamic_partitions("dataset", ["flights"])
     report_drift(instance, "2013-02-12", drifted=False)
     report_drift(instance, "2013-07-22", drifted=True)
     report_drift(instance, "2013-07-23", drifted=True)
     result = drift_retrain_sensor(dg.build_sensor_context(instance=instance))
     requests = run_requests(result)
-    assert [(r.partition_key, r.run_key) for r in requests] == [
-        ("flights", "drift/flights/2013-07-22"), ("flights", "drift/flights/2013-07-23")]
-    assert requests[0].tags["tmiv/drifted_batch"] == "2013-07-22"
+    assert [(r.partition_key, r.run_key) for r in requests] == [("flights", "drift/flights/2013-07-23")]
+    assert requests[0].tags["tmiv/drifted_batches"] == "2013-07-22,2013-07-23"
     again = drift_retrain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
     assert isinstance(again, dg.SkipReason)
 

@@ -8,7 +8,7 @@ from tmiv_assets.defs.assets.deploy import champion_history, champion_model, reg
 from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast
-from tmiv_assets.defs.assets.monitoring import ab_test_report, drift_report, scored_batch
+from tmiv_assets.defs.assets.monitoring import ab_test_report, drift_report, model_performance, scored_batch
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
 
 TRAINING_ASSETS = [raw_dataset, clean_dataset, feature_set, selected_features, model_candidates, model_leaderboard,
@@ -28,7 +28,7 @@ retrain = dg.define_asset_job(
 )
 score_batch = dg.define_asset_job(
     "score_batch",
-    selection=dg.AssetSelection.assets(scored_batch, drift_report, ab_test_report),
+    selection=dg.AssetSelection.assets(scored_batch, drift_report, model_performance, ab_test_report),
     partitions_def=batch_partitions,
     description="Score one (dataset, day) batch with the champion (and challenger in an A/B test), report drift.",
 )

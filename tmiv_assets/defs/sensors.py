@@ -67,25 +67,25 @@ def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSou
 
 @dg.sensor(job=retrain, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def drift_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    """Request one `retrain` per (dataset, batch day) whose drift report says the batch drifted."""
+    """Request one `retrain` per dataset whose new drift reports include a drifted batch, however many of its
+    days drifted since the last tick; the run key names the latest drifted day, so a restarted daemon does
+    not request it again."""
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=drift_report.key, after_storage_id=after), limit=500, ascending=True
     ).records
     if not records:
         return dg.SkipReason("no new drift reports")
-    run_requests = []
+    drifted: dict[str, list[str]] = {}
     for record in records:
         materialization = record.asset_materialization
-        if not materialization.metadata["drift_detected"].value:
-            continue
-        keys = batch_partitions.get_partition_key_from_str(materialization.partition).keys_by_dimension
-        dataset, day = keys["dataset"], keys["day"]
-        run_requests.append(dg.RunRequest(
-            partition_key=dataset,
-            run_key=f"drift/{dataset}/{day}",
-            tags={"tmiv/trigger": "drift", "tmiv/drifted_batch": day},
-        ))
+        if materialization.metadata["drift_detected"].value:
+            keys = batch_partitions.get_partition_key_from_str(materialization.partition).keys_by_dimension
+            drifted.setdefault(keys["dataset"], []).append(keys["day"])
+    run_requests = [dg.RunRequest(partition_key=dataset, run_key=f"drift/{dataset}/{max(days)}",
+                                  tags={"tmiv/trigger": "drift", "tmiv/drifted_batch": max(days),
+                                        "tmiv/drifted_batches": ",".join(sorted(set(days)))})
+                    for dataset, days in sorted(drifted.items())]
     return dg.SensorResult(run_requests=run_requests, cursor=str(records[-1].storage_id))
 
 

@@ -14,7 +14,7 @@ from tmiv_assets.ml.data.ingest import require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.deploy.ab_testing import ArmComparison, assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
-from tmiv_assets.ml.metrics import score_model
+from tmiv_assets.ml.metrics import LOWER_IS_BETTER, score_model
 from tmiv_assets.ml.monitoring.drift import evidently_report
 from tmiv_assets.ml.monitoring.statistics import DriftSettings, DriftStatistics
 from tmiv_assets.ml.plots import drift_plot, figure_to_markdown
@@ -85,8 +85,7 @@ def ab_arms(context: dg.AssetExecutionContext, config: ScoringConfig, source: Da
 def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, source: DataSource, store: FeatureStore,
                  registry: ModelRegistry, artifacts: ArtifactStore,
                  prediction_log: PredictionLog) -> dg.MaterializeResult:
-    """Predictions of the champion (and, in an A/B test, the challenger) for one day's batch; scored against
-    labels once they arrive."""
+    """Predictions of the champion (and, in an A/B test, the challenger) for one day's batch."""
     dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
     share, challenger = ab_arms(context, config, source, registry, dataset, spec)
     versions = {"champion": champion} | ({"challenger": challenger} if challenger else {})
@@ -111,16 +110,47 @@ def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, sourc
     metadata = {"dagster/row_count": len(scored), "champion_version": int(champion.version),
                 "rows_per_arm": scored["arm"].value_counts().to_dict(), "prediction_log_request": request,
                 "path": dg.MetadataValue.path(str(path)), "preview": markdown_table(scored.head(5))}
-    with bad_input_as_failure(context.partition_key):
-        labels = source.read_labels(dataset, day)
-    if spec.id_column and labels is not None:
-        model = models["champion"]
-        labelled = batch.merge(labels[[spec.id_column, spec.target]], on=spec.id_column)
-        metrics = score_model(model, labelled[model.feature_names_in_], labelled[spec.target], spec.task,
-                              spec.positive_class)
-        metadata |= {f"live_{k}": v for k, v in metrics.items()} | {"labelled_rows": len(labelled)}
     context.log.info(f"Scored {len(scored):,} rows of {dataset} {day}: {metadata['rows_per_arm']}")
     return dg.MaterializeResult(metadata=metadata)
+
+
+DEFAULT_MAX_RELATIVE_DROP = 0.05
+
+
+@dg.asset(partitions_def=batch_partitions, deps=[scored_batch], group_name="monitoring", kinds={"mlflow"})
+def model_performance(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
+                      registry: ModelRegistry) -> dg.MaterializeResult:
+    """The champion's live metrics on a batch once its labels arrive, next to its score on the held-out test
+    rows; the drop is judged by the spec's `performance` thresholds (max_drop in the metric's units,
+    max_relative_drop as a share; the stricter applies, 5% relative by default)."""
+    dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
+    with bad_input_as_failure(context.partition_key):
+        labels = source.read_labels(dataset, day)
+        thresholds = source.dataset_spec(dataset).performance
+    if labels is None or not spec.id_column:
+        status = "no labels yet" if labels is None else "no id_column to join labels on"
+        return dg.MaterializeResult(metadata={"status": status, "champion_version": int(champion.version)})
+    labelled = batch.merge(labels[[spec.id_column, spec.target]], on=spec.id_column)
+    model = registry.load_version(dataset, champion.version)
+    live = score_model(model, labelled[list(model.feature_names_in_)], labelled[spec.target], spec.task,
+                       spec.positive_class)
+    metric = champion.tags["metric"]
+    reference = float(champion.tags[f"test_{metric}"])
+    drop = live[metric] - reference if metric in LOWER_IS_BETTER else reference - live[metric]
+    allowed = min(thresholds.get("max_drop", np.inf),
+                  thresholds.get("max_relative_drop", DEFAULT_MAX_RELATIVE_DROP) * abs(reference))
+    within = bool(drop <= allowed)
+    (context.log.info if within else context.log.warning)(
+        f"{dataset} {day}: live {metric} {live[metric]:.4f} vs test {reference:.4f} (drop {drop:.4f}, allowed "
+        f"{allowed:.4f})")
+    return dg.MaterializeResult(metadata={
+        "status": "measured", "champion_version": int(champion.version), "metric": metric,
+        f"live_{metric}": live[metric], f"test_{metric}": reference, "drop": round(drop, 4),
+        "allowed_drop": round(allowed, 4), "within_threshold": within, "labelled_rows": len(labelled),
+        **{f"live_{name}": value for name, value in live.items() if name != metric}})
+
+
+DEFAULT_MIN_DETECTABLE_EFFECT = 0.02
 
 
 def ab_comparison(dataset: str, day: str, source: DataSource, store: FeatureStore, registry: ModelRegistry,
@@ -140,9 +170,6 @@ def ab_comparison(dataset: str, day: str, source: DataSource, store: FeatureStor
                                 "min_detectable_effect", DEFAULT_MIN_DETECTABLE_EFFECT))
     except ValueError as error:
         raise dg.Failure(description=f"[{dataset}|{day}] A/B comparison: {error}") from error
-
-
-DEFAULT_MIN_DETECTABLE_EFFECT = 0.02
 
 
 class ABTestConfig(dg.Config):
@@ -171,9 +198,38 @@ def ab_test_report(context: dg.AssetExecutionContext, config: ABTestConfig, sour
         "rows_needed_per_arm": comparison.rows_needed_per_arm, "recommendation": comparison.recommendation})
 
 
+OUTPUT_REFERENCE_ROWS = 50_000
+
+
+def output_drift(registry: ModelRegistry, champion: ModelVersion, spec: DatasetSpec, reference: pd.DataFrame,
+                 logged: pd.DataFrame, labels: pd.DataFrame | None, settings: DriftSettings) -> dict:
+    """Prediction drift: the outputs the batch was served (the positive or predicted class's probability, or
+    the predicted value) against the champion's outputs on a seeded sample of its reference rows; target
+    drift once the batch's labels arrived."""
+    if logged.empty:
+        return {"prediction_drift": "batch not scored yet"}
+    sample = reference.sample(n=min(len(reference), OUTPUT_REFERENCE_ROWS), random_state=0)
+    model = registry.load_version(spec.name, champion.version)
+    expected = predict_rows(model, sample, spec.task, spec.positive_class, probabilities=False)
+    served = logged["probability"] if spec.is_classification else logged["prediction"].astype(float)
+    column = "score" if spec.is_classification else "prediction"
+    outputs = DriftStatistics(settings).fit(expected[[column]].set_axis(["output"], axis=1)).compare(
+        pd.DataFrame({"output": served.to_numpy(dtype=float)})).per_column.iloc[0]
+    metadata = {"prediction_drift": bool(outputs["drifted"]),
+                "prediction_drift_score": f"{outputs['test']} {outputs['score']:.4f} (threshold "
+                                          f"{outputs['threshold']:g})"}
+    if labels is None:
+        return metadata | {"target_drift": "no labels yet"}
+    target = DriftStatistics(settings).fit(reference[[spec.target]]).compare(labels[[spec.target]]).per_column.iloc[0]
+    return metadata | {"target_drift": bool(target["drifted"]),
+                       "target_drift_score": f"{target['test']} {target['score']:.4f} (threshold "
+                                             f"{target['threshold']:g})"}
+
+
 @dg.asset(partitions_def=batch_partitions, deps=[scored_batch], group_name="monitoring", kinds={"evidently"})
-def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, source: DataSource,
-                 store: FeatureStore, registry: ModelRegistry, artifacts: ArtifactStore) -> dg.MaterializeResult:
+def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, source: DataSource, store: FeatureStore,
+                 registry: ModelRegistry, artifacts: ArtifactStore,
+                 prediction_log: PredictionLog) -> dg.MaterializeResult:
     """Per-column drift of the batch against the rows the champion was trained on, with an Evidently report."""
     dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
     reference_version = int(champion.tags["clean_dataset_version"])
@@ -184,6 +240,10 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, source:
         settings = DriftSettings.from_mapping(source.dataset_spec(dataset).drift | (
             {"drift_share": config.drift_share} if config.drift_share is not None else {}))
     verdict = DriftStatistics(settings).fit(reference[columns]).compare(batch[columns])
+    with bad_input_as_failure(context.partition_key):
+        labels = source.read_labels(dataset, day)
+    outputs = output_drift(registry, champion, spec, reference, prediction_log.rows(f"{dataset}|{day}"), labels,
+                           settings)
     evidently = evidently_report(reference[columns], batch[columns], settings.drift_share)
     html_path = artifacts.write_text(evidently.snapshot.get_html_str(as_iframe=False), "batches", dataset, day,
                                      "drift_report.html")
@@ -200,6 +260,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, source:
                   f"{settings.distance_threshold}, PSI {settings.psi_threshold})",
         "drifted_columns": ", ".join(drifted) or "none",
         "evidently_agrees_on_columns": int((per_column["drifted"] == per_column["evidently_drifted"]).sum()),
+        **outputs,
         "reference": f"clean_dataset v{reference_version} (champion v{champion.version})",
         "batch_rows": len(batch),
         "per_column": markdown_table(per_column.round(4)),

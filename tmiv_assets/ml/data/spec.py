@@ -72,6 +72,9 @@ class DatasetSpec:
     """Excel sheet name or index; the first sheet when absent."""
     ab_test: dict[str, float] = field(default_factory=dict)
     """A/B test of incoming batches: challenger_share in (0, 1), min_detectable_effect > 0."""
+    performance: dict[str, float] = field(default_factory=dict)
+    """Live-performance thresholds: max_drop (in the metric's units) and max_relative_drop (a share) below the
+    champion's test score."""
     drift: dict[str, object] = field(default_factory=dict)
     """Drift settings of incoming batches (monitoring.statistics.DriftSettings): method, alpha, correction,
     distance_threshold, psi_threshold, large_sample, drift_share."""
@@ -116,7 +119,7 @@ class SeriesSpec:
 
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
                   "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
-                  "drift")
+                  "performance", "drift")
 SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform")
 
 
@@ -221,7 +224,8 @@ def load_dataset_spec(spec_path: Path) -> DatasetSpec:
         delimiter=delimiter,
         encoding=encoding,
         sheet=_scalar(raw, "sheet", spec_path, (str, int)),
-        ab_test=_ab_test(raw, spec_path),
+        ab_test=_bounded(raw, "ab_test", spec_path, AB_TEST_OPTIONS),
+        performance=_bounded(raw, "performance", spec_path, PERFORMANCE_OPTIONS),
         drift=_drift(raw, spec_path),
     )
 
@@ -236,10 +240,16 @@ def _dtypes(raw: dict, spec_path: Path) -> dict[str, str]:
     return {str(c): str(k) for c, k in dtypes.items()}
 
 
+def _mapping(raw: dict, key: str, spec_path: Path, example: str) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{spec_path}: '{key}' must be a mapping of options, e.g. {example}; got "
+                        f"{type(value).__name__}")
+    return value
+
+
 def _cleaning(raw: dict, spec_path: Path) -> dict[str, object]:
-    cleaning = raw.get("cleaning") or {}
-    if not isinstance(cleaning, dict):
-        raise SpecError(f"{spec_path}: 'cleaning' must be a mapping of options, got {type(cleaning).__name__}")
+    cleaning = _mapping(raw, "cleaning", spec_path, "cleaning: {missing: median}")
     allowed = {*CLEANING_OPTIONS, "fill_value", "outlier_threshold"}
     for key, value in cleaning.items():
         if key not in allowed:
@@ -252,26 +262,24 @@ def _cleaning(raw: dict, spec_path: Path) -> dict[str, object]:
 
 
 AB_TEST_OPTIONS = {"challenger_share": (0.0, 1.0), "min_detectable_effect": (0.0, None)}
+PERFORMANCE_OPTIONS = {"max_drop": (0.0, None), "max_relative_drop": (0.0, 1.0)}
 
 
-def _ab_test(raw: dict, spec_path: Path) -> dict[str, float]:
-    ab_test = raw.get("ab_test") or {}
-    if not isinstance(ab_test, dict):
-        raise SpecError(f"{spec_path}: 'ab_test' must be a mapping, e.g. ab_test: {{challenger_share: 0.2}}")
-    for key, value in ab_test.items():
-        if key not in AB_TEST_OPTIONS:
-            raise SpecError(f"{spec_path}: unknown ab_test option {key!r}; use one of {sorted(AB_TEST_OPTIONS)}")
-        low, high = AB_TEST_OPTIONS[key]
+def _bounded(raw: dict, key: str, spec_path: Path, options: dict[str, tuple[float, float | None]]) -> dict[str, float]:
+    """A mapping of named numbers, each within its (exclusive) bounds."""
+    values = _mapping(raw, key, spec_path, f"{key}: {{{next(iter(options))}: 0.2}}")
+    for name, value in values.items():
+        if name not in options:
+            raise SpecError(f"{spec_path}: unknown {key} option {name!r}; use one of {sorted(options)}")
+        low, high = options[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= low or high and value >= high:
             bounds = f"between {low:g} and {high:g} (both excluded)" if high else f"above {low:g}"
-            raise SpecError(f"{spec_path}: ab_test.{key} must be a number {bounds}, got {value!r}")
-    return {str(k): float(v) for k, v in ab_test.items()}
+            raise SpecError(f"{spec_path}: {key}.{name} must be a number {bounds}, got {value!r}")
+    return {str(k): float(v) for k, v in values.items()}
 
 
 def _drift(raw: dict, spec_path: Path) -> dict[str, object]:
-    drift = raw.get("drift") or {}
-    if not isinstance(drift, dict):
-        raise SpecError(f"{spec_path}: 'drift' must be a mapping, e.g. drift: {{method: ks, correction: bh}}")
+    drift = _mapping(raw, "drift", spec_path, "drift: {method: ks, correction: bh}")
     try:
         DriftSettings.from_mapping(drift)
     except (TypeError, ValueError) as error:
