@@ -148,9 +148,11 @@ def test_drift_verdicts_follow_the_season(pipeline):
     assert unshifted["drift_detected"] is False
     assert shifted["drift_detected"] is True
     assert "dep_delay" in shifted["drifted_columns"]
-    assert unshifted["prediction_drift"] is False and shifted["prediction_drift"] is True  # July's delays
-    assert shifted["prediction_drift_score"].startswith("wasserstein")
-    assert isinstance(shifted["target_drift"], bool) and shifted["target_drift_score"].startswith("jensenshannon")
+    # July's delays move the served delay probabilities further from the reference than a February day's.
+    assert shifted["prediction_drift_test"] == "wasserstein" and shifted["prediction_drift"] is True
+    assert shifted["prediction_drift_score"] > unshifted["prediction_drift_score"]
+    assert isinstance(shifted["target_drift"], bool) and shifted["target_drift_test"] == "jensenshannon"
+    assert shifted["target_drift_score"] > unshifted["target_drift_score"]
     html = Path(shifted["evidently_report"])
     assert html.exists() and html.stat().st_size > 10_000
 

@@ -215,15 +215,13 @@ def output_drift(registry: ModelRegistry, champion: ModelVersion, spec: DatasetS
     column = "score" if spec.is_classification else "prediction"
     outputs = DriftStatistics(settings).fit(expected[[column]].set_axis(["output"], axis=1)).compare(
         pd.DataFrame({"output": served.to_numpy(dtype=float)})).per_column.iloc[0]
-    metadata = {"prediction_drift": bool(outputs["drifted"]),
-                "prediction_drift_score": f"{outputs['test']} {outputs['score']:.4f} (threshold "
-                                          f"{outputs['threshold']:g})"}
+    metadata = {"prediction_drift": bool(outputs["drifted"]), "prediction_drift_test": outputs["test"],
+                "prediction_drift_score": round(float(outputs["score"]), 4)}
     if labels is None:
         return metadata | {"target_drift": "no labels yet"}
     target = DriftStatistics(settings).fit(reference[[spec.target]]).compare(labels[[spec.target]]).per_column.iloc[0]
-    return metadata | {"target_drift": bool(target["drifted"]),
-                       "target_drift_score": f"{target['test']} {target['score']:.4f} (threshold "
-                                             f"{target['threshold']:g})"}
+    return metadata | {"target_drift": bool(target["drifted"]), "target_drift_test": target["test"],
+                       "target_drift_score": round(float(target["score"]), 4)}
 
 
 @dg.asset(partitions_def=batch_partitions, deps=[scored_batch], group_name="monitoring", kinds={"evidently"})
