@@ -9,7 +9,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from tmiv_assets.defs.assets.data import stored_spec
+from tmiv_assets.defs.assets.data import trained_with
 from tmiv_assets.defs.assets.deploy import champion_history, champion_or_failure, history_metadata
 from tmiv_assets.defs.assets.monitoring import ab_comparison
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
@@ -104,15 +104,13 @@ def predict_rows_of_file(context: dg.OpExecutionContext, config: PredictFileConf
                   else champion_or_failure(registry, config.dataset))
     except LookupError as error:
         raise dg.Failure(description=f"[{config.dataset}] predict_file: {error}") from error
-    version, clean_version = int(chosen.version), int(chosen.tags["clean_dataset_version"])
+    version = int(chosen.version)
     model = registry.load_version(config.dataset, version)
-    spec = stored_spec(store, "clean_dataset", config.dataset, clean_version)
-    raw_version = store.lineage("clean_dataset", config.dataset, clean_version)["raw_dataset_version"]
+    spec, schema = trained_with(store, config.dataset, int(chosen.tags["clean_dataset_version"]))
     with bad_input_as_failure(config.dataset):
         frame = read_table(path)
         ignored = require_columns(frame, list(model.feature_names_in_), path)
-        validate_batch(frame, store.schema("raw_dataset", config.dataset, raw_version), path,
-                       skip={spec.target, *spec.key_columns})
+        validate_batch(frame, schema, path, skip={spec.target, *spec.key_columns})
     result = predict_rows(model, frame, spec.task, spec.positive_class,
                           keep=[c for c in spec.key_columns if c in frame.columns])
     result["model_version"] = version

@@ -27,6 +27,14 @@ def stored_spec(store: FeatureStore, name: str, dataset: str, version: int | str
     return DatasetSpec.from_record(store.lineage(name, dataset, version)["spec"])
 
 
+def trained_with(store: FeatureStore, dataset: str, clean_version: int) -> tuple[DatasetSpec, dict[str, str]]:
+    """The spec a model trained on `clean_version` was made with, and the raw schema (column -> dtype) that
+    rows it scores are checked against."""
+    raw_version = store.lineage("clean_dataset", dataset, clean_version)["raw_dataset_version"]
+    return stored_spec(store, "clean_dataset", dataset, clean_version), store.schema("raw_dataset", dataset,
+                                                                                    raw_version)
+
+
 def stored_version_metadata(version) -> dict:
     return {
         "version": version.version,

@@ -11,7 +11,7 @@ from pydantic import Field
 from tmiv_assets.defs.assets.automl import held_out, model_leaderboard
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
-from tmiv_assets.ml.data.ingest import require_columns
+from tmiv_assets.ml.data.ingest import join_labels, require_columns
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, IncumbentScore, decide_promotion, score_model
 from tmiv_assets.ml.plots import champion_timeline_plot, figure_to_markdown, version_scores_plot
@@ -32,13 +32,18 @@ def champion_or_failure(registry: ModelRegistry, dataset: str) -> ModelVersion:
     return champion
 
 
-def version_scores(registry: ModelRegistry, dataset: str, version: int, held: tuple) -> dict[str, float]:
-    """Every metric of one registered version on held-out rows; KeyError / ValueError when it cannot score
-    them (e.g. the data lost a column it needs)."""
-    spec, clean, split = held
+def version_scores(registry: ModelRegistry, dataset: str, version: int | str, rows: pd.DataFrame, y: pd.Series,
+                   spec: DatasetSpec) -> dict[str, float]:
+    """Every metric of one registered version on `rows`; KeyError / ValueError when it cannot score them
+    (e.g. the data lost a column it needs)."""
     model = registry.load_version(dataset, version)
-    return score_model(model, clean.loc[split.X_test.index].drop(columns=[spec.target]), split.y_test, spec.task,
-                       spec.positive_class)
+    return score_model(model, rows[list(model.feature_names_in_)], y, spec.task, spec.positive_class)
+
+
+def held_out_test_rows(held: tuple) -> tuple[pd.DataFrame, pd.Series, DatasetSpec]:
+    """(input rows, target, spec) of the held-out test rows `held_out` rebuilt."""
+    spec, clean, split = held
+    return clean.loc[split.X_test.index].drop(columns=[spec.target]), split.y_test, spec
 
 
 def score_incumbent(registry: ModelRegistry, dataset: str, rows: pd.DataFrame, y: pd.Series, spec: DatasetSpec,
@@ -48,8 +53,7 @@ def score_incumbent(registry: ModelRegistry, dataset: str, rows: pd.DataFrame, y
     if champion is None:
         return IncumbentScore(version=None, score=None)
     try:
-        model = registry.load_version(dataset, champion.version)
-        score = score_model(model, rows[list(model.feature_names_in_)], y, spec.task, spec.positive_class)[metric]
+        score = version_scores(registry, dataset, champion.version, rows, y, spec)[metric]
     except (KeyError, ValueError) as error:  # keep a champion that cannot be compared, and say why
         return IncumbentScore(version=int(champion.version), score=None, error=f"{type(error).__name__}: {error}")
     return IncumbentScore(version=int(champion.version), score=score)
@@ -63,8 +67,7 @@ def latest_labelled_batch(source: DataSource, spec: DatasetSpec) -> tuple[str, p
     for day in reversed(source.batch_days(spec.name)):
         labels = source.read_labels(spec.name, day)
         if labels is not None:
-            labelled = source.read_batch(spec.name, day).merge(labels[[spec.id_column, spec.target]],
-                                                               on=spec.id_column)
+            labelled = join_labels(source.read_batch(spec.name, day), labels, spec, day)
             return day, labelled.drop(columns=[spec.target]), labelled[spec.target]
     return None
 
@@ -82,13 +85,13 @@ def champion_gate(registry: ModelRegistry, source: DataSource, store: FeatureSto
                   new_test_score: float, model_uri: str, margin: float) -> GateResult:
     """Does the new model beat the champion by `margin` on the held-out test rows and, when labelled batches
     exist, on the most recent of them? Both must hold."""
-    spec, clean, split = held_out(store, dataset, lineage)
+    rows, y, spec = held_out_test_rows(held_out(store, dataset, lineage))
     metric = lineage["metric"]
-    incumbent = score_incumbent(registry, dataset, clean.loc[split.X_test.index].drop(columns=[spec.target]),
-                                split.y_test, spec, metric)
+    incumbent = score_incumbent(registry, dataset, rows, y, spec, metric)
     decisions = [decide_promotion(metric, new_test_score, incumbent, margin)]
     scores = {"metric": metric, "new": new_test_score, "champion": incumbent.score}
-    batch = latest_labelled_batch(source, spec) if incumbent.version is not None else None
+    with bad_input_as_failure(dataset):
+        batch = latest_labelled_batch(source, spec) if incumbent.version is not None else None
     if batch is not None:
         day, rows, labels = batch
         new_model = registry.load_uri(model_uri)
@@ -200,12 +203,12 @@ def model_comparison(context: dg.AssetExecutionContext, store: FeatureStore,
     """Every registered version of the dataset's model scored on the latest leaderboard's test rows."""
     name = context.partition_key
     lineage = store.lineage("model_leaderboard", name)
-    held, metric, rows = held_out(store, name, lineage), lineage["metric"], []
+    (test, y, spec), metric, rows = held_out_test_rows(held_out(store, name, lineage)), lineage["metric"], []
     for version in sorted(registry.versions(name), key=lambda v: int(v.version)):
         row = {"version": int(version.version), "aliases": ", ".join(version.aliases),
                "archived": version.tags.get(ARCHIVED) == "true"}
         try:
-            row |= version_scores(registry, name, int(version.version), held)
+            row |= version_scores(registry, name, int(version.version), test, y, spec)
         except (KeyError, ValueError) as error:
             row["error"] = f"{type(error).__name__}: {error}"
         rows.append(row)

@@ -6,11 +6,11 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
-from tmiv_assets.defs.assets.data import stored_spec
+from tmiv_assets.defs.assets.data import stored_spec, trained_with
 from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions
-from tmiv_assets.ml.data.ingest import require_columns, validate_batch
+from tmiv_assets.ml.data.ingest import join_labels, require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.deploy.ab_testing import ArmComparison, assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
@@ -43,13 +43,10 @@ def batch_inputs(context: dg.AssetExecutionContext, source: DataSource, store: F
     """(dataset, day, champion, the spec it was trained with, the batch) for a batch partition."""
     dataset, day = batch_key(context)
     champion = champion_or_failure(registry, dataset)
-    clean_version = int(champion.tags["clean_dataset_version"])
-    spec = stored_spec(store, "clean_dataset", dataset, clean_version)
-    raw_version = store.lineage("clean_dataset", dataset, clean_version)["raw_dataset_version"]
+    spec, schema = trained_with(store, dataset, int(champion.tags["clean_dataset_version"]))
     with bad_input_as_failure(context.partition_key):
         batch = source.read_batch(dataset, day)
-        validate_batch(batch, store.schema("raw_dataset", dataset, raw_version), source.batch_path(dataset, day),
-                       skip={spec.target, *spec.key_columns})
+        validate_batch(batch, schema, source.batch_path(dataset, day), skip={spec.target, *spec.key_columns})
     return dataset, day, champion, spec, batch
 
 
@@ -64,9 +61,10 @@ class ScoringConfig(dg.Config):
 def ab_arms(context: dg.AssetExecutionContext, config: ScoringConfig, source: DataSource, registry: ModelRegistry,
             dataset: str, spec: DatasetSpec) -> tuple[float, ModelVersion | None]:
     """(challenger share, challenger version) of the batch's A/B test, from the run config or else the spec."""
-    with bad_input_as_failure(context.partition_key):
-        declared = source.dataset_spec(dataset).ab_test
-    share = config.challenger_share if config.challenger_share is not None else declared.get("challenger_share", 0.0)
+    share = config.challenger_share
+    if share is None:
+        with bad_input_as_failure(context.partition_key):
+            share = source.dataset_spec(dataset).ab_test.get("challenger_share", 0.0)
     if share == 0:
         return 0.0, None
     try:
@@ -127,10 +125,10 @@ def model_performance(context: dg.AssetExecutionContext, source: DataSource, sto
     with bad_input_as_failure(context.partition_key):
         labels = source.read_labels(dataset, day)
         thresholds = source.dataset_spec(dataset).performance
-    if labels is None or not spec.id_column:
-        status = "no labels yet" if labels is None else "no id_column to join labels on"
-        return dg.MaterializeResult(metadata={"status": status, "champion_version": int(champion.version)})
-    labelled = batch.merge(labels[[spec.id_column, spec.target]], on=spec.id_column)
+        if labels is None or not spec.id_column:
+            status = "no labels yet" if labels is None else "no id_column to join labels on"
+            return dg.MaterializeResult(metadata={"status": status, "champion_version": int(champion.version)})
+        labelled = join_labels(batch, labels, spec, day)
     model = registry.load_version(dataset, champion.version)
     live = score_model(model, labelled[list(model.feature_names_in_)], labelled[spec.target], spec.task,
                        spec.positive_class)

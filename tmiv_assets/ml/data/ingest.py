@@ -433,20 +433,25 @@ def append_labelled_batches(
         raise ValueError(f"{spec.spec_path}: labels can only be joined with an 'id_column'; add one to the spec")
     added = []
     for day, (batch, labels) in sorted(batches.items()):
-        for column in (spec.id_column, spec.target):
-            if column not in labels.columns:
-                raise DataValidationError(
-                    f"labels for {spec.name} {day}: column '{column}' not found (columns: {list(labels.columns)}); "
-                    "label files hold the id column and the target",
-                    spec.path,
-                    column,
-                )
-        labelled = batch.drop(columns=[spec.target], errors="ignore").merge(
-            labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner"
-        )
+        labelled = join_labels(batch, labels, spec, day)
         added.append(labelled[[c for c in frame.columns if c in labelled.columns]])
     combined = pd.concat([frame, *added], ignore_index=True)
     return combined.drop_duplicates(subset=[spec.id_column], keep="first").reset_index(drop=True)
+
+
+def join_labels(batch: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec, day: str) -> pd.DataFrame:
+    """The batch rows whose labels arrived, with the target joined on the id column."""
+    for column in (spec.id_column, spec.target):
+        if column not in labels.columns:
+            raise DataValidationError(
+                f"labels for {spec.name} {day}: column '{column}' not found (columns: {list(labels.columns)}); "
+                "label files hold the id column and the target",
+                spec.path,
+                column,
+            )
+    return batch.drop(columns=[spec.target], errors="ignore").merge(
+        labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner"
+    )
 
 
 def require_columns(frame: pd.DataFrame, needed: list[str], path: Path) -> list[str]:
