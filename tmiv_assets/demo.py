@@ -4,7 +4,10 @@ Each step evaluates the real sensor, then executes the runs it requests on the p
 ($DAGSTER_HOME), tagged with the sensor's run keys so a daemon started later does not repeat them:
 1. `new_data_files_sensor` registers datasets and series as partitions -> `full_pipeline`, `forecast_series`
 2. `incoming_batches_sensor` -> `score_batch` for each day of incoming flights
-3. `drift_retrain_sensor` -> one `retrain` per dataset with drifted batches
+3. `drift_retrain_sensor` and `performance_retrain_sensor` -> the retrain policy -> at most one `retrain` per
+   dataset, through the champion gate
+4. `monitoring_history_sensor` -> `refresh_monitoring`: each dataset's drift, estimated and realised
+   performance and decisions over its batch days
 """
 
 import logging
@@ -17,7 +20,13 @@ import dagster as dg
 from tmiv_assets.definitions import defs
 from tmiv_assets.defs.assets.monitoring import drift_report
 from tmiv_assets.defs.resources import build_resources
-from tmiv_assets.defs.sensors import drift_retrain_sensor, incoming_batches_sensor, new_data_files_sensor
+from tmiv_assets.defs.sensors import (
+    drift_retrain_sensor,
+    incoming_batches_sensor,
+    monitoring_history_sensor,
+    new_data_files_sensor,
+    performance_retrain_sensor,
+)
 
 # The demo reads results outside any run, so it needs the resources with their paths resolved.
 RESOURCES = build_resources(home=os.environ["TMIV_HOME"], data_dir=os.environ["TMIV_DATA_DIR"])
@@ -28,10 +37,12 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> list[str]:
     """Evaluate `sensor` once, apply its partition requests and execute its runs in process."""
     context = dg.build_sensor_context(instance=instance, sensor_name=sensor.name, definitions=defs,
-                                      resources={"source": RESOURCES["source"]})
+                                      resources={key: RESOURCES[key] for key in sensor.required_resource_keys})
     result = sensor(context)
+    skipped = result if isinstance(result, dg.SkipReason) else result.skip_reason
+    if skipped is not None:
+        print(f"  {sensor.name}: skipped ({skipped.skip_message})")
     if isinstance(result, dg.SkipReason):
-        print(f"  {sensor.name}: skipped ({result.skip_message})")
         return []
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -90,7 +101,8 @@ def main() -> None:
     started = time.perf_counter()
     failures = []
     with dg.DagsterInstance.get() as instance:
-        for sensor in (new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor):
+        for sensor in (new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor,
+                       performance_retrain_sensor, monitoring_history_sensor):
             print(f"{sensor.name}")
             failures += [o for o in run_sensor(sensor, instance) if "FAILED" in o]
         summary(instance)

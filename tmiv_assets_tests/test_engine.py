@@ -129,9 +129,10 @@ def test_labelled_batches_join_on_id_without_duplicates(tmp_path):
     base = pd.DataFrame({"id": [1, 2], "x": [0.1, 0.2], "y": [0, 1]})
     batch = pd.DataFrame({"id": [2, 3, 4], "x": [0.2, 0.3, 0.4]})
     labels = pd.DataFrame({"id": [2, 3], "y": [1, 0]})
-    combined = append_labelled_batches(base, spec_for(tmp_path / "t.csv", id_column="id"),
-                                       {"2013-02-01": (batch, labels)})
+    combined, days = append_labelled_batches(base, spec_for(tmp_path / "t.csv", id_column="id"),
+                                             {"2013-02-01": (batch, labels)})
     assert combined["id"].tolist() == [1, 2, 3]
+    assert days.tolist() == [pd.NA, pd.NA, "2013-02-01"]  # id 2 stays a reference row
     assert combined.loc[combined["id"] == 3, "y"].item() == 0
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tmiv_assets.defs.assets.data import dataset_profile
 from tmiv_assets.defs.assets.forecasting import forecast
-from tmiv_assets.defs.assets.monitoring import drift_report, model_performance, scored_batch
+from tmiv_assets.defs.assets.monitoring import drift_report, model_performance, monitoring_history, scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
 from tmiv_assets.ml.data.quality import QUALITY_CHECKS
 from tmiv_assets.resources.feature_store import FeatureStore
@@ -50,13 +50,20 @@ def pipeline(tmp_path_factory) -> Pipeline:
         for day in (UNSHIFTED_DAY, SHIFTED_DAY):
             results[day] = dg.materialize([scored_batch, drift_report, model_performance], resources=resources,
                                           partition_key=batch_key(day), instance=instance)
+        # The two scored days' labels have arrived: a retrain learns from them and is gated on their held-out rows.
+        results["retrain"] = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources,
+                                            partition_key="flights", instance=instance,
+                                            tags={"tmiv/trigger": "drift"}, raise_on_error=False)
+        results["history"] = dg.materialize([monitoring_history], resources=resources, partition_key="flights",
+                                            instance=instance, selection=[monitoring_history])
         for series in SERIES:
             results[series] = dg.materialize([forecast], resources=resources, partition_key=series, instance=instance)
         yield Pipeline(home, instance, results)
 
 
 def test_every_run_succeeds(pipeline):
-    assert {name: r.success for name, r in pipeline.results.items()} == {name: True for name in pipeline.results}
+    runs = {name: r.success for name, r in pipeline.results.items() if name != "retrain"}  # its gate may reject
+    assert runs == {name: True for name in runs}
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -65,7 +72,8 @@ def test_champion_is_registered_with_alias(pipeline, dataset):
     champion = registry.champion(dataset)
     assert champion is not None and champion.name == f"tmiv_{dataset}"
     assert champion.aliases == ["champion"]
-    metadata = pipeline.metadata(dataset, "registered_model")
+    promoted_by_retrain = dataset == "flights" and pipeline.results["retrain"].success
+    metadata = pipeline.metadata("retrain" if promoted_by_retrain else dataset, "registered_model")
     assert metadata["model_version"] == int(champion.version)
     model = registry.load_version(dataset, champion.version)
     clean = FeatureStore(home=str(pipeline.home)).load("clean_dataset", dataset)
@@ -78,19 +86,39 @@ def test_feature_set_catalog_rows_point_at_parquet_files(pipeline):
         rows = connection.execute(
             "SELECT dataset, path, row_count, content_hash FROM feature_sets WHERE name = 'feature_set'"
         ).fetchall()
-    assert sorted(r[0] for r in rows) == sorted(DATASETS)
+    assert sorted(set(r[0] for r in rows)) == sorted(DATASETS)  # flights retrained: a second version
     for _, path, row_count, _ in rows:
         assert Path(path).exists()
         assert len(pd.read_parquet(path)) == row_count
 
 
 def test_flights_feature_set_has_calendar_features_and_labelled_batches(pipeline):
-    metadata = pipeline.metadata("flights", "raw_dataset")
-    assert metadata["rows_from_labelled_batches"] > 2000  # three labelled days of ~900 flights
-    assert metadata["labelled_batches"] == "2013-02-12, 2013-02-13, 2013-07-22"
+    first = pipeline.metadata("flights", "raw_dataset")
+    # Labels of batches never scored do not train the first model, though three label files are there.
+    assert first["labelled_batches"] == "none" and first["rows_from_labelled_batches"] == 0
+    retrain = pipeline.metadata("retrain", "raw_dataset")
+    assert retrain["labelled_batches"] == f"{UNSHIFTED_DAY}, {SHIFTED_DAY}"
+    assert retrain["rows_from_labelled_batches"] > 1600  # two labelled days of ~900 flights
     features = FeatureStore(home=str(pipeline.home)).load("feature_set", "flights")
     assert {"time_hour_hour_sin", "time_hour_day_of_week"} <= set(features.columns)
     assert "flight_id" not in features.columns
+
+
+def test_a_retrain_after_drift_is_judged_on_held_out_rows_of_the_newest_labelled_batch(pipeline):
+    candidates = pipeline.metadata("retrain", "model_candidates")
+    assert candidates["validation"].endswith("chronological + 2 labelled batches by id hash test split; final "
+                                             f"model: {candidates['validation'].rsplit(': ', 1)[1]}")
+    gate = {c.check_name: c for c in pipeline.results["retrain"].get_asset_check_evaluations()}["beats_champion"]
+    metadata = {k: v.value for k, v in gate.metadata.items()}
+    assert metadata["batch_day"] == SHIFTED_DAY
+    assert f"batch {SHIFTED_DAY}'s" in metadata["reason"] and "held-out labelled rows" in metadata["reason"]
+    held_out_rows = int(metadata["reason"].split(f"batch {SHIFTED_DAY}'s ")[1].split(" ")[0])
+    assert 150 <= held_out_rows <= 190  # a fifth of the day's ~860 labelled flights
+    registry = ModelRegistry(home=str(pipeline.home))
+    new = max(registry.versions("flights"), key=lambda v: int(v.version))
+    assert new.tags["trigger"] == "drift" and new.tags["gate"] == ("passed" if gate.passed else "rejected")
+    assert pipeline.results["retrain"].success is gate.passed
+    assert (registry.champion("flights").version == new.version) is gate.passed
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -167,7 +195,49 @@ def test_scored_batch_has_predictions_and_model_performance_live_metrics(pipelin
     gap = performance["test_roc_auc"] - performance["live_roc_auc"]
     assert performance["drop"] == pytest.approx(gap, abs=1e-4)
     assert performance["allowed_drop"] == pytest.approx(0.05 * performance["test_roc_auc"], abs=1e-4)
-    assert performance["within_threshold"] is (gap <= performance["allowed_drop"])
+    assert performance["below_threshold"] is (gap > performance["allowed_drop"])
+    assert performance["in_training_data"] is False and performance["served_version"] == 1
+    # CBPE's estimate from the probabilities alone, beside the realised metric once labels arrived
+    lower, upper = performance["estimated_accuracy_band_95"]
+    assert lower < performance["estimated_accuracy"] < upper
+    assert abs(performance["estimated_accuracy"] - performance["live_accuracy"]) < 0.06
+    assert performance["estimated_below_threshold"] is False  # labels arrived: the realised metric decides
+
+
+def test_monitoring_history_lists_every_batch_day_with_drift_and_performance(pipeline):
+    metadata = pipeline.metadata("history", "monitoring_history")
+    assert metadata["days"] == 2 and metadata["drifted_days"] == 1
+    assert metadata["trainings"] == 2 and metadata["automatic_retrains"] == 1
+    history = metadata["history"]
+    for column in ("drifted_share", "prediction_drift_score", "estimated", "realised", "test_score"):
+        assert f" {column} " in history.split("\n")[0]
+    assert f"| {UNSHIFTED_DAY} |" in history and f"| {SHIFTED_DAY} |" in history
+    assert "| drift " in metadata["trainings_table"] and metadata["lifecycle_decisions"] >= 1
+    assert "![monitoring history](data:image/png;base64," in metadata["plot"]
+
+
+def test_a_worse_automatic_champion_is_rolled_back_after_its_next_labelled_batch(pipeline):
+    """The no-skill baseline made champion as if by drift; the next labelled batch it scores sends it back."""
+    registry, store = ModelRegistry(home=str(pipeline.home)), FeatureStore(home=str(pipeline.home))
+    good = registry.champion("flights")
+    board = store.load("model_leaderboard", "flights").set_index("model")
+    worse = registry.register("flights", board.loc["baseline", "model_uri"], board.loc["baseline", "run_id"],
+                              dict(good.tags) | {"test_roc_auc": str(board.loc["baseline", "test_roc_auc"])})
+    registry.promote("flights", worse.version, reason="deliberately worse", trigger="drift")
+    day = "2013-02-13"  # labelled, and neither version trained on it
+    run = dg.materialize([scored_batch, model_performance], resources=resources_for(pipeline.home),
+                         partition_key=batch_key(day), instance=pipeline.instance)
+    metadata = {k: v.value for k, v in run.asset_materializations_for_node("model_performance")[0].metadata.items()}
+    assert metadata["served_version"] == int(worse.version)
+    assert metadata["rollback"].startswith("roll back: roc_auc 0.5000 vs the previous champion's")
+    assert metadata["rolled_back_to"] == int(good.version)
+    assert registry.champion("flights").version == good.version
+    last = registry.history("flights")[-1]
+    assert (last.action, last.before, last.after, last.trigger) == ("rollback", int(worse.version),
+                                                                    int(good.version), "performance")
+    tags = pipeline.instance.get_run_by_id(run.run_id).tags
+    assert tags["tmiv/decision"] == "rollback"
+    assert tags["tmiv/rolled_back"] == f"v{worse.version}->v{good.version}"
 
 
 def test_shap_report_ranks_departure_delay_first_for_flights(pipeline):

@@ -2,48 +2,99 @@
 
 import json
 import shutil
+import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from tmiv_assets.defs.schedules import weekly_retrain_schedule
-from tmiv_assets.defs.sensors import drift_retrain_sensor, incoming_batches_sensor, new_data_files_sensor
+from tmiv_assets.defs.sensors import (
+    drift_retrain_sensor,
+    incoming_batches_sensor,
+    new_data_files_sensor,
+    performance_retrain_sensor,
+)
 from tmiv_assets.resources.data_source import DataSource
+from tmiv_assets_tests.conftest import resources_for
+
+
+def report(instance: dg.DagsterInstance, asset: str, day: str, **metadata) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=asset, partition=dg.MultiPartitionKey({"dataset": "flights", "day": day}), metadata=metadata))
 
 
 def report_drift(instance: dg.DagsterInstance, day: str, drifted: bool) -> None:
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key="drift_report",
-        partition=dg.MultiPartitionKey({"dataset": "flights", "day": day}),
-        metadata={"drift_detected": drifted, "drifted_share": 0.7 if drifted else 0.1},
-    ))
+    report(instance, "drift_report", day, drift_detected=drifted, drifted_share=0.7 if drifted else 0.1)
 
 
 def run_requests(result) -> list[dg.RunRequest]:
     return [] if isinstance(result, dg.SkipReason) else list(result.run_requests)
 
 
-def test_drift_requests_one_retrain_per_drifted_dataset_and_none_on_reevaluation(instance):
+@pytest.fixture
+def monitored(instance, tmp_path) -> dict:
+    """Flights registered, with its four batches in the prediction log (scored): three have labels."""
     instance.add_dynamic_partitions("dataset", ["flights"])
+    resources = resources_for(tmp_path / "tmiv")
+    for day in ("2013-02-12", "2013-02-13", "2013-07-22", "2013-07-23"):
+        resources["prediction_log"].record(f"flights|{day}", "tmiv_flights", 1, pd.Series(["0"]))
+    return {k: resources[k] for k in ("source", "store", "registry", "prediction_log")}
+
+
+def evaluate(sensor, instance, resources, cursor=None):
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+
+
+def test_drift_requests_one_retrain_per_drifted_dataset_and_none_on_reevaluation(instance, monitored):
     report_drift(instance, "2013-02-12", drifted=False)
     report_drift(instance, "2013-07-22", drifted=True)
     report_drift(instance, "2013-07-23", drifted=True)
-    result = drift_retrain_sensor(dg.build_sensor_context(instance=instance))
+    result = evaluate(drift_retrain_sensor, instance, monitored)
     requests = run_requests(result)
     assert [(r.partition_key, r.run_key) for r in requests] == [("flights", "drift/flights/2013-07-23")]
-    assert requests[0].tags["tmiv/drifted_batches"] == "2013-07-22,2013-07-23"
-    again = drift_retrain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
-    assert isinstance(again, dg.SkipReason)
+    assert requests[0].tags["tmiv/trigger_batches"] == "2013-07-22,2013-07-23"
+    # the labelled rows of the three scored, labelled days (the champion trained on none)
+    assert requests[0].tags["tmiv/policy_reason"] == "drift on 2013-07-22, 2013-07-23; 2643 new labelled rows"
+    assert isinstance(evaluate(drift_retrain_sensor, instance, monitored, result.cursor), dg.SkipReason)
 
 
-def test_no_drift_requests_nothing(instance):
-    instance.add_dynamic_partitions("dataset", ["flights"])
+def test_no_drift_requests_nothing(instance, monitored):
     report_drift(instance, "2013-02-12", drifted=False)
     report_drift(instance, "2013-02-13", drifted=False)
-    result = drift_retrain_sensor(dg.build_sensor_context(instance=instance))
+    result = evaluate(drift_retrain_sensor, instance, monitored)
     assert run_requests(result) == []
+    assert result.skip_reason.skip_message == "no trigger"
     assert result.cursor  # the reports were read, so they are not read again
+
+
+def test_drift_within_the_cool_down_is_skipped_with_the_reason(instance, monitored):
+    instance.add_run(dg.DagsterRun(job_name="retrain", run_id=str(uuid.uuid4()),
+                                   tags={"dagster/partition": "flights"}))
+    report_drift(instance, "2013-07-22", drifted=True)
+    result = evaluate(drift_retrain_sensor, instance, monitored)
+    assert run_requests(result) == []
+    assert "h ago (cool-down 6 h)" in result.skip_reason.skip_message
+
+
+def test_drift_without_labels_of_scored_batches_waits_for_labels(instance, monitored, tmp_path):
+    unscored = {**monitored, "prediction_log": resources_for(tmp_path / "other")["prediction_log"]}
+    report_drift(instance, "2013-07-22", drifted=True)
+    result = evaluate(drift_retrain_sensor, instance, unscored)
+    assert run_requests(result) == []
+    assert "only 0 labelled rows the champion did not train on (need 100)" in result.skip_reason.skip_message
+
+
+def test_a_live_or_estimated_drop_requests_a_performance_retrain(instance, monitored):
+    report(instance, "model_performance", "2013-07-22", below_threshold=True, estimated_below_threshold=False)
+    report(instance, "model_performance", "2013-07-23", estimated_below_threshold=True)
+    report(instance, "model_performance", "2013-02-12", below_threshold=False, estimated_below_threshold=False)
+    result = evaluate(performance_retrain_sensor, instance, monitored)
+    [request] = run_requests(result)
+    assert request.run_key == "performance/flights/2013-07-23"
+    assert request.tags["tmiv/trigger"] == "performance" and request.tags["tmiv/policy_trigger"] == "performance"
+    assert request.tags["tmiv/trigger_batches"] == "2013-07-22,2013-07-23"
 
 
 def test_new_files_become_partitions_and_runs(instance, data_dir):

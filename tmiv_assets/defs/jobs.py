@@ -8,7 +8,13 @@ from tmiv_assets.defs.assets.deploy import champion_history, champion_model, reg
 from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast
-from tmiv_assets.defs.assets.monitoring import ab_test_report, drift_report, model_performance, scored_batch
+from tmiv_assets.defs.assets.monitoring import (
+    ab_test_report,
+    drift_report,
+    model_performance,
+    monitoring_history,
+    scored_batch,
+)
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
 
 TRAINING_ASSETS = [raw_dataset, clean_dataset, feature_set, selected_features, model_candidates, model_leaderboard,
@@ -37,4 +43,10 @@ forecast_series = dg.define_asset_job(
     selection=dg.AssetSelection.assets(forecast),
     partitions_def=series_partitions,
     description="Backtest and forecast one time series.",
+)
+refresh_monitoring = dg.define_asset_job(
+    "refresh_monitoring",
+    selection=dg.AssetSelection.assets(monitoring_history),
+    partitions_def=dataset_partitions,
+    description="Rebuild a dataset's monitoring history from its batches' drift and performance results.",
 )

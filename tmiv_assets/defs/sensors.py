@@ -1,23 +1,33 @@
-"""Sensors: new data files become partitions, new batches get scored, drift triggers retraining, and runs
-whose process died are marked failed."""
+"""Sensors: new data files become partitions, new batches get scored, drift and performance drops go to the
+retrain policy, and runs whose process died are marked failed."""
 
 import json
+import os
+from datetime import UTC, datetime
 
 import dagster as dg
 
+from tmiv_assets.defs.assets.data import trained_batch_days, training_batch_days
 from tmiv_assets.defs.assets.deploy import registered_model
-from tmiv_assets.defs.assets.monitoring import drift_report
-from tmiv_assets.defs.jobs import forecast_series, full_pipeline, retrain, score_batch
+from tmiv_assets.defs.assets.monitoring import drift_report, model_performance
+from tmiv_assets.defs.jobs import forecast_series, full_pipeline, refresh_monitoring, retrain, score_batch
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
-from tmiv_assets.ml.data.spec import SpecError
+from tmiv_assets.ml.data.spec import DatasetSpec, SpecError
+from tmiv_assets.ml.monitoring.policy import RetrainSettings, RetrainSignals, decide_retrain
 from tmiv_assets.resources.data_source import DataSource
+from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.files import process_alive
+from tmiv_assets.resources.model_registry import ModelRegistry
+from tmiv_assets.resources.prediction_log import PredictionLog
 
+# How often the data and monitoring sensors look, in seconds; a lower value reacts faster and queries more.
+SENSOR_INTERVAL_S = int(os.environ.get("TMIV_SENSOR_INTERVAL_S", "60"))
+RUNNING = dg.DefaultSensorStatus.RUNNING
 WATCHED = (("datasets", dataset_partitions, full_pipeline), ("series", series_partitions, forecast_series))
 
 
-@dg.sensor(jobs=[full_pipeline, forecast_series], minimum_interval_seconds=30,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(jobs=[full_pipeline, forecast_series], minimum_interval_seconds=SENSOR_INTERVAL_S,
+           default_status=RUNNING)
 def new_data_files_sensor(context: dg.SensorEvaluationContext, source: DataSource) -> dg.SensorResult | dg.SkipReason:
     """Register each new (or changed) dataset/series spec as a partition and run its pipeline."""
     seen = json.loads(context.cursor or "{}")
@@ -47,7 +57,7 @@ def new_data_files_sensor(context: dg.SensorEvaluationContext, source: DataSourc
                            cursor=json.dumps(seen, sort_keys=True))
 
 
-@dg.sensor(job=score_batch, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=score_batch, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)
 def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSource) -> dg.SensorResult | dg.SkipReason:
     """Score every new batch file of a dataset that has a registered champion."""
     seen = json.loads(context.cursor or "{}")
@@ -65,28 +75,125 @@ def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSou
     return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(seen, sort_keys=True))
 
 
-@dg.sensor(job=retrain, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def drift_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    """Request one `retrain` per dataset whose new drift reports include a drifted batch, however many of its
-    days drifted since the last tick; the run key names the latest drifted day, so a restarted daemon does
-    not request it again."""
-    after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=drift_report.key, after_storage_id=after), limit=500, ascending=True
-    ).records
+def new_labelled_rows(source: DataSource, store: FeatureStore, registry: ModelRegistry,
+                      prediction_log: PredictionLog, spec: DatasetSpec) -> int:
+    """Labelled rows a retrain would add that the champion did not train on."""
+    champion = registry.champion(spec.name)
+    trained = trained_batch_days(store, spec.name, champion) if champion is not None else set()
+    days = [day for day in training_batch_days(source, prediction_log, spec) if day not in trained]
+    return sum(len(source.read_labels(spec.name, day)) for day in days)
+
+
+def hours_since_last_retrain(instance: dg.DagsterInstance, dataset: str) -> float | None:
+    """Since the newest `retrain` run of the dataset was created (queued and running ones included)."""
+    records = instance.get_run_records(dg.RunsFilter(job_name=retrain.name, tags={"dagster/partition": dataset}),
+                                       limit=1)
     if not records:
-        return dg.SkipReason("no new drift reports")
-    drifted: dict[str, list[str]] = {}
+        return None
+    return (datetime.now(UTC) - records[0].create_timestamp).total_seconds() / 3600
+
+
+# The registry's trigger vocabulary (new data, drift, performance, schedule, manual) per policy trigger.
+TRIGGER_KIND = {"performance": "performance", "estimated performance": "performance", "drift": "drift",
+                "prediction drift": "drift"}
+
+
+def policy_result(context: dg.SensorEvaluationContext, triggered: dict[str, dict[str, list[str]]], cursor: str,
+                  source: DataSource, store: FeatureStore, registry: ModelRegistry,
+                  prediction_log: PredictionLog) -> dg.SensorResult:
+    """One `retrain` request per dataset the retrain policy approves; the others' reasons as the skip reason.
+    The run key names the trigger and the newest triggering day, so a restarted daemon requests it once."""
+    run_requests, skipped = [], []
+    for dataset, by_trigger in sorted(triggered.items()):
+        try:
+            spec = source.dataset_spec(dataset)
+        except SpecError as error:
+            skipped.append(f"{dataset}: {error}")
+            continue
+        signals = RetrainSignals({trigger: tuple(days) for trigger, days in by_trigger.items()},
+                                 new_labelled_rows(source, store, registry, prediction_log, spec),
+                                 hours_since_last_retrain(context.instance, dataset))
+        decision = decide_retrain(signals, RetrainSettings.from_mapping(spec.retrain))
+        context.log.info(f"{dataset}: {'retrain' if decision.retrain else 'skip'}: {decision.reason}")
+        if not decision.retrain:
+            skipped.append(f"{dataset}: {decision.reason}")
+            continue
+        kind = TRIGGER_KIND[decision.trigger]
+        run_requests.append(dg.RunRequest(
+            partition_key=dataset, run_key=f"{kind}/{dataset}/{max(decision.days)}",
+            tags={"tmiv/trigger": kind, "tmiv/policy_trigger": decision.trigger, "tmiv/policy_reason": decision.reason,
+                  "tmiv/trigger_batch": max(decision.days), "tmiv/trigger_batches": ",".join(decision.days)}))
+    return dg.SensorResult(run_requests=run_requests, cursor=cursor,
+                           skip_reason=None if run_requests else "; ".join(skipped) or "no trigger")
+
+
+def new_materializations(context: dg.SensorEvaluationContext, asset: dg.AssetsDefinition) -> list:
+    after = int(context.cursor) if context.cursor else None
+    return context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset.key, after_storage_id=after), limit=500, ascending=True).records
+
+
+def triggers_by_dataset(records: list, signals: dict[str, str]) -> dict[str, dict[str, list[str]]]:
+    """{dataset: {trigger: [day, ...]}} for the batch materializations whose metadata flag `signals[trigger]`
+    is true."""
+    triggered: dict[str, dict[str, list[str]]] = {}
     for record in records:
         materialization = record.asset_materialization
-        if materialization.metadata["drift_detected"].value:
-            keys = batch_partitions.get_partition_key_from_str(materialization.partition).keys_by_dimension
-            drifted.setdefault(keys["dataset"], []).append(keys["day"])
-    run_requests = [dg.RunRequest(partition_key=dataset, run_key=f"drift/{dataset}/{max(days)}",
-                                  tags={"tmiv/trigger": "drift", "tmiv/drifted_batch": max(days),
-                                        "tmiv/drifted_batches": ",".join(sorted(set(days)))})
-                    for dataset, days in sorted(drifted.items())]
-    return dg.SensorResult(run_requests=run_requests, cursor=str(records[-1].storage_id))
+        keys = batch_partitions.get_partition_key_from_str(materialization.partition).keys_by_dimension
+        for trigger, flag in signals.items():
+            value = materialization.metadata.get(flag)
+            if value is not None and value.value is True:
+                triggered.setdefault(keys["dataset"], {}).setdefault(trigger, []).append(keys["day"])
+    return triggered
+
+
+@dg.sensor(job=retrain, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)
+def drift_retrain_sensor(context: dg.SensorEvaluationContext, source: DataSource, store: FeatureStore,
+                         registry: ModelRegistry, prediction_log: PredictionLog) -> dg.SensorResult | dg.SkipReason:
+    """New drift reports whose data (or prediction) drift fired go to the retrain policy: at most one
+    `retrain` per dataset, however many of its days drifted, when it has new labelled rows to learn from
+    and is out of its cool-down."""
+    records = new_materializations(context, drift_report)
+    if not records:
+        return dg.SkipReason("no new drift reports")
+    triggered = triggers_by_dataset(records, {"drift": "drift_detected", "prediction drift": "prediction_drift"})
+    return policy_result(context, triggered, str(records[-1].storage_id), source, store, registry, prediction_log)
+
+
+@dg.sensor(job=retrain, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)
+def performance_retrain_sensor(context: dg.SensorEvaluationContext, source: DataSource, store: FeatureStore,
+                               registry: ModelRegistry,
+                               prediction_log: PredictionLog) -> dg.SensorResult | dg.SkipReason:
+    """New model_performance results whose live metric (or label-free estimate) fell beyond the spec's
+    thresholds go to the retrain policy, as the drift sensor's do; the cool-down counts either sensor's runs."""
+    records = new_materializations(context, model_performance)
+    if not records:
+        return dg.SkipReason("no new performance results")
+    triggered = triggers_by_dataset(records, {"performance": "below_threshold",
+                                              "estimated performance": "estimated_below_threshold"})
+    return policy_result(context, triggered, str(records[-1].storage_id), source, store, registry, prediction_log)
+
+
+@dg.sensor(job=refresh_monitoring, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)
+def monitoring_history_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    """Rebuild monitoring_history of every dataset with new drift reports or performance results."""
+    cursor = json.loads(context.cursor or "{}")
+    newest: dict[str, int] = {}
+    for asset in (drift_report, model_performance):
+        key = asset.key.to_user_string()
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset.key, after_storage_id=cursor.get(key)), limit=500,
+            ascending=True).records
+        for record in records:
+            dataset = record.asset_materialization.partition.split("|", 1)[0]
+            newest[dataset] = max(newest.get(dataset, 0), record.storage_id)
+        if records:
+            cursor[key] = records[-1].storage_id
+    if not newest:
+        return dg.SkipReason("no new drift reports or performance results")
+    return dg.SensorResult(run_requests=[dg.RunRequest(partition_key=dataset, run_key=f"history/{dataset}/{storage_id}")
+                                         for dataset, storage_id in sorted(newest.items())],
+                           cursor=json.dumps(cursor, sort_keys=True))
 
 
 def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -111,7 +218,7 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return messages
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(minimum_interval_seconds=30, default_status=RUNNING)
 def dead_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     """Fail runs whose process was killed, so they free their run-queue and pool slots."""
     messages = fail_dead_runs(context.instance)

@@ -124,3 +124,28 @@ def version_scores_plot(scores: pd.DataFrame, metric: str) -> plt.Figure:
     axis.set_ylabel(metric)
     figure.tight_layout()
     return figure
+
+
+def monitoring_history_plot(history: pd.DataFrame, metric: str) -> plt.Figure:
+    """Per batch day: drift (share of drifted columns, prediction drift score) above, and the served model's
+    estimated metric with its band next to the realised one below."""
+    figure, (drift_axis, metric_axis) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    days = history["day"].astype(str)
+    for column, label in (("drifted_share", "drifted column share"), ("prediction_drift_score", "prediction drift")):
+        if column in history:
+            drift_axis.plot(days, history[column].astype(float), marker="o", label=label)
+    drift_axis.set_ylabel("drift")
+    drift_axis.legend(fontsize=8)
+    if "estimated" in history:
+        metric_axis.plot(days, history["estimated"].astype(float), marker="o", label=f"estimated {metric}")
+        metric_axis.fill_between(days, history["estimated_lower"].astype(float),
+                                 history["estimated_upper"].astype(float), alpha=0.2, label="95% band")
+    if "realised" in history:
+        metric_axis.plot(days, history["realised"].astype(float), marker="s", label=f"realised {metric}")
+    if "test_score" in history:
+        metric_axis.plot(days, history["test_score"].astype(float), linestyle="--", color="grey", label="test score")
+    metric_axis.set_ylabel(metric)
+    metric_axis.legend(fontsize=8)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    return figure

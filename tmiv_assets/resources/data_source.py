@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -58,7 +59,13 @@ class DataSource(dg.ConfigurableResource):
         path = self.labels_path(dataset, day)
         return read_table(path) if path.exists() else None
 
-    def labelled_batches(self, dataset: str) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-        """{day: (batch, labels)} for every batch whose labels have arrived."""
-        return {day: (self.read_batch(dataset, day), labels) for day in self.batch_days(dataset)
+    def labelled_batches(self, dataset: str, days: Iterable[str] | None = None
+                         ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+        """{day: (batch, labels)} for every batch (of `days`, if given) whose labels have arrived."""
+        wanted = self.batch_days(dataset) if days is None else sorted(set(days) & set(self.batch_days(dataset)))
+        return {day: (self.read_batch(dataset, day), labels) for day in wanted
                 if (labels := self.read_labels(dataset, day)) is not None}
+
+    def labelled_days(self, dataset: str) -> list[str]:
+        """Days whose batch and labels have both arrived."""
+        return [day for day in self.batch_days(dataset) if self.labels_path(dataset, day).exists()]

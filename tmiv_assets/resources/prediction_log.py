@@ -77,3 +77,13 @@ class PredictionLog(dg.ConfigurableResource):
             where = "WHERE partition = ?" if partition else ""
             return db.execute(f"SELECT * FROM prediction_log {where} ORDER BY logged_at, entity_id",
                               [partition] if partition else []).df()
+
+    def scored_days(self, dataset: str) -> dict[str, datetime]:
+        """{day: when it was scored} for every batch of `dataset` in the log."""
+        if not self.path.exists():
+            return {}
+        with process_lock(self.path.with_suffix(".lock"), "prediction log"), \
+                duckdb.connect(str(self.path), read_only=True) as db:
+            rows = db.execute("SELECT partition, min(logged_at) FROM prediction_log WHERE partition LIKE ? "
+                              "GROUP BY partition", [f"{dataset}|%"]).fetchall()
+        return {partition.split("|", 1)[1]: logged_at for partition, logged_at in rows}

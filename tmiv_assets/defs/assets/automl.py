@@ -7,6 +7,7 @@ import pandas as pd
 from dagster_mlflow.resources import MlFlow
 from pydantic import Field
 
+from tmiv_assets.defs.assets.data import labelled_batch_days
 from tmiv_assets.defs.assets.features import feature_set
 from tmiv_assets.defs.metadata import engine_errors_as_failure, figures_markdown, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
@@ -81,9 +82,11 @@ def held_out(store: FeatureStore, dataset: str, lineage: dict) -> tuple[DatasetS
     spec = DatasetSpec.from_record(lineage["spec"])
     features = store.load("feature_set", dataset, lineage["feature_set_version"])
     clean = store.load("clean_dataset", dataset, lineage["clean_dataset_version"])
-    split = split_dataset(features, spec.target, spec.task, lineage["test_size"], lineage["seed"],
-                          ids=clean[spec.id_column] if spec.id_column else None,
-                          times=clean[spec.time_column] if spec.time_column else None)
+    ids = clean[spec.id_column] if spec.id_column else None
+    split = split_dataset(features, spec.target, spec.task, lineage["test_size"], lineage["seed"], ids=ids,
+                          times=clean[spec.time_column] if spec.time_column else None,
+                          batch_days=labelled_batch_days(store, dataset, lineage["clean_dataset_version"], ids)
+                          if ids is not None else None)
     return spec, clean, split
 
 

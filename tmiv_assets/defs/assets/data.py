@@ -1,24 +1,59 @@
 """Data preparation: ingest into the feature store, profile, clean."""
 
 import dagster as dg
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
 from tmiv_assets.defs.metadata import bad_input_as_failure, column_schema, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.data.cleaning import DatasetCleaner
-from tmiv_assets.ml.data.ingest import append_labelled_batches, validate_dataset
+from tmiv_assets.ml.data.ingest import BATCH_DAY, append_labelled_batches, validate_dataset
 from tmiv_assets.ml.data.profiling import profile_frame
 from tmiv_assets.ml.data.quality import QUALITY_CHECKS, infer_schema, run_quality_checks
 from tmiv_assets.ml.data.spec import DatasetSpec
+from tmiv_assets.ml.monitoring.policy import RetrainSettings
 from tmiv_assets.ml.plots import figure_to_markdown, missing_values_plot
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.prediction_log import PredictionLog
 
 
 class RawDatasetConfig(dg.Config):
-    include_labelled_batches: bool = Field(
-        default=True, description="Add incoming batches whose labels have arrived to the training rows."
-    )
+    include_labelled_batches: bool = Field(default=True, description=(
+        "Add the labelled rows of batches that were scored (within the spec's retrain.window_days) to the "
+        "training rows."))
+
+
+def training_batch_days(source: DataSource, prediction_log: PredictionLog, spec: DatasetSpec) -> list[str]:
+    """Days whose labels may join the training rows: batches the platform scored before, so a model never
+    learns from a batch before it has been judged on it, and with `retrain.window_days` only those at most
+    that many days older than the newest."""
+    scored = prediction_log.scored_days(spec.name)
+    days = [day for day in source.labelled_days(spec.name) if day in scored]
+    window = RetrainSettings.from_mapping(spec.retrain).window_days
+    if window is not None and days:
+        newest = pd.Timestamp(max(days))
+        days = [day for day in days if pd.Timestamp(day) >= newest - pd.Timedelta(days=window)]
+    return days
+
+
+def trained_batch_days(store: FeatureStore, dataset: str, version: ModelVersion) -> set[str]:
+    """The labelled batches a registered version trained on (some of their rows held out)."""
+    raw_version = store.lineage("clean_dataset", dataset, int(version.tags["clean_dataset_version"]))[
+        "raw_dataset_version"]
+    return set(store.lineage("raw_dataset", dataset, raw_version).get("labelled_batches", []))
+
+
+def labelled_batch_days(store: FeatureStore, dataset: str, clean_version: int, ids: pd.Series) -> pd.Series | None:
+    """The batch day of each row of a clean dataset version (missing for reference rows), or None when it
+    holds no labelled batch rows."""
+    raw_version = store.lineage("clean_dataset", dataset, clean_version)["raw_dataset_version"]
+    labelled = store.lineage("raw_dataset", dataset, raw_version).get("labelled_rows_version")
+    if labelled is None:
+        return None
+    rows = store.load("labelled_rows", dataset, labelled)
+    return ids.astype(str).map(rows.set_index("id")[BATCH_DAY])
 
 
 def stored_spec(store: FeatureStore, name: str, dataset: str, version: int | str = "latest") -> DatasetSpec:
@@ -45,18 +80,25 @@ def stored_version_metadata(version) -> dict:
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="datasets", kinds={"duckdb", "parquet"})
-def raw_dataset(
-    context: dg.AssetExecutionContext, config: RawDatasetConfig, source: DataSource, store: FeatureStore
-) -> dg.MaterializeResult:
-    """The dataset file, validated against its spec, plus labelled batches, as a feature-store version."""
+def raw_dataset(context: dg.AssetExecutionContext, config: RawDatasetConfig, source: DataSource, store: FeatureStore,
+                prediction_log: PredictionLog) -> dg.MaterializeResult:
+    """The dataset file, validated against its spec, plus the labelled rows of scored batches, as a
+    feature-store version; which row came from which batch is the `labelled_rows` frame beside it."""
     name = context.partition_key
     with bad_input_as_failure(name):
         spec = source.dataset_spec(name)
         frame = source.read_dataset(spec)
         validate_dataset(frame, spec)
-        batches = source.labelled_batches(name) if config.include_labelled_batches else {}
-        combined = append_labelled_batches(frame, spec, batches)
+        days = training_batch_days(source, prediction_log, spec) if config.include_labelled_batches else []
+        batches = source.labelled_batches(name, days)
+        combined, batch_days = append_labelled_batches(frame, spec, batches)
     lineage = {"file": str(spec.path), "labelled_batches": sorted(batches), "spec": spec.to_record()}
+    if batches:
+        from_batch = batch_days.notna()
+        labelled = pd.DataFrame({"id": combined.loc[from_batch, spec.id_column].astype(str),
+                                 BATCH_DAY: batch_days[from_batch]}).reset_index(drop=True)
+        lineage["labelled_rows_version"] = store.save("labelled_rows", name, labelled, {"spec": spec.to_record()}
+                                                      ).version
     version = store.save("raw_dataset", name, combined, lineage)
     if "decoding" in frame.attrs:
         context.log.warning(frame.attrs["decoding"])

@@ -9,18 +9,18 @@ from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
 from tmiv_assets.defs.assets.automl import held_out, model_leaderboard
-from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
+from tmiv_assets.defs.metadata import markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
-from tmiv_assets.ml.data.ingest import join_labels, require_columns
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, IncumbentScore, decide_promotion, score_model
+from tmiv_assets.ml.monitoring.policy import RetrainSettings
 from tmiv_assets.ml.plots import champion_timeline_plot, figure_to_markdown, version_scores_plot
-from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore, code_version
 from tmiv_assets.resources.model_registry import ARCHIVED, CHALLENGER, CHAMPION, ModelRegistry
 
-# Version tags that carry the champion gate's verdict from registered_model to champion_model.
-GATE_TAG, GATE_SCORES_TAG = "gate", "gate_scores"
+# Version tags that carry the champion gate's verdict (and the spec's retrain.auto_deploy) from
+# registered_model to champion_model.
+GATE_TAG, GATE_SCORES_TAG, AUTO_DEPLOY_TAG = "gate", "gate_scores", "auto_deploy"
 
 
 def champion_or_failure(registry: ModelRegistry, dataset: str) -> ModelVersion:
@@ -59,19 +59,6 @@ def score_incumbent(registry: ModelRegistry, dataset: str, rows: pd.DataFrame, y
     return IncumbentScore(version=int(champion.version), score=score)
 
 
-def latest_labelled_batch(source: DataSource, spec: DatasetSpec) -> tuple[str, pd.DataFrame, pd.Series] | None:
-    """(day, rows, labels) of the most recent batch whose labels have arrived; None when there is none or the
-    dataset has no id column to join labels on."""
-    if not spec.id_column:
-        return None
-    for day in reversed(source.batch_days(spec.name)):
-        labels = source.read_labels(spec.name, day)
-        if labels is not None:
-            labelled = join_labels(source.read_batch(spec.name, day), labels, spec, day)
-            return day, labelled.drop(columns=[spec.target]), labelled[spec.target]
-    return None
-
-
 @dataclass(frozen=True)
 class GateResult:
     """The champion/challenger comparison on every row set it was made on."""
@@ -81,33 +68,32 @@ class GateResult:
     scores: dict[str, float | None]
 
 
-def champion_gate(registry: ModelRegistry, source: DataSource, store: FeatureStore, dataset: str, lineage: dict,
+def champion_gate(registry: ModelRegistry, store: FeatureStore, dataset: str, lineage: dict,
                   new_test_score: float, model_uri: str, margin: float) -> GateResult:
-    """Does the new model beat the champion by `margin` on the held-out test rows and, when labelled batches
-    exist, on the most recent of them? Both must hold."""
-    rows, y, spec = held_out_test_rows(held_out(store, dataset, lineage))
+    """Does the new model beat the champion by `margin` on the held-out test rows and, when its training
+    data holds labelled batches, on the held-out rows of the newest one (the recent rows neither trained on)?
+    Both must hold."""
+    held = held_out(store, dataset, lineage)
+    rows, y, spec = held_out_test_rows(held)
     metric = lineage["metric"]
     incumbent = score_incumbent(registry, dataset, rows, y, spec, metric)
     decisions = [decide_promotion(metric, new_test_score, incumbent, margin)]
     scores = {"metric": metric, "new": new_test_score, "champion": incumbent.score}
-    with bad_input_as_failure(dataset):
-        batch = latest_labelled_batch(source, spec) if incumbent.version is not None else None
-    if batch is not None:
-        day, rows, labels = batch
-        new_model = registry.load_uri(model_uri)
-        columns = list(new_model.feature_names_in_)
-        with bad_input_as_failure(dataset):
-            require_columns(rows, columns, source.batch_path(dataset, day))
-        scores["batch_day"] = day
-        try:
-            new_score = score_model(new_model, rows[columns], labels, spec.task, spec.positive_class)[metric]
-        except ValueError as error:  # the batch's labels do not support the metric (e.g. a single class)
-            return GateResult(decisions[0].promote, f"{decisions[0].reason}; batch {day} not compared: {error}",
-                              scores)
-        on_batch = score_incumbent(registry, dataset, rows, labels, spec, metric)
-        decisions.append(decide_promotion(metric, new_score, on_batch, margin,
-                                          rows=f"batch {day}'s {len(rows)} labelled rows"))
-        scores |= {"new_on_batch": new_score, "champion_on_batch": on_batch.score}
+    days = held[2].test_batch_days
+    if incumbent.version is None or days is None or days.isna().all():
+        return GateResult(decisions[0].promote, decisions[0].reason, scores)
+    day = days.max()
+    newest = (days == day).fillna(False).to_numpy(dtype=bool)
+    rows, labels = rows[newest], y[newest]
+    scores["batch_day"] = day
+    try:
+        new_score = score_model(registry.load_uri(model_uri), rows, labels, spec.task, spec.positive_class)[metric]
+    except ValueError as error:  # the batch's held-out labels do not support the metric (e.g. a single class)
+        return GateResult(decisions[0].promote, f"{decisions[0].reason}; batch {day} not compared: {error}", scores)
+    on_batch = score_incumbent(registry, dataset, rows, labels, spec, metric)
+    decisions.append(decide_promotion(metric, new_score, on_batch, margin,
+                                      rows=f"batch {day}'s {len(rows)} held-out labelled rows"))
+    scores |= {"new_on_batch": new_score, "champion_on_batch": on_batch.score}
     return GateResult(all(d.promote for d in decisions), "; ".join(d.reason for d in decisions), scores)
 
 
@@ -122,22 +108,24 @@ class DeployConfig(dg.Config):
               "The new version beats the champion by the margin on the same test rows and on the latest labelled "
               "batch; failing blocks champion_model, so the champion stays."))])
 def registered_model(context: dg.AssetExecutionContext, config: DeployConfig, store: FeatureStore,
-                     source: DataSource, registry: ModelRegistry) -> dg.MaterializeResult:
+                     registry: ModelRegistry) -> dg.MaterializeResult:
     """The final AutoML model as a new MLflow model version, with the champion gate's verdict in its tags; a
     version the gate rejects is aliased `challenger` (e.g. for an A/B test)."""
     name, version = context.partition_key, store.latest("model_leaderboard", context.partition_key).version
     lineage, board = store.lineage("model_leaderboard", name, version), store.load("model_leaderboard", name, version)
     metric, best = lineage["metric"], board.set_index("model").loc["automl"]
-    gate = champion_gate(registry, source, store, name, lineage, float(best[f"test_{metric}"]), best["model_uri"],
+    gate = champion_gate(registry, store, name, lineage, float(best[f"test_{metric}"]), best["model_uri"],
                          config.promotion_margin)
     clean = store.version("clean_dataset", name, lineage["clean_dataset_version"])
     tags = {"dataset": name, "task": lineage["spec"]["task"], "candidate": "automl", "metric": metric,
             f"test_{metric}": str(best[f"test_{metric}"]), "dagster_run_id": context.run_id,
             "feature_set_version": str(lineage["feature_set_version"]),
             "clean_dataset_version": str(lineage["clean_dataset_version"]),
-            "clean_dataset_content_hash": clean.content_hash, "code_version": code_version(),
+            "clean_dataset_content_hash": clean.content_hash, "leaderboard_version": str(version),
+            "code_version": code_version(),
             "trigger": context.run.tags.get("tmiv/trigger", "manual"), "decision": gate.reason,
-            GATE_TAG: "passed" if gate.passed else "rejected", GATE_SCORES_TAG: json.dumps(gate.scores)}
+            GATE_TAG: "passed" if gate.passed else "rejected", GATE_SCORES_TAG: json.dumps(gate.scores),
+            AUTO_DEPLOY_TAG: str(RetrainSettings.from_mapping(lineage["spec"].get("retrain", {})).auto_deploy).lower()}
     registered = registry.register(name, best["model_uri"], best["run_id"], tags)
     if not gate.passed:
         registry.promote(name, registered.version, CHALLENGER, reason=gate.reason, trigger=tags["trigger"],
@@ -170,13 +158,21 @@ def champion_model(context: dg.AssetExecutionContext, registry: ModelRegistry) -
         raise dg.Failure(description=f"[{name}] v{candidate.version} did not pass the champion gate "
                                      f"({candidate.tags.get('decision', 'no verdict')}); run promote_model to "
                                      "promote it by hand")
+    decision = dict(reason=candidate.tags["decision"], trigger=candidate.tags.get("trigger", "manual"),
+                    run_id=context.run_id, scores=json.loads(candidate.tags.get(GATE_SCORES_TAG, "{}")))
+    champion = registry.champion(name)
+    waits = candidate.tags.get(AUTO_DEPLOY_TAG) == "false" and champion is not None
+    if waits and champion.version != candidate.version:
+        reason = f"passed the gate ({candidate.tags['decision']}); auto_deploy is off, so it waits for promote_model"
+        registry.promote(name, candidate.version, CHALLENGER, **decision | {"reason": reason})
+        context.log.info(f"{candidate.name} v{candidate.version} is the challenger: {reason}")
+        return dg.MaterializeResult(metadata={"model_name": candidate.name, "champion_version": int(champion.version),
+                                              "decision": "awaiting approval", "reason": reason})
     if CHAMPION not in candidate.aliases:
-        registry.promote(name, candidate.version, reason=candidate.tags["decision"], action="register",
-                         trigger=candidate.tags.get("trigger", "manual"), run_id=context.run_id,
-                         scores=json.loads(candidate.tags.get(GATE_SCORES_TAG, "{}")))
+        registry.promote(name, candidate.version, action="register", **decision)
         context.log.info(f"{candidate.name} v{candidate.version} is the champion: {candidate.tags['decision']}")
     return dg.MaterializeResult(metadata={"model_name": candidate.name, "champion_version": int(candidate.version),
-                                          "reason": candidate.tags["decision"]})
+                                          "decision": "promoted", "reason": candidate.tags["decision"]})
 
 
 def history_metadata(registry: ModelRegistry, dataset: str) -> dict:

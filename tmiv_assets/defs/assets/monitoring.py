@@ -6,18 +6,21 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
-from tmiv_assets.defs.assets.data import stored_spec, trained_with
-from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure
+from tmiv_assets.defs.assets.automl import held_out
+from tmiv_assets.defs.assets.data import stored_spec, trained_batch_days, trained_with
+from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, version_scores
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
-from tmiv_assets.defs.partitions import batch_partitions
+from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions
 from tmiv_assets.ml.data.ingest import join_labels, require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.deploy.ab_testing import ArmComparison, assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, score_model
 from tmiv_assets.ml.monitoring.drift import evidently_report
+from tmiv_assets.ml.monitoring.estimation import PerformanceEstimator
+from tmiv_assets.ml.monitoring.policy import RetrainSettings, decide_rollback
 from tmiv_assets.ml.monitoring.statistics import DriftSettings, DriftStatistics
-from tmiv_assets.ml.plots import drift_plot, figure_to_markdown
+from tmiv_assets.ml.plots import drift_plot, figure_to_markdown, monitoring_history_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
@@ -113,39 +116,118 @@ def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, sourc
 
 
 DEFAULT_MAX_RELATIVE_DROP = 0.05
+ESTIMABLE = {"binary": ("roc_auc", "accuracy", "f1"), "multiclass": ("f1_macro", "accuracy")}
+
+
+def allowed_drop(thresholds: dict[str, float], reference: float) -> float:
+    """The spec's `performance` thresholds as one drop in the metric's units: the stricter of max_drop and
+    max_relative_drop (5% of the reference score by default)."""
+    return min(thresholds.get("max_drop", np.inf),
+               thresholds.get("max_relative_drop", DEFAULT_MAX_RELATIVE_DROP) * abs(reference))
+
+
+def served_version(registry: ModelRegistry, prediction_log: PredictionLog, dataset: str, day: str,
+                   champion: ModelVersion) -> ModelVersion:
+    """The version that scored the batch's champion arm (the champion may have changed since)."""
+    logged = prediction_log.rows(f"{dataset}|{day}")
+    served = logged.loc[logged["arm"] == "champion", "model_version"]
+    return registry.version(dataset, int(served.mode().iloc[0])) if len(served) else champion
+
+
+def estimated_performance(store: FeatureStore, registry: ModelRegistry, version: ModelVersion, model,
+                          batch: pd.DataFrame, reference: float, allowed: float) -> dict:
+    """CBPE: the version's metrics on the unlabelled batch, estimated from its probabilities calibrated on
+    its own held-out test rows, with a 95% band."""
+    spec, clean, split = held_out(store, version.tags["dataset"], store.lineage(
+        "model_leaderboard", version.tags["dataset"], int(version.tags["leaderboard_version"])))
+    columns = list(model.feature_names_in_)
+    estimator = PerformanceEstimator(model.classes_, spec.positive_class).fit(
+        model.predict_proba(clean.loc[split.X_test.index, columns]), split.y_test)
+    metric = version.tags["metric"]
+    estimates = estimator.estimate(model.predict_proba(batch[columns]), ESTIMABLE[spec.task])
+    metadata = {f"estimated_{name}": round(e.value, 4) for name, e in estimates.items()}
+    metadata |= {f"estimated_{name}_band_95": [round(e.lower, 4), round(e.upper, 4)] for name, e in estimates.items()}
+    if metric in estimates:
+        # A trigger only when even the band's upper end is below the threshold: estimates are the noisier signal.
+        metadata |= {"estimated_drop": round(reference - estimates[metric].value, 4),
+                     "estimated_below_threshold": bool(reference - estimates[metric].upper > allowed)}
+    return metadata
+
+
+def rollback_check(context: dg.AssetExecutionContext, registry: ModelRegistry, store: FeatureStore,
+                   served: ModelVersion, labelled: pd.DataFrame, spec: DatasetSpec, live: float, day: str,
+                   margin: float) -> dict:
+    """Was `served` put in place by an automatic decision and does it, on this batch's labelled rows (new to
+    both), score worse than the champion before it by more than `margin`? Then the champion goes back."""
+    dataset, metric = spec.name, served.tags["metric"]
+    promoted = [d for d in registry.history(dataset) if d.after == int(served.version)
+                and d.action in ("register", "promote") and d.before not in (None, d.after)]
+    if not promoted:
+        return {"rollback": "no previous champion to compare with"}
+    previous = registry.version(dataset, promoted[-1].before)
+    if day in trained_batch_days(store, dataset, served) | trained_batch_days(store, dataset, previous):
+        return {"rollback": f"batch {day} is in the training data of v{served.version} or v{previous.version}"}
+    try:
+        before = version_scores(registry, dataset, previous.version, labelled, labelled[spec.target], spec)[metric]
+    except (KeyError, ValueError) as error:  # a predecessor that cannot score the batch is no reason to go back
+        return {"rollback": f"v{previous.version} cannot score the batch ({type(error).__name__}: {error})"}
+    decision = decide_rollback(metric, live, before, margin, f"batch {day}'s {len(labelled)} labelled rows")
+    metadata = {"rollback": decision.reason, f"previous_champion_{metric}": before,
+                "previous_champion_version": int(previous.version)}
+    champion = registry.champion(dataset)
+    if not decision.rollback or champion is None or champion.version != served.version:
+        return metadata
+    if promoted[-1].trigger == "manual":
+        return metadata | {"rollback": f"{decision.reason}; v{served.version} was promoted by hand, so it stays "
+                                       "until rollback_model is run"}
+    registry.rollback(dataset, previous.version, reason=decision.reason, trigger="performance",
+                      run_id=context.run_id)
+    context.instance.add_run_tags(context.run_id, {"tmiv/decision": "rollback",
+                                                   "tmiv/rolled_back": f"v{served.version}->v{previous.version}"})
+    context.log.warning(f"{dataset}: champion v{served.version} rolled back to v{previous.version}: {decision.reason}")
+    return metadata | {"rolled_back_to": int(previous.version)}
 
 
 @dg.asset(partitions_def=batch_partitions, deps=[scored_batch], group_name="monitoring", kinds={"mlflow"})
 def model_performance(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore,
-                      registry: ModelRegistry) -> dg.MaterializeResult:
-    """The champion's live metrics on a batch once its labels arrive, next to its score on the held-out test
-    rows; the drop is judged by the spec's `performance` thresholds (max_drop in the metric's units,
-    max_relative_drop as a share; the stricter applies, 5% relative by default)."""
+                      registry: ModelRegistry, prediction_log: PredictionLog) -> dg.MaterializeResult:
+    """How the version that scored a batch performs on it: estimated from its probabilities while labels are
+    missing (classifiers, CBPE), realised once they arrive, next to its test score and the spec's
+    `performance` thresholds; a champion deployed automatically that does worse than its predecessor on the
+    same new rows is rolled back (spec `retrain.rollback_margin`)."""
     dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
+    served = served_version(registry, prediction_log, dataset, day, champion)
     with bad_input_as_failure(context.partition_key):
+        current = source.dataset_spec(dataset)
         labels = source.read_labels(dataset, day)
-        thresholds = source.dataset_spec(dataset).performance
-        if labels is None or not spec.id_column:
-            status = "no labels yet" if labels is None else "no id_column to join labels on"
-            return dg.MaterializeResult(metadata={"status": status, "champion_version": int(champion.version)})
-        labelled = join_labels(batch, labels, spec, day)
-    model = registry.load_version(dataset, champion.version)
+        labelled = join_labels(batch, labels, spec, day) if labels is not None and spec.id_column else None
+    model, metric = registry.load_version(dataset, served.version), served.tags["metric"]
+    reference = float(served.tags[f"test_{metric}"])
+    allowed = allowed_drop(current.performance, reference)
+    metadata = {"served_version": int(served.version), "champion_version": int(champion.version), "metric": metric,
+                f"test_{metric}": reference, "allowed_drop": round(allowed, 4), "batch_rows": len(batch)}
+    if spec.is_classification:
+        metadata |= estimated_performance(store, registry, served, model, batch, reference, allowed)
+    if labelled is None:
+        status = "no labels yet" if labels is None else "no id_column to join labels on"
+        return dg.MaterializeResult(metadata=metadata | {"status": status})
+    # Once labels arrived the realised metric decides; the estimate stays beside it for comparison.
+    metadata["estimated_below_threshold"] = False
     live = score_model(model, labelled[list(model.feature_names_in_)], labelled[spec.target], spec.task,
                        spec.positive_class)
-    metric = champion.tags["metric"]
-    reference = float(champion.tags[f"test_{metric}"])
     drop = live[metric] - reference if metric in LOWER_IS_BETTER else reference - live[metric]
-    allowed = min(thresholds.get("max_drop", np.inf),
-                  thresholds.get("max_relative_drop", DEFAULT_MAX_RELATIVE_DROP) * abs(reference))
-    within = bool(drop <= allowed)
-    (context.log.info if within else context.log.warning)(
-        f"{dataset} {day}: live {metric} {live[metric]:.4f} vs test {reference:.4f} (drop {drop:.4f}, allowed "
-        f"{allowed:.4f})")
-    return dg.MaterializeResult(metadata={
-        "status": "measured", "champion_version": int(champion.version), "metric": metric,
-        f"live_{metric}": live[metric], f"test_{metric}": reference, "drop": round(drop, 4),
-        "allowed_drop": round(allowed, 4), "within_threshold": within, "labelled_rows": len(labelled),
-        **{f"live_{name}": value for name, value in live.items() if name != metric}})
+    in_training = day in trained_batch_days(store, dataset, served)
+    below = bool(drop > allowed) and not in_training  # rows it trained on say nothing about its decline
+    (context.log.warning if below else context.log.info)(
+        f"{dataset} {day}: v{served.version} live {metric} {live[metric]:.4f} vs test {reference:.4f} (drop "
+        f"{drop:.4f}, allowed {allowed:.4f}); estimated {metadata.get(f'estimated_{metric}', 'n/a')}")
+    metadata |= {"status": "measured", f"live_{metric}": live[metric], "drop": round(drop, 4),
+                 "below_threshold": below, "in_training_data": in_training, "labelled_rows": len(labelled),
+                 **{f"live_{name}": value for name, value in live.items() if name != metric}}
+    if not in_training:
+        margin = RetrainSettings.from_mapping(current.retrain).rollback_margin
+        metadata |= rollback_check(context, registry, store, served, labelled, spec, live[metric], day, margin)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 DEFAULT_MIN_DETECTABLE_EFFECT = 0.02
@@ -263,3 +345,77 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, source:
         "drift_plot": dg.MetadataValue.md(figure_to_markdown(drift_plot(per_column), "drift")),
         "evidently_report": dg.MetadataValue.path(str(html_path)),
     })
+
+
+BY_DATASET = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="dataset")
+HISTORY_FIELDS = {drift_report: ("batch_rows", "drift_detected", "drifted_share", "prediction_drift_score",
+                                 "target_drift_score"),
+                  model_performance: ("served_version", "metric", "status", "labelled_rows", "below_threshold",
+                                      "estimated_below_threshold", "rollback")}
+
+
+def batch_metadata(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, dataset: str) -> pd.DataFrame:
+    """The latest materialization's metadata per batch day of `dataset`, one row per day."""
+    partitions = sorted(p for p in instance.get_materialized_partitions(asset.key) if p.startswith(f"{dataset}|"))
+    if not partitions:
+        return pd.DataFrame({"day": []})
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=partitions), limit=len(partitions) * 20,
+        ascending=True).records
+    latest = {r.asset_materialization.partition: r.asset_materialization.metadata for r in records}
+    rows = []
+    for partition, metadata in latest.items():
+        row = {"day": partition.split("|", 1)[1]} | {k: metadata[k].value for k in HISTORY_FIELDS[asset]
+                                                      if k in metadata}
+        if asset is model_performance and "metric" in metadata:
+            metric = metadata["metric"].value
+            band = metadata.get(f"estimated_{metric}_band_95")
+            row |= {"test_score": metadata[f"test_{metric}"].value,
+                    "estimated": metadata[f"estimated_{metric}"].value if f"estimated_{metric}" in metadata else None,
+                    "estimated_lower": band.value[0] if band else None,
+                    "estimated_upper": band.value[1] if band else None,
+                    "realised": metadata[f"live_{metric}"].value if f"live_{metric}" in metadata else None}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def trainings(instance: dg.DagsterInstance, registry: ModelRegistry, dataset: str) -> pd.DataFrame:
+    """Every registered version of the dataset: when, what triggered it (with the retrain policy's reason
+    from its run's tags), and the champion gate's verdict."""
+    rows = []
+    for version in sorted(registry.versions(dataset), key=lambda v: int(v.version)):
+        run = instance.get_run_by_id(version.tags.get("dagster_run_id", "")) if version.tags.get(
+            "dagster_run_id") else None
+        rows.append({"version": int(version.version),
+                     "registered": pd.Timestamp(version.creation_timestamp, unit="ms").isoformat(timespec="seconds"),
+                     "trigger": version.tags.get("trigger", "manual"),
+                     "policy_reason": run.tags.get("tmiv/policy_reason", "") if run else "",
+                     "gate": version.tags.get("gate", ""), "decision": version.tags.get("decision", "")})
+    return pd.DataFrame(rows)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="monitoring", kinds={"pandas"},
+          deps=[dg.AssetDep(drift_report, partition_mapping=BY_DATASET),
+                dg.AssetDep(model_performance, partition_mapping=BY_DATASET)])
+def monitoring_history(context: dg.AssetExecutionContext, registry: ModelRegistry) -> dg.MaterializeResult:
+    """The dataset's monitoring over all batch days: volume, drift share, prediction drift, estimated and
+    realised performance of the model that served each batch, and every retrain and lifecycle decision."""
+    dataset = context.partition_key
+    drift = batch_metadata(context.instance, drift_report, dataset)
+    performance = batch_metadata(context.instance, model_performance, dataset)
+    history = drift.merge(performance, on="day", how="outer").sort_values("day").reset_index(drop=True)
+    registered = trainings(context.instance, registry, dataset) if registry.champion(dataset) else pd.DataFrame()
+    decisions = pd.DataFrame([vars(d) for d in registry.history(dataset)]) if len(registered) else pd.DataFrame()
+    metric = performance["metric"].dropna().iloc[-1] if "metric" in performance and len(performance) else "metric"
+    metadata = {"days": len(history), "trainings": len(registered),
+                "automatic_retrains": int((registered["trigger"] != "manual").sum()) if len(registered) else 0,
+                "lifecycle_decisions": len(decisions),
+                "drifted_days": int(history.get("drift_detected", pd.Series(dtype=bool)).fillna(False).sum()),
+                "history": markdown_table(history) if len(history) else "no batches yet",
+                "trainings_table": markdown_table(registered) if len(registered) else "none",
+                "decisions": markdown_table(decisions[["at", "action", "before", "after", "trigger", "reason"]])
+                if len(decisions) else "none"}
+    if len(history):
+        metadata["plot"] = dg.MetadataValue.md(figure_to_markdown(monitoring_history_plot(history, metric),
+                                                                  "monitoring history"))
+    return dg.MaterializeResult(metadata=metadata)

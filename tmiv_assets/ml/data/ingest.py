@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 DELIMITERS = ",;\t|"
 
 
+BATCH_DAY = "batch_day"
+"""Column of the labelled-rows frame: the batch day of a training row (`labelled_rows` in the feature store)."""
+
+
 class DataValidationError(ValueError):
     """The data file does not match its spec; the message names the file, the column and the fix."""
 
@@ -422,21 +426,23 @@ def read_series(spec) -> pd.Series:
 
 def append_labelled_batches(
     frame: pd.DataFrame, spec: DatasetSpec, batches: dict[str, tuple[pd.DataFrame, pd.DataFrame]]
-) -> pd.DataFrame:
-    """Add scored batches whose labels have arrived (`{day: (batch, labels)}`) to the training rows.
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Add scored batches whose labels have arrived (`{day: (batch, labels)}`) to the training rows; returns
+    the rows and the batch day of each (missing for rows of `frame`).
 
     Labels are joined on the id column; rows already in `frame` (same id) are not added twice.
     """
     if not batches:
-        return frame
+        return frame, pd.Series(None, index=frame.index, dtype="string")
     if not spec.id_column:
         raise ValueError(f"{spec.spec_path}: labels can only be joined with an 'id_column'; add one to the spec")
     added = []
     for day, (batch, labels) in sorted(batches.items()):
         labelled = join_labels(batch, labels, spec, day)
-        added.append(labelled[[c for c in frame.columns if c in labelled.columns]])
+        added.append(labelled[[c for c in frame.columns if c in labelled.columns]].assign(**{BATCH_DAY: day}))
     combined = pd.concat([frame, *added], ignore_index=True)
-    return combined.drop_duplicates(subset=[spec.id_column], keep="first").reset_index(drop=True)
+    combined = combined.drop_duplicates(subset=[spec.id_column], keep="first").reset_index(drop=True)
+    return combined.drop(columns=[BATCH_DAY]), combined[BATCH_DAY].astype("string")
 
 
 def join_labels(batch: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec, day: str) -> pd.DataFrame:

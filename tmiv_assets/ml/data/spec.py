@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from tmiv_assets.ml.monitoring.policy import RetrainSettings
 from tmiv_assets.ml.monitoring.statistics import DriftSettings
 
 TASKS = ("binary", "multiclass", "regression")
@@ -78,6 +79,9 @@ class DatasetSpec:
     drift: dict[str, object] = field(default_factory=dict)
     """Drift settings of incoming batches (monitoring.statistics.DriftSettings): method, alpha, correction,
     distance_threshold, psi_threshold, large_sample, drift_share."""
+    retrain: dict[str, object] = field(default_factory=dict)
+    """The monitoring loop's retrain policy (monitoring.policy.RetrainSettings): triggers, cool-down, minimum
+    new labelled rows, training window, auto_deploy, rollback margin."""
 
     @property
     def key_columns(self) -> list[str]:
@@ -119,7 +123,7 @@ class SeriesSpec:
 
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
                   "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
-                  "performance", "drift")
+                  "performance", "drift", "retrain")
 SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform")
 
 
@@ -226,7 +230,8 @@ def load_dataset_spec(spec_path: Path) -> DatasetSpec:
         sheet=_scalar(raw, "sheet", spec_path, (str, int)),
         ab_test=_bounded(raw, "ab_test", spec_path, AB_TEST_OPTIONS),
         performance=_bounded(raw, "performance", spec_path, PERFORMANCE_OPTIONS),
-        drift=_drift(raw, spec_path),
+        drift=_settings(raw, "drift", spec_path, DriftSettings, "drift: {method: ks, correction: bh}"),
+        retrain=_settings(raw, "retrain", spec_path, RetrainSettings, "retrain: {cool_down_hours: 24}"),
     )
 
 
@@ -278,13 +283,14 @@ def _bounded(raw: dict, key: str, spec_path: Path, options: dict[str, tuple[floa
     return {str(k): float(v) for k, v in values.items()}
 
 
-def _drift(raw: dict, spec_path: Path) -> dict[str, object]:
-    drift = _mapping(raw, "drift", spec_path, "drift: {method: ks, correction: bh}")
+def _settings(raw: dict, key: str, spec_path: Path, settings: type, example: str) -> dict[str, object]:
+    """A mapping the engine's `settings` dataclass checks (its `from_mapping` names unknown or bad values)."""
+    values = _mapping(raw, key, spec_path, example)
     try:
-        DriftSettings.from_mapping(drift)
+        settings.from_mapping(values)
     except (TypeError, ValueError) as error:
-        raise SpecError(f"{spec_path}: drift settings: {error}") from error
-    return dict(drift)
+        raise SpecError(f"{spec_path}: {key} settings: {error}") from error
+    return dict(values)
 
 
 def load_series_spec(spec_path: Path) -> SeriesSpec:
