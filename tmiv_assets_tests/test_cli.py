@@ -211,10 +211,12 @@ def test_the_daemon_runs_the_monitoring_loop(environment, tmp_path):
     (data / "datasets" / "flights.yaml").write_text(spec)
     shutil.copytree(DATA_DIR / "incoming" / "flights", data / "incoming" / "flights")
     environment = environment | {"TMIV_DATA_DIR": str(data), "TMIV_SENSOR_INTERVAL_S": "5"}
+    with persistent_instance(environment):
+        pass  # creates the instance's SQLite storages before the daemon and this test both open them
     daemon = start_daemon(environment)
     try:
         wait_for("the policy's retrain", lambda: finished_runs(environment, "retrain"), 600)
-        time.sleep(30)  # further ticks of every sensor, which must not retrain again
+        time.sleep(15)  # three more ticks of every sensor, which must not retrain again
     finally:
         stop(daemon)
     scored = finished_runs(environment, "score_batch")
@@ -228,7 +230,7 @@ def test_the_daemon_runs_the_monitoring_loop(environment, tmp_path):
     new = max(registry.versions("flights"), key=lambda v: int(v.version))
     assert (int(new.version), new.tags["trigger"], new.tags["dagster_run_id"]) == (2, "drift", retrain.run_id)
     assert "batch 2013-07-22's" in new.tags["decision"]  # gated on the newest labelled batch's held-out rows
-    assert (registry.champion("flights").version == "2") is (new.tags["gate"] == "passed")
+    assert (int(registry.champion("flights").version) == 2) is (new.tags["gate"] == "passed")
     assert (retrain.status == dg.DagsterRunStatus.SUCCESS) is (new.tags["gate"] == "passed")
 
     # A restarted daemon requests nothing it requested before.
@@ -247,7 +249,7 @@ def test_the_daemon_runs_the_monitoring_loop(environment, tmp_path):
     daemon = start_daemon(environment)
     try:
         wait_for("the rollback", lambda: registry.champion("flights").version == good.version, 300)
-        time.sleep(20)
+        time.sleep(10)
     finally:
         stop(daemon)
     assert len(finished_runs(environment, "retrain")) == 1  # drift again on July 30, but in the cool-down
