@@ -18,7 +18,7 @@ import warnings
 import dagster as dg
 
 from tmiv_assets.definitions import defs
-from tmiv_assets.defs.assets.monitoring import drift_report
+from tmiv_assets.defs.assets.monitoring import drift_report, model_performance
 from tmiv_assets.defs.resources import build_resources
 from tmiv_assets.defs.sensors import (
     drift_retrain_sensor,
@@ -87,6 +87,18 @@ def summary(instance: dg.DagsterInstance) -> None:
         meta = record.asset_materialization.metadata
         print(f"  drift {record.asset_materialization.partition}: drift_detected={meta['drift_detected'].value} "
               f"(share {meta['drifted_share'].value:.2f}) -> {meta['evidently_report'].value}")
+    for record in sorted(instance.fetch_materializations(model_performance.key, limit=100).records,
+                         key=lambda r: r.asset_materialization.partition):
+        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        metric = meta["metric"]
+        estimated = f"estimated {meta[f'estimated_{metric}']:.3f} {meta[f'estimated_{metric}_band_95']}" if (
+            f"estimated_{metric}" in meta) else "no estimate"
+        realised = f"realised {meta[f'live_{metric}']:.3f}" if f"live_{metric}" in meta else meta["status"]
+        print(f"  performance {record.asset_materialization.partition}: v{meta['served_version']} {metric} "
+              f"{estimated}, {realised}")
+    for dataset in sorted(instance.get_dynamic_partitions("dataset")):
+        decision = registry.history(dataset)[-1]
+        print(f"  last decision for {dataset}: {decision.action} (trigger {decision.trigger}): {decision.reason}")
     for path in sorted(artifacts.path("forecasts").glob("*.parquet")):
         print(f"  forecast {path.stem}: {path}")
     print(f"\nState directory:  {artifacts.path()}")
