@@ -42,6 +42,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/automl.py --budgets 30,60
 	$(BIN)/python benchmarks/automl.py --budgets 30 --busy-core
 	$(BIN)/python benchmarks/drift.py --rows 1000000
+	$(BIN)/python benchmarks/monitoring_replay.py
 
 clean:
 	rm -rf $(TMIV_HOME)

@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 
@@ -41,3 +42,17 @@ def resources_for(home: Path, data_dir: Path = DATA_DIR) -> dict:
 # the clock, ends it (the budget is far above what it needs even on a loaded 2-core machine).
 FAST_TRAINING = dg.RunConfig(ops={"model_candidates": TrainingConfig(time_budget_s=600, preset="fast", max_trials=4,
                                                                      n_jobs=1)})
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    dagster_home = tmp_path / "tmiv" / "dagster"
+    dagster_home.mkdir(parents=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))  # dagster.yaml reads it
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    return os.environ | {"TMIV_HOME": str(tmp_path / "tmiv"), "DAGSTER_HOME": str(dagster_home),
+                         "TMIV_DATA_DIR": str(DATA_DIR)}
+
+
+def persistent_instance(environment: dict[str, str]) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(environment["DAGSTER_HOME"])

@@ -1,5 +1,6 @@
 """Bad input fails with a dg.Failure naming the file and column, and loses nothing already materialized."""
 
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -294,11 +295,14 @@ def test_the_gate_also_compares_on_the_latest_labelled_batch(trained):
     day, folder = "2013-05-01", data_dir / "incoming" / "titanic"
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     rows = pd.read_csv(data_dir / "datasets" / "titanic.csv").sample(300, random_state=1)
-    batch = rows.drop(columns=["survived"])
+    batch = rows.drop(columns=["survived"]).assign(passenger_id=rows["passenger_id"] + 100_000)  # new passengers
     # Labels that are exactly the champion's own predictions: no other model can beat it on this batch.
     labels = batch[["passenger_id"]].assign(survived=registry.load_version("titanic", champion.version).predict(batch))
     batch.to_parquet(folder / f"{day}.parquet")
     labels.to_parquet(folder / "labels" / f"{day}.parquet")
+    # The champion scored the batch before its labels came, so they may join the training rows.
+    resources_for(home, data_dir)["prediction_log"].record(f"titanic|{day}", champion.name, int(champion.version),
+                                                            labels["survived"], entity_ids=batch["passenger_id"])
     # Another seed and a margin: a tie at a perfect score on the batch must not pass either.
     seeded = dg.RunConfig(ops={"model_candidates": TrainingConfig(time_budget_s=600, preset="fast", max_trials=4,
                                                                   n_jobs=1, seed=7),
@@ -312,7 +316,11 @@ def test_the_gate_also_compares_on_the_latest_labelled_batch(trained):
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "beats_champion")
     scores = {k: v.value for k, v in gate.metadata.items()}
     assert scores["batch_day"] == day and scores["champion_on_batch"] == 1.0 >= scores["new_on_batch"]
-    assert f"batch {day}'s 300 labelled rows is not better" in scores["reason"]
+    # compared on the fifth of the batch the new model did not train on
+    held_out_rows = int(re.search(rf"batch {day}'s (\d+) held-out labelled rows is not better", scores["reason"])[1])
+    assert 55 <= held_out_rows <= 65
+    raw = result.asset_materializations_for_node("raw_dataset")[0].metadata
+    assert raw["labelled_batches"].value == day and raw["rows_from_labelled_batches"].value == 300
     assert_gate_blocked(result, home, champion.version)
     assert registry.champion("titanic").version == champion.version
     assert registry.aliased("titanic", "challenger").tags["dagster_run_id"] == result.run_id

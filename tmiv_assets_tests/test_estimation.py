@@ -14,11 +14,27 @@ from tmiv_assets.ml.monitoring.estimation import (
     PerformanceEstimate,
     PerformanceEstimator,
     expected_metrics,
-    realised,
     simulate_metrics,
 )
 
 BINARY_METRICS = ("accuracy", "roc_auc", "f1")
+MULTICLASS_METRICS = ("accuracy", "roc_auc", "f1_macro")
+
+
+def realised(proba: np.ndarray, y: np.ndarray, classes: np.ndarray, positive_class=None,
+             metrics: tuple[str, ...] | None = None) -> dict[str, float]:
+    """The metrics scikit-learn computes from the labels, as `score_model` does (argmax prediction, F1 of the
+    positive class, one-vs-rest macro ROC-AUC for multiclass)."""
+    binary = len(classes) == 2
+    metrics = metrics or (BINARY_METRICS if binary else MULTICLASS_METRICS)
+    predicted = np.asarray(classes)[proba.argmax(axis=1)]
+    positive = classes[-1] if positive_class is None else positive_class
+    scores = {"accuracy": lambda: sk_metrics.accuracy_score(y, predicted),
+              "f1": lambda: sk_metrics.f1_score(y, predicted, pos_label=positive),
+              "f1_macro": lambda: sk_metrics.f1_score(y, predicted, average="macro"),
+              "roc_auc": lambda: sk_metrics.roc_auc_score(y == positive, proba[:, list(classes).index(positive)])
+              if binary else sk_metrics.roc_auc_score(y, proba, multi_class="ovr", labels=classes)}
+    return {metric: float(scores[metric]()) for metric in metrics}
 FEATURES_401K = ["inc", "marr", "male", "age", "fsize", "nettfa", "pira"]  # p401k (participation) leaks the label
 
 

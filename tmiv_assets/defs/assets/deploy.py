@@ -124,6 +124,7 @@ def registered_model(context: dg.AssetExecutionContext, config: DeployConfig, st
             "clean_dataset_content_hash": clean.content_hash, "leaderboard_version": str(version),
             "code_version": code_version(),
             "trigger": context.run.tags.get("tmiv/trigger", "manual"), "decision": gate.reason,
+            "policy_reason": context.run.tags.get("tmiv/policy_reason", "not requested by the retrain policy"),
             GATE_TAG: "passed" if gate.passed else "rejected", GATE_SCORES_TAG: json.dumps(gate.scores),
             AUTO_DEPLOY_TAG: str(RetrainSettings.from_mapping(lineage["spec"].get("retrain", {})).auto_deploy).lower()}
     registered = registry.register(name, best["model_uri"], best["run_id"], tags)

@@ -134,8 +134,8 @@ def served_version(registry: ModelRegistry, prediction_log: PredictionLog, datas
     return registry.version(dataset, int(served.mode().iloc[0])) if len(served) else champion
 
 
-def estimated_performance(store: FeatureStore, registry: ModelRegistry, version: ModelVersion, model,
-                          batch: pd.DataFrame, reference: float, allowed: float) -> dict:
+def estimated_performance(store: FeatureStore, version: ModelVersion, model, batch: pd.DataFrame, reference: float,
+                          allowed: float) -> dict:
     """CBPE: the version's metrics on the unlabelled batch, estimated from its probabilities calibrated on
     its own held-out test rows, with a 95% band."""
     spec, clean, split = held_out(store, version.tags["dataset"], store.lineage(
@@ -207,7 +207,7 @@ def model_performance(context: dg.AssetExecutionContext, source: DataSource, sto
     metadata = {"served_version": int(served.version), "champion_version": int(champion.version), "metric": metric,
                 f"test_{metric}": reference, "allowed_drop": round(allowed, 4), "batch_rows": len(batch)}
     if spec.is_classification:
-        metadata |= estimated_performance(store, registry, served, model, batch, reference, allowed)
+        metadata |= estimated_performance(store, served, model, batch, reference, allowed)
     if labelled is None:
         status = "no labels yet" if labels is None else "no id_column to join labels on"
         return dg.MaterializeResult(metadata=metadata | {"status": status})
@@ -379,19 +379,14 @@ def batch_metadata(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, dat
     return pd.DataFrame(rows)
 
 
-def trainings(instance: dg.DagsterInstance, registry: ModelRegistry, dataset: str) -> pd.DataFrame:
-    """Every registered version of the dataset: when, what triggered it (with the retrain policy's reason
-    from its run's tags), and the champion gate's verdict."""
-    rows = []
-    for version in sorted(registry.versions(dataset), key=lambda v: int(v.version)):
-        run = instance.get_run_by_id(version.tags.get("dagster_run_id", "")) if version.tags.get(
-            "dagster_run_id") else None
-        rows.append({"version": int(version.version),
-                     "registered": pd.Timestamp(version.creation_timestamp, unit="ms").isoformat(timespec="seconds"),
-                     "trigger": version.tags.get("trigger", "manual"),
-                     "policy_reason": run.tags.get("tmiv/policy_reason", "") if run else "",
-                     "gate": version.tags.get("gate", ""), "decision": version.tags.get("decision", "")})
-    return pd.DataFrame(rows)
+def trainings(registry: ModelRegistry, dataset: str) -> pd.DataFrame:
+    """Every registered version of the dataset: when, what triggered it and why (the retrain policy's
+    reason), and the champion gate's verdict."""
+    return pd.DataFrame([{"version": int(v.version),
+                          "registered": pd.Timestamp(v.creation_timestamp, unit="ms").isoformat(timespec="seconds"),
+                          "trigger": v.tags.get("trigger", "manual"), "policy_reason": v.tags.get("policy_reason", ""),
+                          "gate": v.tags.get("gate", ""), "decision": v.tags.get("decision", "")}
+                         for v in sorted(registry.versions(dataset), key=lambda v: int(v.version))])
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="monitoring", kinds={"pandas"},
@@ -404,7 +399,7 @@ def monitoring_history(context: dg.AssetExecutionContext, registry: ModelRegistr
     drift = batch_metadata(context.instance, drift_report, dataset)
     performance = batch_metadata(context.instance, model_performance, dataset)
     history = drift.merge(performance, on="day", how="outer").sort_values("day").reset_index(drop=True)
-    registered = trainings(context.instance, registry, dataset) if registry.champion(dataset) else pd.DataFrame()
+    registered = trainings(registry, dataset) if registry.champion(dataset) else pd.DataFrame()
     decisions = pd.DataFrame([vars(d) for d in registry.history(dataset)]) if len(registered) else pd.DataFrame()
     metric = performance["metric"].dropna().iloc[-1] if "metric" in performance and len(performance) else "metric"
     metadata = {"days": len(history), "trainings": len(registered),

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import special, stats
-from sklearn import metrics as sk_metrics
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
@@ -166,39 +165,6 @@ def label_indices(y, classes: Sequence) -> np.ndarray:
     if unknown:
         raise ValueError(f"labels {unknown[:10]} are not among the classes {classes}")
     return np.asarray(positions, dtype=np.intp)[codes]
-
-
-def realised(proba: np.ndarray, y, classes: Sequence, positive_class=None,
-             metrics: Sequence[str] | None = None) -> dict[str, float]:
-    """The same metrics computed by scikit-learn on labelled rows, to show beside the estimates.
-
-    As `score_model`: predicted label by argmax, F1 of the positive class, macro F1 over the labels present, one-vs-rest
-    macro ROC-AUC for multiclass. ROC-AUC is NaN where the labels do not hold every class.
-    """
-    classes = np.asarray(classes)
-    task = "binary" if len(classes) == 2 else "multiclass"
-    metrics = _check_metrics(metrics, task)
-    proba = _normalised(proba, len(classes), "proba")
-    labels = label_indices(y, classes)
-    if len(labels) != len(proba):
-        raise ValueError(f"proba has {len(proba)} rows but y has {len(labels)}")
-    predicted = proba.argmax(axis=1)
-    positive = classes.tolist().index(resolve_positive_class(classes, positive_class)) if task == "binary" else None
-    scores = {}
-    for metric in metrics:
-        if metric == "accuracy":
-            scores[metric] = sk_metrics.accuracy_score(labels, predicted)
-        elif metric == "f1":
-            scores[metric] = sk_metrics.f1_score(labels, predicted, pos_label=positive, zero_division=0)
-        elif metric == "f1_macro":
-            scores[metric] = sk_metrics.f1_score(labels, predicted, average="macro", zero_division=0)
-        elif len(np.unique(labels)) < len(classes):
-            scores[metric] = float("nan")  # ROC-AUC needs rows of every class
-        elif task == "binary":
-            scores[metric] = sk_metrics.roc_auc_score(labels == positive, proba[:, positive])
-        else:
-            scores[metric] = sk_metrics.roc_auc_score(labels, proba, multi_class="ovr", labels=range(len(classes)))
-    return {metric: float(value) for metric, value in scores.items()}
 
 
 def expected_metrics(calibrated: np.ndarray, predicted: np.ndarray, scores: np.ndarray, metrics: Sequence[str],
