@@ -106,13 +106,14 @@ class Champion:
     drift: DriftStatistics
     cbpe: PerformanceEstimator
     trained_weeks: frozenset[int]
+    trained_rows: int
 
 
 def champion(model: Pipeline, dataset: pd.DataFrame, held_out: pd.DataFrame, weeks: frozenset[int]) -> Champion:
     cbpe = PerformanceEstimator(model.classes_, positive_class=1).fit(
         model.predict_proba(held_out[FEATURES]), held_out[TARGET])
     return Champion(model, scores(model, held_out)["roc_auc"], DriftStatistics().fit(dataset[DRIFT_COLUMNS]),
-                    cbpe, weeks)
+                    cbpe, weeks, len(dataset))
 
 
 class Strategy:
@@ -159,10 +160,11 @@ def signals(strategy: Strategy, week: int, batch: pd.DataFrame, batches: dict[in
     verdict = current.drift.compare(batch[DRIFT_COLUMNS])
     triggered = {"drift": (day,) if verdict.drift_detected else (),
                  "performance": (day,) if current.test_auc - live_auc > MAX_RELATIVE_DROP * current.test_auc else ()}
-    new_rows = sum(len(b) for w, b in batches.items() if w <= week and 7 * (week - w) <= window_days
-                   and w not in current.trained_weeks)
+    new_weeks = [w for w in batches if w <= week and 7 * (week - w) <= window_days and w not in current.trained_weeks]
+    new_rows = sum(len(batches[w]) for w in new_weeks)
     hours = None if strategy.last_retrain_week is None else 168.0 * (week - strategy.last_retrain_week)
-    return RetrainSignals(triggered, new_rows, hours), verdict.drifted_share
+    return (RetrainSignals(triggered, new_rows, hours, current.trained_rows, tuple(f"week {w}" for w in new_weeks)),
+            verdict.drifted_share)
 
 
 def short(decision) -> str:

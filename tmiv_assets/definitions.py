@@ -15,7 +15,14 @@ from tmiv_assets.defs.assets.monitoring import (
     monitoring_history,
     scored_batch,
 )
-from tmiv_assets.defs.jobs import forecast_series, full_pipeline, refresh_monitoring, retrain, score_batch
+from tmiv_assets.defs.jobs import (
+    evaluate_batch,
+    forecast_series,
+    full_pipeline,
+    refresh_monitoring,
+    retrain,
+    score_batch,
+)
 from tmiv_assets.defs.model_jobs import (
     archive_model,
     conclude_ab_test,
@@ -46,8 +53,8 @@ defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
             model_leaderboard, registered_model, champion_model, champion_history, shap_report, scored_batch,
             drift_report, model_performance, ab_test_report, monitoring_history, model_comparison, forecast],
-    jobs=[full_pipeline, retrain, score_batch, refresh_monitoring, forecast_series, promote_model, rollback_model,
-          archive_model, predict_file, conclude_ab_test],
+    jobs=[full_pipeline, retrain, score_batch, evaluate_batch, refresh_monitoring, forecast_series, promote_model,
+          rollback_model, archive_model, predict_file, conclude_ab_test],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, performance_retrain_sensor,
              monitoring_history_sensor, dead_runs_sensor],
     schedules=[weekly_retrain_schedule],

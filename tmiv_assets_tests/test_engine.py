@@ -18,7 +18,6 @@ from tmiv_assets.ml.data.ingest import (
 from tmiv_assets.ml.data.spec import DatasetSpec, SpecError, load_dataset_spec, load_series_spec, validate_name
 from tmiv_assets.ml.data.splits import split_dataset
 from tmiv_assets.ml.features.builder import FeatureBuilder
-from tmiv_assets.ml.forecasting.sarima import SarimaForecaster
 from tmiv_assets.ml.monitoring.drift import evidently_report
 from tmiv_assets.ml.monitoring.statistics import DriftSettings, DriftStatistics
 
@@ -160,22 +159,6 @@ def test_drift_statistics_and_evidently_flag_a_shifted_sample_only():
     report = evidently_report(reference, shifted, drift_share=0.5)
     assert report.drifted_share == 1.0 and set(report.per_column["column"]) == {"a", "b"}
     assert "<html" in report.snapshot.get_html_str(as_iframe=False).lower()
-
-
-def test_sarima_forecast_has_ordered_intervals_and_beats_seasonal_naive():
-    series = read_series(load_series_spec(DATA / "series" / "air_passengers.yaml"))
-    forecaster = SarimaForecaster(log_transform=True).fit(series)
-    forecast = forecaster.predict(24)
-    assert len(forecast) == 24 and forecast["ds"].iloc[0] == pd.Timestamp("1961-01-01")
-    assert (forecast["yhat_lower"] < forecast["yhat"]).all() and (forecast["yhat"] < forecast["yhat_upper"]).all()
-    backtest = forecaster.backtest(series, 24)
-    assert backtest.mape < backtest.seasonal_naive_mape
-
-
-def test_sarima_needs_two_seasons():
-    short = pd.Series(np.arange(1.0, 20.0), index=pd.date_range("2000-01-01", periods=19, freq="MS"))
-    with pytest.raises(ValueError, match="at least two seasons"):
-        SarimaForecaster().fit(short)
 
 
 def test_id_split_is_stratified_and_stable_when_rows_are_added():

@@ -252,7 +252,10 @@ def test_forecast_horizon_and_interval_order(pipeline, series, horizon):
     predicted = pd.read_parquet(pipeline.home / "forecasts" / f"{series}.parquet")
     assert len(predicted) == horizon
     assert (predicted["yhat_lower"] <= predicted["yhat"]).all() and (predicted["yhat"] <= predicted["yhat_upper"]).all()
-    assert pipeline.metadata(series, "forecast")["backtest_mape_pct"] < 15
+    metadata = pipeline.metadata(series, "forecast")
+    assert metadata["backtest_mase"] < metadata["seasonal_naive_mase"]  # the choice beats the baseline it scales by
+    assert f"| {metadata['chosen_model'].split(' ')[0]} " in metadata["leaderboard"]
+    assert "![" in metadata["backtest_plot"]
 
 
 def test_retraining_the_same_data_reproduces_the_metrics(pipeline):

@@ -54,6 +54,24 @@ def test_a_retrain_waits_for_enough_labelled_rows_the_champion_did_not_train_on(
         assert f"only {rows} labelled rows" in decision.reason and "waiting for labels" in decision.reason
 
 
+@pytest.mark.parametrize(("new_rows", "trained_rows", "share", "retrain"), [
+    (500, 1000, 0.5, True),    # half as many new labelled rows as it trained on: worth a retrain on its own
+    (499, 1000, 0.5, False),
+    (500, 1000, None, False),  # switched off
+    (500, None, 0.5, False),   # no champion to compare with
+])
+def test_enough_new_labelled_data_is_a_trigger_by_itself(new_rows, trained_rows, share, retrain):
+    quiet = RetrainSignals(triggered_days={}, new_labelled_rows=new_rows, hours_since_last_retrain=None,
+                           trained_rows=trained_rows, new_days=("2013-02-12", "2013-02-13"))
+    decision = decide_retrain(quiet, RetrainSettings(new_data_share=share))
+    assert decision.retrain is retrain
+    if retrain:
+        assert decision.trigger == "new data" and decision.days == ("2013-02-12", "2013-02-13")
+    # a drift day outranks plain growth, and its days and the new days are all named
+    drifted = RetrainSignals({"drift": ("2013-07-22",)}, new_rows, None, trained_rows, ("2013-02-12",))
+    assert decide_retrain(drifted, RetrainSettings(new_data_share=share)).trigger == "drift"
+
+
 def test_triggers_switched_off_in_the_settings_are_named_in_the_skip_reason():
     settings = RetrainSettings(on_drift=False, on_estimated_drop=False)
     decision = decide_retrain(signals({"drift": ("d",), "estimated performance": ("d",), "prediction drift": ("d",)}),

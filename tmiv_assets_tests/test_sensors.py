@@ -156,8 +156,19 @@ def test_new_batches_are_scored_once_for_datasets_with_a_champion(instance, data
     keys = [r.partition_key for r in result.run_requests]
     assert [k.keys_by_dimension["day"] for k in keys] == ["2013-02-12", "2013-02-13", "2013-07-22", "2013-07-23"]
     assert {k.keys_by_dimension["dataset"] for k in keys} == {"flights"}
-    assert len(json.loads(result.cursor)) == 4
+    assert {r.job_name for r in result.run_requests} == {"score_batch"}
+    assert len(json.loads(result.cursor)) == 8  # each batch file and its labels file
     context = dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"source": source})
+    assert isinstance(incoming_batches_sensor(context), dg.SkipReason)
+
+    # July 23's labels arrive after it was scored: judged again, not re-scored.
+    labels = pd.read_parquet(data_dir / "incoming" / "flights" / "labels" / "2013-07-22.parquet").head(0)
+    labels.to_parquet(data_dir / "incoming" / "flights" / "labels" / "2013-07-23.parquet")
+    later = incoming_batches_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                                           resources={"source": source}))
+    [request] = later.run_requests
+    assert request.job_name == "evaluate_batch" and request.run_key.startswith("labels/flights/2013-07-23@")
+    context = dg.build_sensor_context(instance=instance, cursor=later.cursor, resources={"source": source})
     assert isinstance(incoming_batches_sensor(context), dg.SkipReason)
 
 

@@ -38,6 +38,12 @@ score_batch = dg.define_asset_job(
     partitions_def=batch_partitions,
     description="Score one (dataset, day) batch with the champion (and challenger in an A/B test), report drift.",
 )
+evaluate_batch = dg.define_asset_job(
+    "evaluate_batch",
+    selection=dg.AssetSelection.assets(drift_report, model_performance, ab_test_report),
+    partitions_def=batch_partitions,
+    description="Judge a scored batch again when its labels arrive: target drift, realised performance, A/B result.",
+)
 forecast_series = dg.define_asset_job(
     "forecast_series",
     selection=dg.AssetSelection.assets(forecast),

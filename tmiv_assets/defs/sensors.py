@@ -6,11 +6,19 @@ import os
 from datetime import UTC, datetime
 
 import dagster as dg
+from mlflow.entities.model_registry import ModelVersion
 
 from tmiv_assets.defs.assets.data import trained_batch_days, training_batch_days
 from tmiv_assets.defs.assets.deploy import registered_model
 from tmiv_assets.defs.assets.monitoring import drift_report, model_performance
-from tmiv_assets.defs.jobs import forecast_series, full_pipeline, refresh_monitoring, retrain, score_batch
+from tmiv_assets.defs.jobs import (
+    evaluate_batch,
+    forecast_series,
+    full_pipeline,
+    refresh_monitoring,
+    retrain,
+    score_batch,
+)
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
 from tmiv_assets.ml.data.spec import DatasetSpec, SpecError
 from tmiv_assets.ml.monitoring.policy import RetrainSettings, RetrainSignals, decide_retrain
@@ -57,31 +65,37 @@ def new_data_files_sensor(context: dg.SensorEvaluationContext, source: DataSourc
                            cursor=json.dumps(seen, sort_keys=True))
 
 
-@dg.sensor(job=score_batch, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)
+@dg.sensor(jobs=[score_batch, evaluate_batch], minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)
 def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSource) -> dg.SensorResult | dg.SkipReason:
-    """Score every new batch file of a dataset that has a registered champion."""
+    """Score every new batch file of a dataset that has a registered champion; when a scored batch's labels
+    arrive later, judge it again (`evaluate_batch`) without re-scoring, so its served predictions stay."""
     seen = json.loads(context.cursor or "{}")
     run_requests = []
     for dataset in sorted(context.instance.get_materialized_partitions(registered_model.key)):
         for day in source.batch_days(dataset):
-            stamp = str(source.batch_path(dataset, day).stat().st_mtime_ns)
-            if seen.get(f"{dataset}|{day}") == stamp:
-                continue
-            seen[f"{dataset}|{day}"] = stamp
             key = dg.MultiPartitionKey({"dataset": dataset, "day": day})
-            run_requests.append(dg.RunRequest(partition_key=key, run_key=f"score/{dataset}/{day}@{stamp}"))
+            stamp = str(source.batch_path(dataset, day).stat().st_mtime_ns)
+            labels = source.labels_path(dataset, day)
+            labels_stamp = str(labels.stat().st_mtime_ns) if labels.exists() else ""
+            if seen.get(f"{dataset}|{day}") != stamp:  # a new batch: scored and judged with the labels it has
+                seen[f"{dataset}|{day}"], seen[f"{dataset}|{day}|labels"] = stamp, labels_stamp
+                run_requests.append(dg.RunRequest(job_name=score_batch.name, partition_key=key,
+                                                  run_key=f"score/{dataset}/{day}@{stamp}"))
+            elif labels_stamp and seen.get(f"{dataset}|{day}|labels") != labels_stamp:
+                seen[f"{dataset}|{day}|labels"] = labels_stamp
+                run_requests.append(dg.RunRequest(job_name=evaluate_batch.name, partition_key=key,
+                                                  run_key=f"labels/{dataset}/{day}@{labels_stamp}"))
     if not run_requests:
-        return dg.SkipReason("no new batches for datasets with a champion")
+        return dg.SkipReason("no new batches or labels for datasets with a champion")
     return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(seen, sort_keys=True))
 
 
-def new_labelled_rows(source: DataSource, store: FeatureStore, registry: ModelRegistry,
-                      prediction_log: PredictionLog, spec: DatasetSpec) -> int:
-    """Labelled rows a retrain would add that the champion did not train on."""
-    champion = registry.champion(spec.name)
+def new_labelled_rows(source: DataSource, store: FeatureStore, champion: ModelVersion | None,
+                      prediction_log: PredictionLog, spec: DatasetSpec) -> tuple[int, tuple[str, ...]]:
+    """Labelled rows a retrain would add that the champion did not train on, and their batch days."""
     trained = trained_batch_days(store, spec.name, champion) if champion is not None else set()
-    days = [day for day in training_batch_days(source, prediction_log, spec) if day not in trained]
-    return sum(len(source.read_labels(spec.name, day)) for day in days)
+    days = tuple(day for day in training_batch_days(source, prediction_log, spec) if day not in trained)
+    return sum(len(source.read_labels(spec.name, day)) for day in days), days
 
 
 def hours_since_last_retrain(instance: dg.DagsterInstance, dataset: str) -> float | None:
@@ -95,7 +109,7 @@ def hours_since_last_retrain(instance: dg.DagsterInstance, dataset: str) -> floa
 
 # The registry's trigger vocabulary (new data, drift, performance, schedule, manual) per policy trigger.
 TRIGGER_KIND = {"performance": "performance", "estimated performance": "performance", "drift": "drift",
-                "prediction drift": "drift"}
+                "prediction drift": "drift", "new data": "new data"}
 
 
 def policy_result(context: dg.SensorEvaluationContext, triggered: dict[str, dict[str, list[str]]], cursor: str,
@@ -110,9 +124,12 @@ def policy_result(context: dg.SensorEvaluationContext, triggered: dict[str, dict
         except SpecError as error:
             skipped.append(f"{dataset}: {error}")
             continue
-        signals = RetrainSignals({trigger: tuple(days) for trigger, days in by_trigger.items()},
-                                 new_labelled_rows(source, store, registry, prediction_log, spec),
-                                 hours_since_last_retrain(context.instance, dataset))
+        champion = registry.champion(dataset)
+        rows, days = new_labelled_rows(source, store, champion, prediction_log, spec)
+        trained_rows = store.version("clean_dataset", dataset, int(champion.tags["clean_dataset_version"])).row_count \
+            if champion is not None else None
+        signals = RetrainSignals({trigger: tuple(days) for trigger, days in by_trigger.items()}, rows,
+                                 hours_since_last_retrain(context.instance, dataset), trained_rows, days)
         decision = decide_retrain(signals, RetrainSettings.from_mapping(spec.retrain))
         context.log.info(f"{dataset}: {'retrain' if decision.retrain else 'skip'}: {decision.reason}")
         if not decision.retrain:
@@ -120,7 +137,7 @@ def policy_result(context: dg.SensorEvaluationContext, triggered: dict[str, dict
             continue
         kind = TRIGGER_KIND[decision.trigger]
         run_requests.append(dg.RunRequest(
-            partition_key=dataset, run_key=f"{kind}/{dataset}/{max(decision.days)}",
+            partition_key=dataset, run_key=f"{kind.replace(' ', '_')}/{dataset}/{max(decision.days)}",
             tags={"tmiv/trigger": kind, "tmiv/policy_trigger": decision.trigger, "tmiv/policy_reason": decision.reason,
                   "tmiv/trigger_batch": max(decision.days), "tmiv/trigger_batches": ",".join(decision.days)}))
     return dg.SensorResult(run_requests=run_requests, cursor=cursor,

@@ -149,3 +149,15 @@ def monitoring_history_plot(history: pd.DataFrame, metric: str) -> plt.Figure:
     figure.autofmt_xdate()
     figure.tight_layout()
     return figure
+
+
+def backtest_plot(history: pd.Series, folds: pd.DataFrame, model: str) -> plt.Figure:
+    """The series and `model`'s forecast from each rolling backtest origin, with its interval."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.plot(history.index, history.values, label="observed", color="black")
+    for fold, rows in folds[folds["model"] == model].groupby("fold"):
+        axis.plot(rows["ds"], rows["yhat"], label=f"fold {fold}")
+        axis.fill_between(rows["ds"], rows["yhat_lower"], rows["yhat_upper"], alpha=0.2)
+    axis.set_title(f"backtest of {model}")
+    axis.legend(loc="upper left", fontsize=8)
+    return figure

@@ -113,7 +113,8 @@ class SeriesSpec:
     value_column: str
     freq: str = "MS"
     """pandas offset alias of the observations, e.g. 'MS' for month starts."""
-    season_length: int = 12
+    season_length: int | None = None
+    """Observations per season; None: from `freq` (forecasting.models.season_length_for)."""
     horizon: int = 24
     """Steps forecast ahead and held out in the backtest."""
     log_transform: bool = False
@@ -169,7 +170,7 @@ def _scalar(raw: dict, key: str, spec_path: Path, kinds: tuple[type, ...]) -> ob
     return value
 
 
-def _integer(raw: dict, key: str, spec_path: Path, default: int) -> int:
+def _integer(raw: dict, key: str, spec_path: Path, default: int | None) -> int | None:
     value = _scalar(raw, key, spec_path, (int,))
     if value is not None and value < 1:
         raise SpecError(f"{spec_path}: '{key}' must be a positive whole number, got {value!r}")
@@ -307,7 +308,7 @@ def load_series_spec(spec_path: Path) -> SeriesSpec:
         time_column=_require_text(raw, "time_column", spec_path),
         value_column=_require_text(raw, "value_column", spec_path),
         freq=freq,
-        season_length=_integer(raw, "season_length", spec_path, 12),
+        season_length=_integer(raw, "season_length", spec_path, None),
         horizon=_integer(raw, "horizon", spec_path, 24),
         log_transform=bool(log_transform),
         spec_path=spec_path,

@@ -16,8 +16,9 @@ from dataclasses import dataclass, fields
 
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER
 
-TRIGGERS = ("performance", "estimated performance", "drift", "prediction drift")
-"""In order of precedence: a measured drop outranks an estimated one, which outranks a changed input."""
+TRIGGERS = ("performance", "estimated performance", "drift", "prediction drift", "new data")
+"""In order of precedence: a measured drop outranks an estimated one, which outranks a changed input, which
+outranks plain growth of the labelled data."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class RetrainSettings:
     """A batch whose prediction (output) drift fired is a trigger."""
     on_estimated_drop: bool = True
     """A label-free estimate below the performance thresholds is a trigger."""
+    new_data_share: float | None = 0.5
+    """Labelled rows the champion did not train on, as a share of the rows it trained on, that are a trigger by
+    themselves (more data usually pays even without a visible shift; the gate still has to pass); empty: never."""
     cool_down_hours: float = 6.0
     """No automatic retrain of a dataset within this many hours of the previous one."""
     min_new_labelled_rows: int = 100
@@ -46,8 +50,10 @@ class RetrainSettings:
         for name in ("on_drift", "on_prediction_drift", "on_estimated_drop", "auto_deploy"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"retrain {name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("cool_down_hours", "rollback_margin"):
+        for name in ("cool_down_hours", "rollback_margin", "new_data_share"):
             value = getattr(self, name)
+            if name == "new_data_share" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"retrain {name} must be a number at or above 0, got {value!r}")
         for name in ("min_new_labelled_rows", "window_days"):
@@ -73,6 +79,10 @@ class RetrainSignals:
     new_labelled_rows: int
     hours_since_last_retrain: float | None
     """Since the newest automatic retrain of the dataset was requested; None: never."""
+    trained_rows: int | None = None
+    """Rows the champion's training data held (for `new_data_share`); None: unknown, no growth trigger."""
+    new_days: tuple[str, ...] = ()
+    """The labelled batch days behind `new_labelled_rows`."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +96,18 @@ class RetrainDecision:
 def decide_retrain(signals: RetrainSignals, settings: RetrainSettings) -> RetrainDecision:
     """Retrain or skip, with the reason either way."""
     enabled = {"performance": True, "estimated performance": settings.on_estimated_drop,
-               "drift": settings.on_drift, "prediction drift": settings.on_prediction_drift}
-    raised = [t for t in TRIGGERS if signals.triggered_days.get(t) and enabled[t]]
+               "drift": settings.on_drift, "prediction drift": settings.on_prediction_drift, "new data": True}
+    triggered = dict(signals.triggered_days)
+    if (settings.new_data_share is not None and signals.trained_rows and signals.new_days
+            and signals.new_labelled_rows >= settings.new_data_share * signals.trained_rows):
+        triggered["new data"] = signals.new_days
+    raised = [t for t in TRIGGERS if triggered.get(t) and enabled[t]]
     if not raised:
-        ignored = sorted(t for t, days in signals.triggered_days.items() if days)
+        ignored = sorted(t for t, days in triggered.items() if days)
         return RetrainDecision(False, None, (), "no trigger" + (f" (switched off: {', '.join(ignored)})"
                                                                 if ignored else ""))
     trigger = raised[0]
-    days = tuple(sorted({day for t in raised for day in signals.triggered_days[t]}))
+    days = tuple(sorted({day for t in raised for day in triggered[t]}))
     what = f"{trigger} on {', '.join(days)}"
     if signals.hours_since_last_retrain is not None and signals.hours_since_last_retrain < settings.cool_down_hours:
         return RetrainDecision(False, trigger, days, f"{what}, but the last retrain was "

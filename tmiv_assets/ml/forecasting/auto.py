@@ -1,0 +1,135 @@
+"""Automatic model choice per series: backtest every candidate, keep the best by mean MASE, calibrate its intervals.
+
+`AutoForecaster.fit` runs the rolling-origin backtest (backtest.py) over the candidates of models.py and the
+median_top3 combination, picks the lowest mean MASE — MASE because it is scale-free and compares a model with the
+seasonal naive forecast, so one rule works for every series — then refits the chosen model (or the combination's
+three members) on the whole series. `predict` returns that forecast with the interval half-widths multiplied by the
+conformal factor from the chosen model's backtest errors, so the nominal level is what the backtest delivered.
+
+Decisions for degenerate input: a constant series, or one too short for a single fold of MIN_TRAIN training points
+plus the horizon, raises a ValueError saying so (there is no model choice to make, and no honest score). A series
+too short for two seasons runs the non-seasonal candidates only; the skipped ones carry the reason on the leaderboard.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from tmiv_assets.ml.forecasting.backtest import (
+    COMBINATION,
+    BacktestResult,
+    Calibration,
+    backtest,
+    calibrate,
+    median_combination,
+    widen,
+)
+from tmiv_assets.ml.forecasting.models import CANDIDATES, COLUMNS, MODELS, ModelSkipped, season_length_for
+
+if TYPE_CHECKING:
+    from tmiv_assets.ml.data.spec import SeriesSpec
+
+logger = logging.getLogger(__name__)
+
+
+class AutoForecaster:
+    """Backtest-driven choice of a forecasting model for one series.
+
+    season_length None takes it from the series' frequency (`season_length_for`); models None runs every
+    candidate and the combination.
+    """
+
+    def __init__(self, season_length: int | None = None, horizon: int = 12, folds: int = 3, level: int = 95,
+                 models: list[str] | tuple[str, ...] | None = None, log_transform: bool = False):
+        if not 0 < level < 100:
+            raise ValueError(f"level is a percentage in (0, 100), got {level!r}")
+        if horizon < 1 or folds < 1:
+            raise ValueError(f"horizon and folds must be at least 1, got {horizon} and {folds}")
+        self.season_length = season_length
+        self.horizon = horizon
+        self.folds = folds
+        self.level = level
+        self.models = tuple(models) if models is not None else (*MODELS, COMBINATION)
+        self.log_transform = log_transform
+
+    @classmethod
+    def from_spec(cls, spec: SeriesSpec, **overrides) -> AutoForecaster:
+        """Settings of a `SeriesSpec` (season_length, horizon, log_transform), overridable by keyword."""
+        settings = {"season_length": spec.season_length, "horizon": spec.horizon, "log_transform": spec.log_transform}
+        return cls(**(settings | overrides))
+
+    def fit(self, series: pd.Series) -> AutoForecaster:
+        y = _regular(series)
+        if self.log_transform and (y <= 0).any():
+            raise ValueError(f"log_transform needs strictly positive values; the series has {int((y <= 0).sum())} "
+                             "zero or negative ones")
+        if y.nunique() == 1:
+            raise ValueError(f"series is constant ({y.iloc[0]!r} at all {len(y)} points): there is nothing to choose "
+                             "between and no error scale; forecast the constant directly")
+        self.season_length_ = self.season_length or season_length_for(y.index.freqstr)
+        result: BacktestResult = backtest(y, self.horizon, self.season_length_, self.models, self.folds, self.level,
+                                          self.log_transform)
+        self.backtest_ = result
+        self.leaderboard_ = result.leaderboard()
+        self.fold_scores_ = result.scores
+        self.fold_forecasts_ = result.forecasts
+        ok = self.leaderboard_.loc[self.leaderboard_["status"] == "ok", "model"].tolist()
+        if not ok:
+            reasons = "; ".join(f"{model}: {status}" for model, status in result.status.items())
+            raise ValueError(f"no model can forecast this series of {len(y)} points ({reasons})")
+        failures = []
+        for model in ok:  # the best by mean MASE, or the next when refitting on the whole series fails
+            try:
+                self.forecast_ = self._refit(y, model, result.members)
+            except ModelSkipped as error:
+                failures.append(f"{model}: {error}")
+                logger.warning("refit of %s on the whole series failed (%s); trying the next model", model, error)
+                continue
+            self.chosen_ = model
+            break
+        else:
+            raise ValueError(f"no model could be refitted on the whole series ({'; '.join(failures)})")
+        self.members_ = result.members if self.chosen_ == COMBINATION else (self.chosen_,)
+        self.calibration_: Calibration = calibrate(result.forecasts[result.forecasts["model"] == self.chosen_],
+                                                   self.level)
+        self.calibration_factor_ = self.calibration_.factor
+        return self
+
+    def predict(self) -> pd.DataFrame:
+        """yhat, yhat_lower, yhat_upper over the horizon after the series, with calibrated intervals."""
+        if not hasattr(self, "forecast_"):
+            raise ValueError("call fit(series) before predict()")
+        # Log-modelled data is positive, so a widened lower bound below zero only claims impossible values.
+        return widen(self.forecast_, self.calibration_factor_, floor=0.0 if self.log_transform else None)
+
+    def _refit(self, y: pd.Series, model: str, members: tuple[str, ...]) -> pd.DataFrame:
+        names = members if model == COMBINATION else (model,)
+        forecasts = {name: CANDIDATES[name].fit_predict(y, self.horizon, self.season_length_, self.level,
+                                                        self.log_transform) for name in names}
+        if model != COMBINATION:
+            return forecasts[model]
+        stacked = pd.concat([frame.assign(model=name, fold=0, origin=frame.index[0], step=np.arange(len(frame)),
+                                          ds=frame.index, actual=np.nan) for name, frame in forecasts.items()])
+        combined = median_combination(stacked, members)
+        return combined.set_index(pd.DatetimeIndex(combined["ds"], freq=forecasts[names[0]].index.freq))[COLUMNS]
+
+
+def _regular(series: pd.Series) -> pd.Series:
+    """A float copy of `series` whose DatetimeIndex carries its frequency; a clear error otherwise."""
+    if not isinstance(series, pd.Series) or not isinstance(series.index, pd.DatetimeIndex):
+        raise ValueError("expected a pd.Series with a DatetimeIndex (see ingest.read_series)")
+    y = series.astype(float)
+    if not np.isfinite(y.to_numpy()).all():
+        raise ValueError(f"series has {int((~np.isfinite(y.to_numpy())).sum())} missing or infinite values; fill "
+                         "or drop them first")
+    if not y.index.is_monotonic_increasing or y.index.has_duplicates:
+        raise ValueError("series index must be increasing without duplicate timestamps")
+    freq = y.index.freq or (pd.infer_freq(y.index) if len(y) >= 3 else None)
+    if freq is None:
+        raise ValueError("series index has no regular frequency; resample it, e.g. series.asfreq('MS')")
+    y.index = pd.DatetimeIndex(y.index, freq=freq)
+    return y

@@ -1,0 +1,182 @@
+"""Candidate forecasting models behind one interface, and the season length a frequency implies.
+
+Every candidate turns a regular series (a pd.Series with a DatetimeIndex at a fixed frequency) into a forecast of
+`horizon` steps with a prediction interval at `level` percent: a DataFrame of yhat, yhat_lower, yhat_upper indexed
+by the future timestamps. The candidates span the usual baselines and the automatic statistical models:
+
+- naive, seasonal_naive, drift (random walk with drift): the baselines any model must beat;
+- auto_arima, auto_ets, auto_theta: statsforecast's automatic order / component / theta selection (the
+  Hyndman-Khandakar algorithms of R's `forecast` package), used directly on numpy arrays;
+- prophet: trend with changepoints plus the seasonalities the frequency can show.
+
+A candidate that cannot run on a series raises `ModelSkipped` (a ValueError) saying why — too short for its seasons,
+or the library failed — so the caller can record it as skipped and go on with the others. With `log_transform` a
+model sees log(y); its point forecast and bounds are exponentiated back, so yhat is the median of the forecast
+distribution on the original scale (no bias adjustment) and the bounds stay valid quantiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pandas.tseries import offsets
+from statsforecast.models import AutoARIMA, AutoETS, AutoTheta, Naive, RandomWalkWithDrift, SeasonalNaive
+
+PROPHET_SEED = 0
+PROPHET_SAMPLES = 500  # posterior draws for Prophet's intervals: enough for a 95% bound, and fast
+COLUMNS = ["yhat", "yhat_lower", "yhat_upper"]
+
+# Periods per natural cycle, by pandas offset: a year of months, a week of days, a day of hours.
+_CYCLES: tuple[tuple[tuple[type, ...], int], ...] = (
+    ((offsets.YearBegin, offsets.YearEnd, offsets.BYearBegin, offsets.BYearEnd), 1),
+    ((offsets.QuarterBegin, offsets.QuarterEnd, offsets.BQuarterBegin, offsets.BQuarterEnd), 4),
+    ((offsets.MonthBegin, offsets.MonthEnd, offsets.BusinessMonthBegin, offsets.BusinessMonthEnd,
+      offsets.SemiMonthBegin, offsets.SemiMonthEnd), 12),
+    ((offsets.Week,), 52),
+    ((offsets.BusinessDay,), 5),
+    ((offsets.Day,), 7),
+    ((offsets.Hour,), 24),
+)
+
+
+class ModelSkipped(ValueError):
+    """A candidate cannot run on this series; the message says why."""
+
+
+def season_length_for(freq: str) -> int:
+    """Observations per seasonal cycle for a pandas frequency: yearly 1, quarterly 4, monthly 12, weekly 52,
+    business-daily 5, daily 7, hourly 24; a multiple such as '2h' divides the cycle (12)."""
+    with warnings.catch_warnings():  # 'A', 'M', 'H' still parse but warn that they are deprecated aliases
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            offset = pd.tseries.frequencies.to_offset(freq)
+        except ValueError as error:
+            raise ValueError(f"freq {freq!r} is not a pandas frequency; use e.g. MS, W, D or h") from error
+    for kinds, cycle in _CYCLES:
+        if isinstance(offset, kinds):
+            if offset.n < 1 or cycle % offset.n:
+                break
+            return max(cycle // offset.n, 1)
+    raise ValueError(f"no default season length for freq {freq!r}; set season_length in the series spec")
+
+
+def future_index(index: pd.DatetimeIndex, horizon: int) -> pd.DatetimeIndex:
+    """The `horizon` timestamps after the last one of `index`, at its frequency."""
+    freq = index.freq or (pd.infer_freq(index) if len(index) >= 3 else None)
+    if freq is None:
+        raise ValueError("the series index has no regular frequency; resample it (e.g. series.asfreq('MS'))")
+    return pd.date_range(index[-1], periods=horizon + 1, freq=freq)[1:]
+
+
+Forecast = tuple[np.ndarray, np.ndarray, np.ndarray]  # mean, lower, upper
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A named model: `run` forecasts numpy values; the wrapper checks the input and shapes the output."""
+
+    name: str
+    run: Callable[[pd.Series, int, int, int], Forecast]
+    seasonal: bool = False
+    """Uses the season: needs two full seasons (it cannot estimate a seasonal pattern from one)."""
+    min_points: int = 1
+
+    def fit_predict(self, y: pd.Series, horizon: int, season_length: int, level: int = 95,
+                    log_transform: bool = False) -> pd.DataFrame:
+        """Forecast `horizon` steps after `y`; raises ModelSkipped when this model cannot run on `y`."""
+        values = y.to_numpy(dtype=float)
+        if not np.isfinite(values).all():
+            raise ValueError(f"series has {int((~np.isfinite(values)).sum())} missing or infinite values")
+        if log_transform and (values <= 0).any():
+            raise ValueError("log_transform needs strictly positive values")
+        self.check(len(values), season_length)
+        index = future_index(y.index, horizon)
+        fitted = pd.Series(np.log(values) if log_transform else values, index=y.index)
+        try:
+            mean, lower, upper = self.run(fitted, horizon, season_length, level)
+        except Exception as error:  # a library failing on one series must not stop the other candidates
+            raise ModelSkipped(f"{self.name} failed: {type(error).__name__}: {error}") from error
+        frame = pd.DataFrame({"yhat": mean, "yhat_lower": lower, "yhat_upper": upper}, index=index, dtype=float)
+        if log_transform:
+            frame = np.exp(frame)
+        if not np.isfinite(frame.to_numpy()).all():
+            raise ModelSkipped(f"{self.name} produced non-finite forecasts")
+        # Some models' bounds cross the point forecast at a step (e.g. Prophet's sampled bounds): keep them ordered.
+        frame["yhat_lower"] = frame[["yhat_lower", "yhat"]].min(axis=1)
+        frame["yhat_upper"] = frame[["yhat_upper", "yhat"]].max(axis=1)
+        return frame
+
+    def check(self, n: int, season_length: int) -> None:
+        """Raise ModelSkipped when `n` observations are not enough for this model."""
+        if self.name == "seasonal_naive" and season_length <= 1:
+            raise ModelSkipped("seasonal_naive needs a season_length above 1 (with 1 it is naive)")
+        if self.seasonal and season_length > 1 and n < 2 * season_length:
+            raise ModelSkipped(f"{self.name} needs at least two full seasons ({2 * season_length} points at season "
+                               f"length {season_length}) to fit, got {n}")
+        if n < self.min_points:
+            raise ModelSkipped(f"{self.name} needs at least {self.min_points} points, got {n}")
+
+
+def _statsforecast(model: Callable[[int], object]) -> Callable[[pd.Series, int, int, int], Forecast]:
+    def run(y: pd.Series, horizon: int, season_length: int, level: int) -> Forecast:
+        # Models used directly on one array run single-threaded: no process pool, no numba threads to tune.
+        result = model(season_length).forecast(y=y.to_numpy(), h=horizon, level=[level])
+        # AutoARIMA returns its bounds as pandas Series on a 0..h-1 index: plain arrays, so nothing realigns them.
+        return tuple(np.asarray(result[key], dtype=float) for key in ("mean", f"lo-{level}", f"hi-{level}"))
+
+    return run
+
+
+def _prophet(y: pd.Series, horizon: int, season_length: int, level: int) -> Forecast:
+    from cmdstanpy.utils import get_logger
+    from prophet import Prophet  # imported on use: it loads Stan, which the other candidates never need
+
+    # cmdstanpy sets up its logger (at DEBUG, with an INFO handler) on first use: let it, then quiet it; both
+    # libraries would log INFO lines on every fit otherwise.
+    get_logger().setLevel(logging.WARNING)
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+    # A seasonality is fitted when the data step is shorter than its cycle and the history covers two cycles.
+    step = (y.index[0] + y.index.freq) - y.index[0] if y.index.freq is not None else pd.Timedelta(0)
+    span = y.index[-1] - y.index[0]
+    cycles = {"yearly_seasonality": pd.Timedelta(days=365.25), "weekly_seasonality": pd.Timedelta(days=7),
+              "daily_seasonality": pd.Timedelta(days=1)}
+    seasonalities = {name: bool(step < cycle and span >= 2 * cycle) for name, cycle in cycles.items()}
+    model = Prophet(interval_width=level / 100, uncertainty_samples=PROPHET_SAMPLES, **seasonalities)
+    # Prophet draws its interval samples from numpy's global generator: seed it, then put the caller's state back.
+    state = np.random.get_state()
+    try:
+        np.random.seed(PROPHET_SEED)
+        model.fit(pd.DataFrame({"ds": y.index, "y": y.to_numpy()}))
+        future = pd.DataFrame({"ds": future_index(y.index, horizon)})
+        forecast = model.predict(future)
+    finally:
+        np.random.set_state(state)
+    return (forecast["yhat"].to_numpy(), forecast["yhat_lower"].to_numpy(), forecast["yhat_upper"].to_numpy())
+
+
+CANDIDATES: dict[str, Candidate] = {
+    candidate.name: candidate
+    for candidate in (
+        Candidate("naive", _statsforecast(lambda m: Naive())),
+        Candidate("seasonal_naive", _statsforecast(lambda m: SeasonalNaive(season_length=m)), seasonal=True),
+        Candidate("drift", _statsforecast(lambda m: RandomWalkWithDrift()), min_points=2),
+        Candidate("auto_arima", _statsforecast(lambda m: AutoARIMA(season_length=m)), seasonal=True, min_points=4),
+        Candidate("auto_ets", _statsforecast(lambda m: AutoETS(season_length=m)), seasonal=True, min_points=4),
+        Candidate("auto_theta", _statsforecast(lambda m: AutoTheta(season_length=m)), seasonal=True, min_points=4),
+        Candidate("prophet", _prophet, min_points=3),
+    )
+}
+MODELS = tuple(CANDIDATES)
+
+
+def fit_predict(model: str, y: pd.Series, horizon: int, season_length: int, level: int = 95,
+                log_transform: bool = False) -> pd.DataFrame:
+    """Forecast with the named candidate (one of MODELS); see `Candidate.fit_predict`."""
+    if model not in CANDIDATES:
+        raise ValueError(f"unknown model {model!r}; use one of {list(MODELS)}")
+    return CANDIDATES[model].fit_predict(y, horizon, season_length, level, log_transform)

@@ -1,0 +1,177 @@
+"""The forecasting engine: candidate models, rolling-origin backtest, median combination, conformal calibration and
+the automatic choice per series, on the repository's series and on synthetic ones built to break each part."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tmiv_assets.ml.data.ingest import read_series
+from tmiv_assets.ml.data.spec import load_series_spec
+from tmiv_assets.ml.forecasting.auto import AutoForecaster
+from tmiv_assets.ml.forecasting.backtest import COMBINATION, backtest, fold_origins
+from tmiv_assets.ml.forecasting.models import COLUMNS, MODELS, fit_predict, season_length_for
+
+SERIES_DIR = Path(__file__).resolve().parents[1] / "data" / "series"
+SEASONAL = ("seasonal_naive", "auto_arima", "auto_ets", "auto_theta")
+
+
+def _series(name: str) -> tuple[pd.Series, object]:
+    spec = load_series_spec(SERIES_DIR / f"{name}.yaml")
+    return read_series(spec), spec
+
+
+@pytest.fixture(scope="module")
+def fitted() -> dict[str, tuple[pd.Series, AutoForecaster]]:
+    """Both repository series, each fitted once with its spec's settings."""
+    out = {}
+    for name in ("air_passengers", "uk_driver_deaths"):
+        y, spec = _series(name)
+        out[name] = (y, AutoForecaster.from_spec(spec).fit(y))
+    return out
+
+
+@pytest.mark.parametrize("name", ["air_passengers", "uk_driver_deaths"])
+def test_repository_series_choose_the_best_backtested_model(fitted, name):
+    y, forecaster = fitted[name]
+    board = forecaster.leaderboard_
+    assert sorted(board["model"]) == sorted([*MODELS, COMBINATION])
+    assert board["status"].map(lambda s: s == "ok" or s.startswith("skipped: ")).all()
+    ok = board[board["status"] == "ok"]
+    assert len(ok) >= 6  # every candidate runs on these long monthly series
+    assert forecaster.chosen_ == ok.loc[ok["mase"].idxmin(), "model"]
+    chosen = board.set_index("model").loc[forecaster.chosen_]
+    assert chosen["mase"] == pytest.approx(ok["mase"].min())
+    if name == "air_passengers":
+        assert chosen["mase"] < board.set_index("model").loc["seasonal_naive", "mase"]
+    # Fold scores are the long table behind the leaderboard's means.
+    scores = forecaster.fold_scores_
+    assert set(scores["model"]) == set(ok["model"])
+    assert scores.groupby("model")["fold"].nunique().eq(3).all()
+
+    forecast = forecaster.predict()
+    assert list(forecast.columns) == COLUMNS and len(forecast) == forecaster.horizon
+    expected_index = pd.date_range(y.index[-1], periods=forecaster.horizon + 1, freq=y.index.freq)[1:]
+    assert forecast.index.equals(expected_index)
+    assert (forecast["yhat_lower"] <= forecast["yhat"]).all() and (forecast["yhat"] <= forecast["yhat_upper"]).all()
+    width = (forecast["yhat_upper"] - forecast["yhat_lower"]).to_numpy()
+    third = len(width) // 3
+    assert width[-third:].mean() > width[:third].mean()
+    # predict() is the refitted forecast with its half-widths scaled by the calibration factor.
+    raw, factor = forecaster.forecast_, forecaster.calibration_factor_
+    assert factor > 0 and 0 <= forecaster.calibration_.coverage_before <= 1
+    np.testing.assert_allclose(forecast["yhat_upper"] - forecast["yhat"], factor * (raw["yhat_upper"] - raw["yhat"]))
+
+
+def test_combination_is_the_median_of_the_three_best_singles(fitted):
+    _, forecaster = fitted["air_passengers"]
+    result = forecaster.backtest_
+    board = forecaster.leaderboard_
+    singles = board[(board["status"] == "ok") & (board["model"] != COMBINATION)]["model"].tolist()
+    assert result.members == tuple(singles[:3])
+    forecasts = forecaster.fold_forecasts_
+    members = forecasts[forecasts["model"].isin(result.members)].pivot_table(
+        index=["fold", "step"], columns="model", values="yhat")
+    combined = forecasts[forecasts["model"] == COMBINATION].set_index(["fold", "step"])["yhat"]
+    np.testing.assert_allclose(combined.loc[members.index].to_numpy(), np.median(members.to_numpy(), axis=1))
+
+
+def test_chosen_combination_refits_its_members_on_the_whole_series():
+    rng = np.random.default_rng(3)
+    t = np.arange(72)
+    y = pd.Series(100 + 0.3 * t + 10 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 4, 72),
+                  index=pd.date_range("2000-01-01", periods=72, freq="MS"))
+    forecaster = AutoForecaster(season_length=12, horizon=12,
+                                models=["seasonal_naive", "drift", "auto_ets", "auto_theta", COMBINATION]).fit(y)
+    assert forecaster.chosen_ == COMBINATION  # on this seed the median beats each of its members
+    assert forecaster.members_ == ("seasonal_naive", "auto_ets", "auto_theta")
+    refits = np.stack([fit_predict(model, y, 12, 12).to_numpy() for model in forecaster.members_])
+    np.testing.assert_allclose(forecaster.forecast_.to_numpy(), np.median(refits, axis=0))
+    assert forecaster.forecast_.index.equals(pd.date_range("2006-01-01", periods=12, freq="MS"))
+
+
+def test_backtest_never_sees_the_future():
+    y, spec = _series("air_passengers")
+    singles = list(MODELS)
+    clean = backtest(y, spec.horizon, spec.season_length, singles, log_transform=True)
+    origins = fold_origins(len(y), spec.horizon, 3, spec.season_length)
+    poisoned = y.copy()
+    poisoned.iloc[origins[0]:] *= 1000  # everything from the first origin on is garbage
+    dirty = backtest(poisoned, spec.horizon, spec.season_length, singles, log_transform=True)
+    assert set(clean.status.values()) == {"ok"} and set(dirty.status.values()) == {"ok"}
+
+    def fold(result, number):
+        frame = result.forecasts[result.forecasts["fold"] == number]
+        return frame.set_index(["model", "step"])[COLUMNS].sort_index()
+
+    pd.testing.assert_frame_equal(fold(clean, 0), fold(dirty, 0))
+    # The poison does reach the later folds' training data, so the check above is not vacuous.
+    assert not np.allclose(fold(clean, 1).to_numpy(), fold(dirty, 1).to_numpy())
+
+
+@pytest.mark.parametrize("noise, direction", [("trend", "too narrow"), ("white", "too wide")])
+def test_conformal_calibration_moves_coverage_towards_nominal(noise, direction):
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2000-01-01", periods=96, freq="MS")
+    # Naive on a steady trend misses by more than its random-walk intervals allow; on white noise it is too
+    # cautious (a random walk's spread grows with the horizon, the noise's does not).
+    values = 50 + 2 * np.arange(96) + rng.normal(0, 1, 96) if noise == "trend" else 50 + rng.normal(0, 1, 96)
+    forecaster = AutoForecaster(season_length=1, horizon=12, models=["naive"]).fit(pd.Series(values, index=index))
+    calibration = forecaster.calibration_
+    assert calibration.points == 36
+    assert abs(calibration.coverage_after - 0.95) < abs(calibration.coverage_before - 0.95)
+    if direction == "too narrow":
+        assert calibration.coverage_before < 0.8 and calibration.factor > 1
+    else:
+        assert calibration.coverage_before == 1.0 and calibration.factor < 1
+
+
+def test_short_series_skips_seasonal_models_with_the_reason():
+    y, _ = _series("air_passengers")
+    short = y.iloc[:18]
+    forecaster = AutoForecaster(season_length=None, horizon=6).fit(short)  # season length 12 from 'MS'
+    assert forecaster.season_length_ == 12
+    status = forecaster.leaderboard_.set_index("model")["status"]
+    for model in SEASONAL:
+        assert status[model].startswith("skipped") and "two full seasons" in status[model], status[model]
+    assert (status[["naive", "drift", "prophet"]] == "ok").all()
+    assert forecaster.chosen_ not in SEASONAL
+    assert len(forecaster.predict()) == 6
+    with pytest.raises(ValueError, match="no model can forecast") as error:
+        AutoForecaster(season_length=12, horizon=6, models=["seasonal_naive", "auto_ets"]).fit(short)
+    assert "seasonal_naive" in str(error.value) and "auto_ets" in str(error.value)
+
+
+def test_degenerate_series_raise_clear_errors():
+    index = pd.date_range("2020-01-01", periods=36, freq="MS")
+    with pytest.raises(ValueError, match="constant"):
+        AutoForecaster(horizon=6).fit(pd.Series(5.0, index=index))
+    with pytest.raises(ValueError, match="needs at least"):
+        AutoForecaster(horizon=6).fit(pd.Series([1.0, 2.0, 3.0], index=index[:3]))
+    with pytest.raises(ValueError, match="strictly positive"):
+        AutoForecaster(horizon=6, log_transform=True).fit(pd.Series(np.arange(36.0), index=index))
+
+
+def test_fits_are_reproducible(fitted):
+    y, first = fitted["air_passengers"]
+    second = AutoForecaster(season_length=first.season_length, horizon=first.horizon,
+                            log_transform=first.log_transform).fit(y)
+    without_time = [board.drop(columns="seconds") for board in (first.leaderboard_, second.leaderboard_)]
+    pd.testing.assert_frame_equal(*without_time)
+    pd.testing.assert_frame_equal(first.fold_forecasts_, second.fold_forecasts_)
+    pd.testing.assert_frame_equal(first.predict(), second.predict())
+    assert first.calibration_ == second.calibration_
+
+
+@pytest.mark.parametrize("freq, expected", [("YS", 1), ("A", 1), ("QS", 4), ("MS", 12), ("M", 12), ("W", 52),
+                                            ("D", 7), ("B", 5), ("h", 24), ("H", 24), ("2h", 12)])
+def test_season_length_for_frequency(freq, expected):
+    assert season_length_for(freq) == expected
+
+
+def test_season_length_for_unknown_frequency():
+    with pytest.raises(ValueError, match="set season_length"):
+        season_length_for("min")
+    with pytest.raises(ValueError, match="not a pandas frequency"):
+        season_length_for("fortnightly")
