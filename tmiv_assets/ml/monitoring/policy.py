@@ -12,9 +12,10 @@ predecessor trained on, it scores worse than the predecessor by more than `rollb
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER
+from tmiv_assets.ml.monitoring.settings import SpecSettings
 
 TRIGGERS = ("performance", "estimated performance", "drift", "prediction drift", "new data")
 """In order of precedence: a measured drop outranks an estimated one, which outranks a changed input, which
@@ -22,8 +23,10 @@ outranks plain growth of the labelled data."""
 
 
 @dataclass(frozen=True)
-class RetrainSettings:
+class RetrainSettings(SpecSettings):
     """Every field can be set in the dataset spec's `retrain` mapping."""
+
+    KIND = "retrain"
 
     on_drift: bool = True
     """A batch whose data drift verdict fired is a trigger."""
@@ -60,14 +63,6 @@ class RetrainSettings:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"retrain {name} must be a whole number at or above 0, got {value!r}")
-
-    @classmethod
-    def from_mapping(cls, values: dict) -> RetrainSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown retrain settings {unknown}; use {sorted(known)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,14 @@ A batch drifts when at least `drift_share` of its columns do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
+
+from tmiv_assets.ml.monitoring.settings import SpecSettings
 
 METHODS = ("auto", "ks", "chi2", "psi")
 CORRECTIONS = ("bh", "bonferroni", "none")
@@ -34,8 +36,10 @@ EPSILON = 1e-4  # share given to an empty bin, so PSI stays finite
 
 
 @dataclass(frozen=True)
-class DriftSettings:
+class DriftSettings(SpecSettings):
     """How columns and batches are judged; every field can be set in the dataset spec's `drift` mapping."""
+
+    KIND = "drift"
 
     method: str = "auto"
     alpha: float = 0.05
@@ -56,14 +60,6 @@ class DriftSettings:
         for name in ("distance_threshold", "psi_threshold"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"drift {name} must be positive, got {getattr(self, name)!r}")
-
-    @classmethod
-    def from_mapping(cls, values: dict) -> DriftSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown drift settings {unknown}; use {sorted(known)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)

