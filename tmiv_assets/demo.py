@@ -6,7 +6,10 @@ Each step evaluates the real sensor, then executes the runs it requests on the p
 2. `incoming_batches_sensor` -> `score_batch` for each day of incoming flights
 3. `drift_retrain_sensor` and `performance_retrain_sensor` -> the retrain policy -> at most one `retrain` per
    dataset, through the champion gate
-4. `monitoring_history_sensor` -> `refresh_monitoring`: each dataset's drift, estimated and realised
+4. a rollback drill (the safety net, staged because the embedded batches bring no bad retrain): the leaderboard's
+   no-skill baseline is made flights' champion as if a retrain had promoted it; `score_batch` scores July 22 again
+   with it, and its realised score on the rows no version trained on sends the champion back
+5. `monitoring_history_sensor` -> `refresh_monitoring`: each dataset's drift, estimated and realised
    performance and decisions over its batch days
 """
 
@@ -65,12 +68,43 @@ def gate_outcome(run: dg.ExecuteInProcessResult) -> str | None:
     return f"champion kept: {rejected[0].metadata['reason'].value}" if rejected else None
 
 
+DRILL_DATASET, DRILL_DAY = "flights", "2013-07-22"  # labelled; the retrain held out a fifth of its rows
+
+
+def rollback_drill(instance: dg.DagsterInstance) -> list[str]:
+    """Promote the newest leaderboard's no-skill baseline as if by drift, re-score a labelled batch with it as an
+    ordinary `score_batch` run, and report what `model_performance` decided."""
+    registry, store = RESOURCES["registry"], RESOURCES["store"]
+    newest = max(registry.versions(DRILL_DATASET), key=lambda v: int(v.version))  # the latest leaderboard's final model
+    board = store.load("model_leaderboard", DRILL_DATASET).set_index("model")
+    metric = newest.tags["metric"]
+    weak = registry.register(DRILL_DATASET, board.loc["baseline", "model_uri"], board.loc["baseline", "run_id"],
+                             dict(newest.tags) | {"candidate": "baseline", "trigger": "drift",
+                                                  f"test_{metric}": str(board.loc["baseline", f"test_{metric}"])})
+    registry.promote(DRILL_DATASET, weak.version, trigger="drift",
+                     reason="rollback drill: the no-skill baseline promoted as if by a retrain")
+    partition = f"{DRILL_DATASET}|{DRILL_DAY}"
+    run = defs.resolve_job_def("score_batch").execute_in_process(
+        instance=instance, partition_key=partition, tags={"tmiv/drill": "rollback"}, run_config=QUIET)
+    outcome = {k: v.value for k, v in run.asset_materializations_for_node("model_performance")[0].metadata.items()}
+    print(f"  score_batch[{partition}] with v{weak.version}: {metric} {outcome.get(f'live_{metric}', 'n/a')}; "
+          f"{outcome['rollback']}; champion now v{registry.champion(DRILL_DATASET).version}")
+    return [] if "rolled_back_to" in outcome else [f"the drill's v{weak.version} was not rolled back"]
+
+
 def _score(row: dict, metric: str) -> str:
     """Test score for the final model and the baseline; searched families only have a CV score."""
     test = row.get(f"test_{metric}")
     if test is not None and test == test:  # NaN for CV-only rows
         return f"{row['model']}={test:.3f} (test)"
     return f"{row['model']}={row[f'cv_{metric}_mean']:.3f} (cv)"
+
+
+def latest_by_partition(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[dg.EventLogRecord]:
+    """The newest materialization of each partition (the drill re-scores one), in partition order."""
+    records = instance.fetch_materializations(key, limit=100, ascending=False).records
+    newest = {r.asset_materialization.partition: r for r in reversed(records)}
+    return [newest[partition] for partition in sorted(newest)]
 
 
 def summary(instance: dg.DagsterInstance) -> None:
@@ -82,13 +116,11 @@ def summary(instance: dg.DagsterInstance) -> None:
         board = store.load("model_leaderboard", dataset).to_dict("records")
         print(f"  {dataset}: champion {registry.model_name(dataset)} v{champion.version}; "
               f"{metric}: {', '.join(_score(row, metric) for row in board)}")
-    reports = instance.fetch_materializations(drift_report.key, limit=100).records
-    for record in sorted(reports, key=lambda r: r.asset_materialization.partition):
+    for record in latest_by_partition(instance, drift_report.key):
         meta = record.asset_materialization.metadata
         print(f"  drift {record.asset_materialization.partition}: drift_detected={meta['drift_detected'].value} "
               f"(share {meta['drifted_share'].value:.2f}) -> {meta['evidently_report'].value}")
-    for record in sorted(instance.fetch_materializations(model_performance.key, limit=100).records,
-                         key=lambda r: r.asset_materialization.partition):
+    for record in latest_by_partition(instance, model_performance.key):
         meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
         metric = meta["metric"]
         estimated = f"estimated {meta[f'estimated_{metric}']:.3f} {meta[f'estimated_{metric}_band_95']}" if (
@@ -114,9 +146,13 @@ def main() -> None:
     failures = []
     with dg.DagsterInstance.get() as instance:
         for sensor in (new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor,
-                       performance_retrain_sensor, monitoring_history_sensor):
+                       performance_retrain_sensor):
             print(f"{sensor.name}")
             failures += [o for o in run_sensor(sensor, instance) if "FAILED" in o]
+        print("rollback drill")
+        failures += rollback_drill(instance)
+        print(monitoring_history_sensor.name)
+        failures += [o for o in run_sensor(monitoring_history_sensor, instance) if "FAILED" in o]
         summary(instance)
     print(f"\nWall time: {time.perf_counter() - started:.1f}s")
     if failures:

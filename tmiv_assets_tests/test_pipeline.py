@@ -240,6 +240,26 @@ def test_a_worse_automatic_champion_is_rolled_back_after_its_next_labelled_batch
     assert tags["tmiv/rolled_back"] == f"v{worse.version}->v{good.version}"
 
 
+def test_a_day_the_retrain_learned_from_is_judged_on_the_rows_its_split_held_out(pipeline):
+    """The newest search's no-skill baseline, promoted as if by drift, scores a day that search trained on: it
+    is measured, and rolled back, on that day's held-out rows only."""
+    registry, store = ModelRegistry(home=str(pipeline.home)), FeatureStore(home=str(pipeline.home))
+    good = registry.champion("flights")
+    newest = max(registry.versions("flights"), key=lambda v: int(v.version))
+    board = store.load("model_leaderboard", "flights").set_index("model")
+    worse = registry.register("flights", board.loc["baseline", "model_uri"], board.loc["baseline", "run_id"],
+                              dict(newest.tags) | {"test_roc_auc": str(board.loc["baseline", "test_roc_auc"])})
+    registry.promote("flights", worse.version, reason="deliberately worse", trigger="drift")
+    run = dg.materialize([scored_batch, model_performance], resources=resources_for(pipeline.home),
+                         partition_key=batch_key(SHIFTED_DAY), instance=pipeline.instance)
+    metadata = {k: v.value for k, v in run.asset_materializations_for_node("model_performance")[0].metadata.items()}
+    assert metadata["served_version"] == int(worse.version) and metadata["in_training_data"] is True
+    assert 0.1 < metadata["unseen_rows"] / metadata["labelled_rows"] < 0.3  # the fifth held out by id hash
+    assert metadata["rollback"].startswith("roll back: roc_auc 0.5000")
+    assert f"{metadata['unseen_rows']} labelled rows neither trained on" in metadata["rollback"]
+    assert registry.champion("flights").version == good.version
+
+
 def test_shap_report_ranks_departure_delay_first_for_flights(pipeline):
     metadata = pipeline.metadata("flights", "shap_report")
     assert metadata["top_feature"] == "dep_delay"

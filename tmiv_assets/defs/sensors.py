@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from mlflow.entities.model_registry import ModelVersion
 
-from tmiv_assets.defs.assets.data import trained_batch_days, training_batch_days
+from tmiv_assets.defs.assets.data import considered_batch_days, training_batch_days
 from tmiv_assets.defs.assets.deploy import registered_model
 from tmiv_assets.defs.assets.monitoring import drift_report, model_performance
 from tmiv_assets.defs.jobs import (
@@ -93,9 +93,9 @@ def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSou
 def new_labelled_rows(source: DataSource, store: FeatureStore, champion: ModelVersion | None,
                       prediction_log: PredictionLog, spec: DatasetSpec) -> tuple[int, tuple[str, ...]]:
     """Labelled rows a retrain would add that the champion did not train on, and their batch days."""
-    trained = trained_batch_days(store, spec.name, champion) if champion is not None else set()
+    trained = considered_batch_days(store, spec.name, champion) if champion is not None else set()
     days = tuple(day for day in training_batch_days(source, prediction_log, spec) if day not in trained)
-    return sum(len(source.read_labels(spec.name, day)) for day in days), days
+    return sum(source.label_count(spec.name, day) for day in days), days
 
 
 def hours_since_last_retrain(instance: dg.DagsterInstance, dataset: str) -> float | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 
 from tmiv_assets.ml.data.ingest import read_dataset, read_series, read_table
 from tmiv_assets.ml.data.spec import DatasetSpec, SeriesSpec, load_dataset_spec, load_series_spec, validate_name
@@ -58,6 +59,11 @@ class DataSource(dg.ConfigurableResource):
         """The labels that arrived for one day's batch, or None while they have not."""
         path = self.labels_path(dataset, day)
         return read_table(path) if path.exists() else None
+
+    def label_count(self, dataset: str, day: str) -> int:
+        """How many labels arrived for a day, from the Parquet footer (no rows read; sensors ask every tick)."""
+        path = self.labels_path(dataset, day)
+        return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
 
     def labelled_batches(self, dataset: str, days: Iterable[str] | None = None
                          ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:

@@ -38,11 +38,21 @@ def training_batch_days(source: DataSource, prediction_log: PredictionLog, spec:
     return days
 
 
-def trained_batch_days(store: FeatureStore, dataset: str, version: ModelVersion) -> set[str]:
-    """The labelled batches a registered version trained on (some of their rows held out)."""
+def version_raw_lineage(store: FeatureStore, dataset: str, version: ModelVersion) -> dict:
+    """The lineage of the raw dataset version a registered version was trained on."""
     raw_version = store.lineage("clean_dataset", dataset, int(version.tags["clean_dataset_version"]))[
         "raw_dataset_version"]
-    return set(store.lineage("raw_dataset", dataset, raw_version).get("labelled_batches", []))
+    return store.lineage("raw_dataset", dataset, raw_version)
+
+
+def trained_batch_days(store: FeatureStore, dataset: str, version: ModelVersion) -> set[str]:
+    """The labelled batches a registered version trained on (some of their rows held out)."""
+    return set(version_raw_lineage(store, dataset, version).get("labelled_batches", []))
+
+
+def considered_batch_days(store: FeatureStore, dataset: str, version: ModelVersion) -> set[str]:
+    """The labelled batches offered to a registered version's training, those that added no new rows too."""
+    return set(version_raw_lineage(store, dataset, version).get("considered_batches", []))
 
 
 def labelled_batch_days(store: FeatureStore, dataset: str, clean_version: int, ids: pd.Series) -> pd.Series | None:
@@ -92,8 +102,11 @@ def raw_dataset(context: dg.AssetExecutionContext, config: RawDatasetConfig, sou
         days = training_batch_days(source, prediction_log, spec) if config.include_labelled_batches else []
         batches = source.labelled_batches(name, days)
         combined, batch_days = append_labelled_batches(frame, spec, batches)
-    lineage = {"file": str(spec.path), "labelled_batches": sorted(batches), "spec": spec.to_record()}
-    if batches:
+    # Only days that added rows: a batch whose ids were all reference rows already taught the model nothing.
+    added_days = sorted(batch_days.dropna().unique())
+    lineage = {"file": str(spec.path), "labelled_batches": added_days, "considered_batches": sorted(batches),
+               "spec": spec.to_record()}
+    if added_days:
         from_batch = batch_days.notna()
         labelled = pd.DataFrame({"id": combined.loc[from_batch, spec.id_column].astype(str),
                                  BATCH_DAY: batch_days[from_batch]}).reset_index(drop=True)
@@ -109,7 +122,7 @@ def raw_dataset(context: dg.AssetExecutionContext, config: RawDatasetConfig, sou
         "dagster/column_schema": column_schema(combined),
         "rows_from_file": len(frame),
         "rows_from_labelled_batches": len(combined) - len(frame),
-        "labelled_batches": ", ".join(sorted(batches)) or "none",
+        "labelled_batches": ", ".join(added_days) or "none",
         "source_file": dg.MetadataValue.path(str(spec.path)),
         **({"decoding": frame.attrs["decoding"]} if "decoding" in frame.attrs else {}),
         **stored_version_metadata(version),

@@ -13,6 +13,7 @@ from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions
 from tmiv_assets.ml.data.ingest import join_labels, require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
+from tmiv_assets.ml.data.splits import TrainTestSplit
 from tmiv_assets.ml.deploy.ab_testing import ArmComparison, assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, score_model
@@ -134,12 +135,29 @@ def served_version(registry: ModelRegistry, prediction_log: PredictionLog, datas
     return registry.version(dataset, int(served.mode().iloc[0])) if len(served) else champion
 
 
+def version_split(store: FeatureStore, version: ModelVersion) -> tuple[DatasetSpec, pd.DataFrame, TrainTestSplit]:
+    """The spec, clean rows and train/test split a registered version was trained and tested on."""
+    return held_out(store, version.tags["dataset"], store.lineage(
+        "model_leaderboard", version.tags["dataset"], int(version.tags["leaderboard_version"])))
+
+
+def rows_new_to(store: FeatureStore, versions: list[ModelVersion], day: str, labelled: pd.DataFrame,
+                id_column: str) -> pd.DataFrame:
+    """The batch's labelled rows that none of `versions` trained on: every row for a version that never saw
+    the batch, only the rows its split held out (by id) for one that trained on it."""
+    keep = pd.Series(True, index=labelled.index)
+    for version in versions:
+        if day in trained_batch_days(store, version.tags["dataset"], version):
+            _, clean, split = version_split(store, version)
+            keep &= labelled[id_column].astype(str).isin(set(clean.loc[split.X_test.index, id_column].astype(str)))
+    return labelled[keep]
+
+
 def estimated_performance(store: FeatureStore, version: ModelVersion, model, batch: pd.DataFrame, reference: float,
                           allowed: float) -> dict:
     """CBPE: the version's metrics on the unlabelled batch, estimated from its probabilities calibrated on
     its own held-out test rows, with a 95% band."""
-    spec, clean, split = held_out(store, version.tags["dataset"], store.lineage(
-        "model_leaderboard", version.tags["dataset"], int(version.tags["leaderboard_version"])))
+    spec, clean, split = version_split(store, version)
     columns = list(model.feature_names_in_)
     estimator = PerformanceEstimator(model.classes_, spec.positive_class).fit(
         model.predict_proba(clean.loc[split.X_test.index, columns]), split.y_test)
@@ -155,23 +173,28 @@ def estimated_performance(store: FeatureStore, version: ModelVersion, model, bat
 
 
 def rollback_check(context: dg.AssetExecutionContext, registry: ModelRegistry, store: FeatureStore,
-                   served: ModelVersion, labelled: pd.DataFrame, spec: DatasetSpec, live: float, day: str,
+                   served: ModelVersion, model, labelled: pd.DataFrame, spec: DatasetSpec, day: str,
                    margin: float) -> dict:
-    """Was `served` put in place by an automatic decision and does it, on this batch's labelled rows (new to
-    both), score worse than the champion before it by more than `margin`? Then the champion goes back."""
+    """Was `served` put in place by an automatic decision and does it, on this batch's labelled rows that
+    neither trained on, score worse than the champion before it by more than `margin`? Then the champion
+    goes back."""
     dataset, metric = spec.name, served.tags["metric"]
     promoted = [d for d in registry.history(dataset) if d.after == int(served.version)
                 and d.action in ("register", "promote") and d.before not in (None, d.after)]
     if not promoted:
         return {"rollback": "no previous champion to compare with"}
     previous = registry.version(dataset, promoted[-1].before)
-    if day in trained_batch_days(store, dataset, served) | trained_batch_days(store, dataset, previous):
-        return {"rollback": f"batch {day} is in the training data of v{served.version} or v{previous.version}"}
+    labelled = rows_new_to(store, [previous], day, labelled, spec.id_column)
+    if labelled.empty:
+        return {"rollback": f"every labelled row of batch {day} is in the training data of v{previous.version}"}
     try:
+        live = score_model(model, labelled[list(model.feature_names_in_)], labelled[spec.target], spec.task,
+                           spec.positive_class)[metric]
         before = version_scores(registry, dataset, previous.version, labelled, labelled[spec.target], spec)[metric]
-    except (KeyError, ValueError) as error:  # a predecessor that cannot score the batch is no reason to go back
-        return {"rollback": f"v{previous.version} cannot score the batch ({type(error).__name__}: {error})"}
-    decision = decide_rollback(metric, live, before, margin, f"batch {day}'s {len(labelled)} labelled rows")
+    except (KeyError, ValueError) as error:  # rows that cannot be compared are no reason to go back
+        return {"rollback": f"not compared on batch {day} ({type(error).__name__}: {error})"}
+    decision = decide_rollback(metric, live, before, margin,
+                               f"batch {day}'s {len(labelled)} labelled rows neither trained on")
     metadata = {"rollback": decision.reason, f"previous_champion_{metric}": before,
                 "previous_champion_version": int(previous.version)}
     champion = registry.champion(dataset)
@@ -213,20 +236,24 @@ def model_performance(context: dg.AssetExecutionContext, source: DataSource, sto
         return dg.MaterializeResult(metadata=metadata | {"status": status})
     # Once labels arrived the realised metric decides; the estimate stays beside it for comparison.
     metadata["estimated_below_threshold"] = False
-    live = score_model(model, labelled[list(model.feature_names_in_)], labelled[spec.target], spec.task,
+    # Rows the version trained on say nothing about its decline; the rows its split held out still do.
+    in_training = day in trained_batch_days(store, dataset, served)
+    unseen = rows_new_to(store, [served], day, labelled, spec.id_column) if in_training else labelled
+    metadata |= {"labelled_rows": len(labelled), "unseen_rows": len(unseen), "in_training_data": in_training}
+    if unseen.empty:
+        return dg.MaterializeResult(metadata=metadata | {"status": f"v{served.version} trained on every labelled row"})
+    live = score_model(model, unseen[list(model.feature_names_in_)], unseen[spec.target], spec.task,
                        spec.positive_class)
     drop = live[metric] - reference if metric in LOWER_IS_BETTER else reference - live[metric]
-    in_training = day in trained_batch_days(store, dataset, served)
-    below = bool(drop > allowed) and not in_training  # rows it trained on say nothing about its decline
+    below = bool(drop > allowed)
     (context.log.warning if below else context.log.info)(
-        f"{dataset} {day}: v{served.version} live {metric} {live[metric]:.4f} vs test {reference:.4f} (drop "
-        f"{drop:.4f}, allowed {allowed:.4f}); estimated {metadata.get(f'estimated_{metric}', 'n/a')}")
+        f"{dataset} {day}: v{served.version} live {metric} {live[metric]:.4f} on {len(unseen)} rows vs test "
+        f"{reference:.4f} (drop {drop:.4f}, allowed {allowed:.4f}); estimated "
+        f"{metadata.get(f'estimated_{metric}', 'n/a')}")
     metadata |= {"status": "measured", f"live_{metric}": live[metric], "drop": round(drop, 4),
-                 "below_threshold": below, "in_training_data": in_training, "labelled_rows": len(labelled),
-                 **{f"live_{name}": value for name, value in live.items() if name != metric}}
-    if not in_training:
-        margin = RetrainSettings.from_mapping(current.retrain).rollback_margin
-        metadata |= rollback_check(context, registry, store, served, labelled, spec, live[metric], day, margin)
+                 "below_threshold": below, **{f"live_{name}": value for name, value in live.items() if name != metric}}
+    margin = RetrainSettings.from_mapping(current.retrain).rollback_margin
+    metadata |= rollback_check(context, registry, store, served, model, unseen, spec, day, margin)
     return dg.MaterializeResult(metadata=metadata)
 
 
