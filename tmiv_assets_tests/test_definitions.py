@@ -32,7 +32,8 @@ def test_jobs_sensors_and_schedule_exist():
     assert {s.name for s in defs.sensors} == {"new_data_files_sensor", "incoming_batches_sensor",
                                               "drift_retrain_sensor", "performance_retrain_sensor",
                                               "monitoring_history_sensor", "dead_runs_sensor"}
-    assert [s.cron_schedule for s in defs.schedules] == ["0 3 * * 1"]
+    assert {s.name: s.cron_schedule for s in defs.schedules} == {"weekly_retrain_schedule": "0 3 * * 1",
+                                                                 "daily_forecast_schedule": "0 4 * * *"}
 
 
 def test_engine_never_imports_dagster():

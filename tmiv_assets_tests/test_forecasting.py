@@ -11,6 +11,7 @@ from tmiv_assets.ml.data.ingest import read_series
 from tmiv_assets.ml.data.spec import load_series_spec
 from tmiv_assets.ml.forecasting.auto import AutoForecaster
 from tmiv_assets.ml.forecasting.backtest import COMBINATION, backtest, fold_origins
+from tmiv_assets.ml.forecasting.diagnostics import diagnose
 from tmiv_assets.ml.forecasting.models import COLUMNS, MODELS, fit_predict, season_length_for
 
 SERIES_DIR = Path(__file__).resolve().parents[1] / "data" / "series"
@@ -66,12 +67,11 @@ def test_repository_series_choose_the_best_backtested_model(fitted, name):
 
 def test_combination_is_the_median_of_the_three_best_singles(fitted):
     _, forecaster = fitted["air_passengers"]
-    result = forecaster.backtest_
-    board = forecaster.leaderboard_
+    board, members = forecaster.leaderboard_, forecaster.combination_members_
     singles = board[(board["status"] == "ok") & (board["model"] != COMBINATION)]["model"].tolist()
-    assert result.members == tuple(singles[:3])
+    assert members == tuple(singles[:3])
     forecasts = forecaster.fold_forecasts_
-    members = forecasts[forecasts["model"].isin(result.members)].pivot_table(
+    members = forecasts[forecasts["model"].isin(members)].pivot_table(
         index=["fold", "step"], columns="model", values="yhat")
     combined = forecasts[forecasts["model"] == COMBINATION].set_index(["fold", "step"])["yhat"]
     np.testing.assert_allclose(combined.loc[members.index].to_numpy(), np.median(members.to_numpy(), axis=1))
@@ -175,3 +175,42 @@ def test_season_length_for_unknown_frequency():
         season_length_for("min")
     with pytest.raises(ValueError, match="not a pandas frequency"):
         season_length_for("fortnightly")
+
+
+def test_long_seasons_go_to_stl_models_and_skip_seasonal_arima_and_ets():
+    """Weekly data (season 52): AutoARIMA's seasonal search would take minutes and AutoETS would drop the season
+    without saying so; both skip with the reason and the STL models carry the season."""
+    weeks = pd.date_range("2015-01-04", periods=4 * 52, freq="W-SUN")
+    phase = 2 * np.pi * np.arange(len(weeks)) / 52
+    y = pd.Series(100 + 10 * np.sin(phase) + np.random.default_rng(0).normal(0, 1, len(weeks)), index=weeks)
+    board = AutoForecaster(horizon=13, folds=2).evaluate(y).leaderboard_.set_index("model")
+    for model in ("auto_arima", "auto_ets"):
+        assert board.loc[model, "status"].startswith("skipped: ") and "mstl_ets" in board.loc[model, "status"]
+    assert (board.loc[["mstl_ets", "mstl_arima", "auto_theta"], "status"] == "ok").all()
+    assert board.loc["mstl_ets", "mase"] < board.loc["naive", "mase"]  # it does model the season
+
+
+def test_a_stored_backtest_refits_to_the_same_forecast(fitted):
+    """The forecast step refits from the backtest step's stored leaderboard and folds, not a second backtest."""
+    y, forecaster = fitted["uk_driver_deaths"]
+    restored = AutoForecaster(season_length=forecaster.season_length_, horizon=forecaster.horizon,
+                              log_transform=forecaster.log_transform).restore(
+        forecaster.leaderboard_, forecaster.fold_forecasts_, forecaster.combination_members_,
+        forecaster.season_length_).refit(y)
+    assert restored.chosen_ == forecaster.chosen_
+    pd.testing.assert_frame_equal(restored.predict(), forecaster.predict())
+    with pytest.raises(ValueError, match="before refit"):
+        AutoForecaster().refit(y)
+
+
+def test_diagnostics_tell_white_noise_from_a_trending_seasonal_series(fitted):
+    y, _ = fitted["air_passengers"]
+    trending = diagnose(y, 12)
+    assert not trending.stationary and trending.differences >= 1 and trending.seasonal_strength > 0.6
+    assert list(trending.components.columns) == ["observed", "trend", "seasonal", "remainder"]
+    months = pd.date_range("2000-01-01", periods=120, freq="MS")
+    noise = pd.Series(np.random.default_rng(1).normal(size=120), index=months)
+    calm = diagnose(noise, 12)
+    assert calm.stationary and calm.differences == 0 and calm.trend_strength < 0.3
+    with pytest.raises(ValueError, match="non-constant"):
+        diagnose(pd.Series(3.0, index=noise.index), 12)

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import mlflow
 import pandas as pd
 import pytest
 
 from tmiv_assets.defs.assets.data import dataset_profile
-from tmiv_assets.defs.assets.forecasting import forecast
 from tmiv_assets.defs.assets.monitoring import drift_report, model_performance, monitoring_history, scored_batch
-from tmiv_assets.defs.jobs import TRAINING_ASSETS
+from tmiv_assets.defs.jobs import FORECAST_ASSETS, TRAINING_ASSETS
 from tmiv_assets.ml.data.quality import QUALITY_CHECKS
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
@@ -57,7 +57,8 @@ def pipeline(tmp_path_factory) -> Pipeline:
         results["history"] = dg.materialize([monitoring_history], resources=resources, partition_key="flights",
                                             instance=instance, selection=[monitoring_history])
         for series in SERIES:
-            results[series] = dg.materialize([forecast], resources=resources, partition_key=series, instance=instance)
+            results[series] = dg.materialize(FORECAST_ASSETS, resources=resources, partition_key=series,
+                                             instance=instance)
         yield Pipeline(home, instance, results)
 
 
@@ -275,7 +276,20 @@ def test_forecast_horizon_and_interval_order(pipeline, series, horizon):
     metadata = pipeline.metadata(series, "forecast")
     assert metadata["backtest_mase"] < metadata["seasonal_naive_mase"]  # the choice beats the baseline it scales by
     assert f"| {metadata['chosen_model'].split(' ')[0]} " in metadata["leaderboard"]
-    assert "![" in metadata["backtest_plot"]
+    backtest = pipeline.metadata(series, "forecast_backtest")
+    assert backtest["best_model"] == metadata["chosen_model"].split(" ")[0]  # refitted from the stored backtest
+    assert backtest["best_mase"] == metadata["backtest_mase"] and "![" in backtest["plot"]
+    run = mlflow.MlflowClient(ModelRegistry(home=str(pipeline.home)).tracking_uri).get_run(metadata["mlflow_run_id"])
+    assert run.data.params["chosen_model"] == backtest["best_model"]
+    assert run.data.metrics[f"backtest_mase_{backtest['best_model']}"] == pytest.approx(metadata["backtest_mase"])
+
+
+def test_series_diagnostics_find_air_passengers_trending_and_seasonal(pipeline):
+    diagnostics = pipeline.metadata("air_passengers", "series_diagnostics")
+    assert diagnostics["stationary"] is False and diagnostics["differences"] >= 1
+    assert diagnostics["seasonal_strength"] > 0.6 and diagnostics["trend_strength"] > 0.9
+    assert "![" in diagnostics["plot"]
+    assert pipeline.metadata("air_passengers", "series_data")["dagster/row_count"] == 144
 
 
 def test_retraining_the_same_data_reproduces_the_metrics(pipeline):

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from tmiv_assets.defs.schedules import weekly_retrain_schedule
+from tmiv_assets.defs.schedules import daily_forecast_schedule, weekly_retrain_schedule
 from tmiv_assets.defs.sensors import (
     drift_retrain_sensor,
     incoming_batches_sensor,
@@ -182,3 +182,16 @@ def test_weekly_schedule_retrains_every_dataset(instance, datasets):
         return
     assert [(r.partition_key, r.run_key) for r in result] == [
         ("cps1985", "weekly/cps1985/2026-11-23"), ("titanic", "weekly/titanic/2026-11-23")]
+
+
+@pytest.mark.parametrize("series", [[], ["air_passengers", "uk_driver_deaths"]])
+def test_daily_schedule_forecasts_every_series_once_a_day(instance, series):
+    instance.add_dynamic_partitions("series", series)
+    day = datetime(2026, 11, 24, 4, tzinfo=UTC)
+    result = daily_forecast_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=day))
+    if not series:
+        assert isinstance(result, dg.SkipReason)
+        return
+    assert [(r.partition_key, r.run_key, r.tags["tmiv/trigger"]) for r in result] == [
+        ("air_passengers", "daily/air_passengers/2026-11-24", "schedule"),
+        ("uk_driver_deaths", "daily/uk_driver_deaths/2026-11-24", "schedule")]

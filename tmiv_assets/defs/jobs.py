@@ -7,7 +7,7 @@ from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dat
 from tmiv_assets.defs.assets.deploy import champion_history, champion_model, registered_model
 from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
-from tmiv_assets.defs.assets.forecasting import forecast
+from tmiv_assets.defs.assets.forecasting import forecast, forecast_backtest, series_data, series_diagnostics
 from tmiv_assets.defs.assets.monitoring import (
     ab_test_report,
     drift_report,
@@ -19,6 +19,7 @@ from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, se
 
 TRAINING_ASSETS = [raw_dataset, clean_dataset, feature_set, selected_features, model_candidates, model_leaderboard,
                    registered_model, champion_model, champion_history, shap_report]
+FORECAST_ASSETS = [series_data, series_diagnostics, forecast_backtest, forecast]
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
@@ -46,9 +47,9 @@ evaluate_batch = dg.define_asset_job(
 )
 forecast_series = dg.define_asset_job(
     "forecast_series",
-    selection=dg.AssetSelection.assets(forecast),
+    selection=dg.AssetSelection.assets(*FORECAST_ASSETS),
     partitions_def=series_partitions,
-    description="Backtest and forecast one time series.",
+    description="Read, diagnose, backtest every model on and forecast one time series.",
 )
 refresh_monitoring = dg.define_asset_job(
     "refresh_monitoring",

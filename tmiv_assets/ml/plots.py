@@ -161,3 +161,14 @@ def backtest_plot(history: pd.Series, folds: pd.DataFrame, model: str) -> plt.Fi
     axis.set_title(f"backtest of {model}")
     axis.legend(loc="upper left", fontsize=8)
     return figure
+
+
+def decomposition_plot(components: pd.DataFrame, title: str) -> plt.Figure:
+    """Observed, trend, seasonal and remainder panels on one time axis."""
+    figure, axes = plt.subplots(len(components.columns), 1, figsize=(8, 6), sharex=True)
+    for axis, column in zip(axes, components.columns, strict=True):
+        axis.plot(components.index, components[column], color="black" if column == "observed" else None)
+        axis.set_ylabel(column, fontsize=8)
+    axes[0].set_title(f"{title}: decomposition")
+    figure.tight_layout()
+    return figure

@@ -13,6 +13,7 @@ from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
 from tmiv_assets.ml.automl.estimator import AutoML
+from tmiv_assets.ml.forecasting.auto import AutoForecaster
 from tmiv_assets.resources.files import spreadsheet_safe
 from tmiv_assets.resources.model_registry import EXPERIMENT, ModelRegistry
 
@@ -119,3 +120,28 @@ def _log_model(model: Pipeline, X_example: pd.DataFrame, requirements: list[str]
         pip_requirements=requirements, serialization_format="cloudpickle",
     )
     return info.model_uri
+
+
+def log_forecast(tracking: MlFlow, series: str, auto: AutoForecaster, predicted: pd.DataFrame) -> str:
+    """The chosen forecasting model as a run nested in the Dagster run's MLflow run: its settings, every
+    candidate's backtest MASE, the calibration, the leaderboard and the forecast; returns the run id."""
+    board = auto.leaderboard_
+    ok = board[board["status"] == "ok"]
+    calibration = auto.calibration_
+    try:
+        with mlflow.start_run(run_name=f"forecast {series}", nested=True) as run:
+            mlflow.set_tags({"series": series, "kind": "forecast", "chosen_model": auto.chosen_})
+            tracking.log_params({"chosen_model": auto.chosen_, "members": ",".join(auto.members_),
+                                 "horizon": auto.horizon, "season_length": auto.season_length_, "level": auto.level,
+                                 "log_transform": auto.log_transform})
+            mlflow.log_metrics({f"backtest_mase_{row.model}": float(row.mase) for row in ok.itertuples()}
+                               | {"interval_factor": calibration.factor,
+                                  "coverage_before": calibration.coverage_before,
+                                  "coverage_after": calibration.coverage_after})
+            mlflow.log_text(board.to_csv(index=False), "leaderboard.csv")
+            mlflow.log_text(predicted.to_csv(index=False), "forecast.csv")
+    except BaseException:
+        tracking.cleanup_on_error()
+        raise
+    tracking.end_run()
+    return run.info.run_id

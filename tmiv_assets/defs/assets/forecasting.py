@@ -1,45 +1,121 @@
-"""Forecasts per time series: the model a rolling-origin backtest chose, with calibrated intervals."""
+"""Forecasts per time series: the data, its diagnostics, a rolling-origin backtest of every model, and the chosen
+model's forecast with calibrated intervals."""
 
 import dagster as dg
+import pandas as pd
+from dagster_mlflow.resources import MlFlow
 
+from tmiv_assets.defs.assets.data import stored_version_metadata
 from tmiv_assets.defs.metadata import bad_input_as_failure, engine_errors_as_failure, markdown_table
 from tmiv_assets.defs.partitions import series_partitions
 from tmiv_assets.ml.forecasting.auto import AutoForecaster
-from tmiv_assets.ml.plots import backtest_plot, figure_to_markdown, forecast_plot
+from tmiv_assets.ml.forecasting.diagnostics import diagnose
+from tmiv_assets.ml.forecasting.models import season_length_for
+from tmiv_assets.ml.plots import backtest_plot, decomposition_plot, figure_to_markdown, forecast_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.data_source import DataSource
+from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.tracking import log_forecast
 
 
-@dg.asset(partitions_def=series_partitions, group_name="forecasts", kinds={"statsforecast", "prophet"})
-def forecast(context: dg.AssetExecutionContext, source: DataSource, artifacts: ArtifactStore) -> dg.MaterializeResult:
-    """Every candidate (naive, seasonal naive, drift, AutoARIMA, AutoETS, AutoTheta, Prophet, the median of the
-    best three) scored by a rolling-origin backtest; the lowest mean MASE forecasts the spec's horizon, its 95%
-    interval scaled so the backtest's coverage matches."""
+def stored_series(store: FeatureStore, name: str, version: int | str = "latest") -> tuple[pd.Series, dict, int]:
+    """(series at its frequency, the spec's forecasting settings, version) of a `series_data` version."""
+    stored = store.version("series_data", name, version)
+    frame, lineage = store.load("series_data", name, stored.version), store.lineage("series_data", name, stored.version)
+    series = pd.Series(frame["y"].to_numpy(float), index=pd.DatetimeIndex(frame["ds"], freq=lineage["freq"]), name=name)
+    return series, lineage["settings"], stored.version
+
+
+@dg.asset(partitions_def=series_partitions, group_name="forecasts", kinds={"duckdb", "parquet"})
+def series_data(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore) -> dg.MaterializeResult:
+    """The series file read by its spec and checked (regular, no gaps, duplicates or missing values), as a
+    feature-store version that the later steps read."""
     name = context.partition_key
     with bad_input_as_failure(name):
         spec = source.series_spec(name)
         series = source.read_series(spec)
+    settings = {"season_length": spec.season_length or season_length_for(spec.freq), "horizon": spec.horizon,
+                "log_transform": spec.log_transform}
+    version = store.save("series_data", name, series.rename("y").rename_axis("ds").reset_index(),
+                         {"file": str(spec.path), "freq": spec.freq, "settings": settings})
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(series), "first": str(series.index[0].date()), "last": str(series.index[-1].date()),
+        "freq": spec.freq, **settings, "source_file": dg.MetadataValue.path(str(spec.path)),
+        **stored_version_metadata(version)})
+
+
+@dg.asset(partitions_def=series_partitions, deps=[series_data], group_name="forecasts", kinds={"statsmodels"})
+def series_diagnostics(context: dg.AssetExecutionContext, store: FeatureStore) -> dg.MaterializeResult:
+    """STL decomposition, ADF and KPSS tests and the differencing AutoARIMA's tests choose."""
+    name = context.partition_key
+    series, settings, _ = stored_series(store, name)
+    with engine_errors_as_failure(name, "series diagnostics"):
+        found = diagnose(series, settings["season_length"])
+    context.log.info(f"{name}: {'stationary' if found.stationary else 'not stationary'} (ADF p {found.adf_pvalue}, "
+                     f"KPSS p {found.kpss_pvalue}); d={found.differences}, D={found.seasonal_differences}")
+    return dg.MaterializeResult(metadata={
+        "adf_pvalue": found.adf_pvalue, "kpss_pvalue": found.kpss_pvalue, "stationary": found.stationary,
+        "differences": found.differences, "seasonal_differences": found.seasonal_differences,
+        "trend_strength": found.trend_strength,
+        **({"seasonal_strength": found.seasonal_strength} if found.seasonal_strength is not None else {}),
+        "plot": dg.MetadataValue.md(figure_to_markdown(decomposition_plot(found.components, name), name))})
+
+
+@dg.asset(partitions_def=series_partitions, deps=[series_data], group_name="forecasts",
+          kinds={"statsforecast", "prophet"})
+def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) -> dg.MaterializeResult:
+    """Every candidate (baselines, AutoARIMA, AutoETS, AutoTheta, STL + ETS / ARIMA, Prophet, the median of the
+    best three) forecast from rolling origins on an expanding window; leaderboard by mean MASE, every fold kept."""
+    name = context.partition_key
+    series, settings, data_version = stored_series(store, name)
     with engine_errors_as_failure(name, "no forecasting model could run"):
-        auto = AutoForecaster.from_spec(spec).fit(series)
+        auto = AutoForecaster(**settings).evaluate(series)
+    board = auto.leaderboard_
+    lineage = {"series_data_version": data_version, "members": list(auto.combination_members_),
+               "season_length": auto.season_length_}
+    store.save("forecast_leaderboard", name, board, lineage)
+    version = store.save("forecast_backtest", name, auto.fold_forecasts_, lineage)
+    best = board.iloc[0]
+    context.log.info(f"Backtest of {name}: best {best['model']} (mean MASE {best['mase']:.3f}) of "
+                     f"{int((board['status'] == 'ok').sum())} models over {auto.fold_scores_['fold'].nunique()} folds")
+    return dg.MaterializeResult(metadata={
+        "best_model": best["model"], "best_mase": float(best["mase"]),
+        "folds": int(auto.fold_scores_["fold"].nunique()), "leaderboard": markdown_table(board.round(4)),
+        "fold_scores": markdown_table(auto.fold_scores_.round(4)),
+        "plot": dg.MetadataValue.md(figure_to_markdown(
+            backtest_plot(series, auto.fold_forecasts_, best["model"]), f"{name} backtest")),
+        **stored_version_metadata(version)})
+
+
+@dg.asset(partitions_def=series_partitions, deps=[forecast_backtest], group_name="forecasts",
+          kinds={"statsforecast", "prophet", "mlflow"})
+def forecast(context: dg.AssetExecutionContext, store: FeatureStore, artifacts: ArtifactStore,
+             mlflow: dg.ResourceParam[MlFlow]) -> dg.MaterializeResult:
+    """The backtest's best model refitted on the whole series: the spec's horizon with a 95% interval scaled so
+    the backtest's coverage matches; logged to MLflow."""
+    name = context.partition_key
+    lineage = store.lineage("forecast_backtest", name)
+    series, settings, _ = stored_series(store, name, lineage["series_data_version"])
+    with engine_errors_as_failure(name, "no forecasting model could be refitted"):
+        auto = AutoForecaster(**settings).restore(store.load("forecast_leaderboard", name),
+                                                  store.load("forecast_backtest", name), lineage["members"],
+                                                  lineage["season_length"]).refit(series)
     predicted = auto.predict().rename_axis("ds").reset_index()
     path = artifacts.write_frame(predicted, "forecasts", f"{name}.parquet")
+    run_id = log_forecast(mlflow, name, auto, predicted)
     board = auto.leaderboard_.set_index("model")
     chosen, calibration = board.loc[auto.chosen_], auto.calibration_
-    context.log.info(f"Forecast {name}: {auto.chosen_} chosen by backtest MASE {chosen['mase']:.3f} (seasonal naive "
-                     f"{board.loc['seasonal_naive', 'mase']:.3f}); {spec.horizon} steps")
+    context.log.info(f"Forecast {name}: {auto.chosen_} (backtest MASE {chosen['mase']:.3f}, seasonal naive "
+                     f"{board.loc['seasonal_naive', 'mase']:.3f}); {auto.horizon} steps")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(predicted),
         "chosen_model": auto.chosen_ + (f" ({', '.join(auto.members_)})" if len(auto.members_) > 1 else ""),
         "backtest_mase": float(chosen["mase"]), "backtest_smape_pct": float(chosen["smape"]),
-        "seasonal_naive_mase": float(board.loc["seasonal_naive", "mase"]),
-        "backtest_folds": int(auto.fold_scores_["fold"].nunique()), "horizon": spec.horizon,
+        "seasonal_naive_mase": float(board.loc["seasonal_naive", "mase"]), "horizon": auto.horizon,
         "season_length": auto.season_length_, "observations": len(series),
         "interval_coverage_before": calibration.coverage_before, "interval_coverage_after": calibration.coverage_after,
-        "interval_factor": calibration.factor,
-        "leaderboard": markdown_table(auto.leaderboard_.round(4)),
-        "forecast": markdown_table(predicted.head(12)),
+        "interval_factor": calibration.factor, "leaderboard": markdown_table(auto.leaderboard_.round(4)),
+        "forecast": markdown_table(predicted.head(12)), "mlflow_run_id": run_id,
         "plot": dg.MetadataValue.md(figure_to_markdown(forecast_plot(series, predicted, name), name)),
-        "backtest_plot": dg.MetadataValue.md(figure_to_markdown(
-            backtest_plot(series, auto.fold_forecasts_, auto.chosen_), f"{name} backtest")),
         "path": dg.MetadataValue.path(str(path)),
     })

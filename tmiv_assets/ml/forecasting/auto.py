@@ -63,28 +63,40 @@ class AutoForecaster:
         return cls(**(settings | overrides))
 
     def fit(self, series: pd.Series) -> AutoForecaster:
-        y = _regular(series)
-        if self.log_transform and (y <= 0).any():
-            raise ValueError(f"log_transform needs strictly positive values; the series has {int((y <= 0).sum())} "
-                             "zero or negative ones")
-        if y.nunique() == 1:
-            raise ValueError(f"series is constant ({y.iloc[0]!r} at all {len(y)} points): there is nothing to choose "
-                             "between and no error scale; forecast the constant directly")
-        self.season_length_ = self.season_length or season_length_for(y.index.freqstr)
+        """Backtest every candidate, then refit the best on the whole series."""
+        return self.evaluate(series).refit(series)
+
+    def evaluate(self, series: pd.Series) -> AutoForecaster:
+        """The rolling-origin backtest of every candidate: leaderboard_, fold_scores_, fold_forecasts_."""
+        y = self._checked(series)
         result: BacktestResult = backtest(y, self.horizon, self.season_length_, self.models, self.folds, self.level,
                                           self.log_transform)
-        self.backtest_ = result
         self.leaderboard_ = result.leaderboard()
-        self.fold_scores_ = result.scores
-        self.fold_forecasts_ = result.forecasts
-        ok = self.leaderboard_.loc[self.leaderboard_["status"] == "ok", "model"].tolist()
-        if not ok:
+        if not (self.leaderboard_["status"] == "ok").any():
             reasons = "; ".join(f"{model}: {status}" for model, status in result.status.items())
             raise ValueError(f"no model can forecast this series of {len(y)} points ({reasons})")
+        self.fold_scores_ = result.scores
+        self.fold_forecasts_ = result.forecasts
+        self.combination_members_ = result.members
+        return self
+
+    def restore(self, leaderboard: pd.DataFrame, fold_forecasts: pd.DataFrame, combination_members: tuple[str, ...],
+                season_length: int) -> AutoForecaster:
+        """Take a backtest made earlier (e.g. in another step) instead of running `evaluate` again."""
+        self.leaderboard_, self.fold_forecasts_ = leaderboard, fold_forecasts
+        self.combination_members_, self.season_length_ = tuple(combination_members), season_length
+        return self
+
+    def refit(self, series: pd.Series) -> AutoForecaster:
+        """Refit the backtest's best model (the next one when that fails on the whole series) and calibrate its
+        intervals on its backtest errors."""
+        if not hasattr(self, "leaderboard_"):
+            raise ValueError("call evaluate(series) or restore(...) before refit(series)")
+        y = self._checked(series)
         failures = []
-        for model in ok:  # the best by mean MASE, or the next when refitting on the whole series fails
+        for model in self.leaderboard_.loc[self.leaderboard_["status"] == "ok", "model"]:
             try:
-                self.forecast_ = self._refit(y, model, result.members)
+                self.forecast_ = self._refit(y, model, self.combination_members_)
             except ModelSkipped as error:
                 failures.append(f"{model}: {error}")
                 logger.warning("refit of %s on the whole series failed (%s); trying the next model", model, error)
@@ -93,11 +105,23 @@ class AutoForecaster:
             break
         else:
             raise ValueError(f"no model could be refitted on the whole series ({'; '.join(failures)})")
-        self.members_ = result.members if self.chosen_ == COMBINATION else (self.chosen_,)
-        self.calibration_: Calibration = calibrate(result.forecasts[result.forecasts["model"] == self.chosen_],
+        self.members_ = self.combination_members_ if self.chosen_ == COMBINATION else (self.chosen_,)
+        self.calibration_: Calibration = calibrate(self.fold_forecasts_[self.fold_forecasts_["model"] == self.chosen_],
                                                    self.level)
         self.calibration_factor_ = self.calibration_.factor
         return self
+
+    def _checked(self, series: pd.Series) -> pd.Series:
+        y = _regular(series)
+        if self.log_transform and (y <= 0).any():
+            raise ValueError(f"log_transform needs strictly positive values; the series has {int((y <= 0).sum())} "
+                             "zero or negative ones")
+        if y.nunique() == 1:
+            raise ValueError(f"series is constant ({y.iloc[0]!r} at all {len(y)} points): there is nothing to choose "
+                             "between and no error scale; forecast the constant directly")
+        if not hasattr(self, "season_length_"):
+            self.season_length_ = self.season_length or season_length_for(y.index.freqstr)
+        return y
 
     def predict(self) -> pd.DataFrame:
         """yhat, yhat_lower, yhat_upper over the horizon after the series, with calibrated intervals."""

@@ -7,6 +7,10 @@ by the future timestamps. The candidates span the usual baselines and the automa
 - naive, seasonal_naive, drift (random walk with drift): the baselines any model must beat;
 - auto_arima, auto_ets, auto_theta: statsforecast's automatic order / component / theta selection (the
   Hyndman-Khandakar algorithms of R's `forecast` package), used directly on numpy arrays;
+- mstl_ets, mstl_arima: the season taken out by STL (statsforecast's MSTL), the rest forecast by a non-seasonal
+  AutoETS / AutoARIMA and the last season added back; the seasonal models for seasons longer than
+  LONG_SEASON (weekly data's 52), where a seasonal ARIMA search takes minutes per fit and statsforecast's ETS
+  silently drops the season, so auto_arima and auto_ets skip such series with that reason;
 - prophet: trend with changepoints plus the seasonalities the frequency can show.
 
 A candidate that cannot run on a series raises `ModelSkipped` (a ValueError) saying why — too short for its seasons,
@@ -25,11 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pandas.tseries import offsets
-from statsforecast.models import AutoARIMA, AutoETS, AutoTheta, Naive, RandomWalkWithDrift, SeasonalNaive
+from statsforecast.models import MSTL, AutoARIMA, AutoETS, AutoTheta, Naive, RandomWalkWithDrift, SeasonalNaive
 
 PROPHET_SEED = 0
 PROPHET_SAMPLES = 500  # posterior draws for Prophet's intervals: enough for a 95% bound, and fast
 COLUMNS = ["yhat", "yhat_lower", "yhat_upper"]
+LONG_SEASON = 24  # statsforecast's ETS has no seasons longer than this; seasonal ARIMA beyond it is very slow
 
 # Periods per natural cycle, by pandas offset: a year of months, a week of days, a day of hours.
 _CYCLES: tuple[tuple[tuple[type, ...], int], ...] = (
@@ -85,6 +90,10 @@ class Candidate:
     seasonal: bool = False
     """Uses the season: needs two full seasons (it cannot estimate a seasonal pattern from one)."""
     min_points: int = 1
+    long_seasons: bool = True
+    """Handles seasons longer than LONG_SEASON."""
+    needs_season: bool = False
+    """Only meaningful with a season (season_length above 1)."""
 
     def fit_predict(self, y: pd.Series, horizon: int, season_length: int, level: int = 95,
                     log_transform: bool = False) -> pd.DataFrame:
@@ -113,8 +122,12 @@ class Candidate:
 
     def check(self, n: int, season_length: int) -> None:
         """Raise ModelSkipped when `n` observations are not enough for this model."""
-        if self.name == "seasonal_naive" and season_length <= 1:
-            raise ModelSkipped("seasonal_naive needs a season_length above 1 (with 1 it is naive)")
+        if self.needs_season and season_length <= 1:
+            raise ModelSkipped(f"{self.name} needs a season_length above 1 (without a season it is "
+                               f"{'naive' if self.name == 'seasonal_naive' else 'its non-seasonal model alone'})")
+        if not self.long_seasons and season_length > LONG_SEASON:
+            raise ModelSkipped(f"{self.name} skips seasons longer than {LONG_SEASON} (got {season_length}): "
+                               "mstl_ets and mstl_arima model such a season by STL instead")
         if self.seasonal and season_length > 1 and n < 2 * season_length:
             raise ModelSkipped(f"{self.name} needs at least two full seasons ({2 * season_length} points at season "
                                f"length {season_length}) to fit, got {n}")
@@ -163,11 +176,19 @@ CANDIDATES: dict[str, Candidate] = {
     candidate.name: candidate
     for candidate in (
         Candidate("naive", _statsforecast(lambda m: Naive())),
-        Candidate("seasonal_naive", _statsforecast(lambda m: SeasonalNaive(season_length=m)), seasonal=True),
+        Candidate("seasonal_naive", _statsforecast(lambda m: SeasonalNaive(season_length=m)), seasonal=True,
+                  needs_season=True),
         Candidate("drift", _statsforecast(lambda m: RandomWalkWithDrift()), min_points=2),
-        Candidate("auto_arima", _statsforecast(lambda m: AutoARIMA(season_length=m)), seasonal=True, min_points=4),
-        Candidate("auto_ets", _statsforecast(lambda m: AutoETS(season_length=m)), seasonal=True, min_points=4),
+        Candidate("auto_arima", _statsforecast(lambda m: AutoARIMA(season_length=m)), seasonal=True, min_points=4,
+                  long_seasons=False),
+        Candidate("auto_ets", _statsforecast(lambda m: AutoETS(season_length=m)), seasonal=True, min_points=4,
+                  long_seasons=False),
         Candidate("auto_theta", _statsforecast(lambda m: AutoTheta(season_length=m)), seasonal=True, min_points=4),
+        Candidate("mstl_ets", _statsforecast(lambda m: MSTL(season_length=m, trend_forecaster=AutoETS(model="ZZN"))),
+                  seasonal=True, min_points=4, needs_season=True),
+        Candidate("mstl_arima", _statsforecast(lambda m: MSTL(season_length=m,
+                                                              trend_forecaster=AutoARIMA(seasonal=False))),
+                  seasonal=True, min_points=4, needs_season=True),
         Candidate("prophet", _prophet, min_points=3),
     )
 }
