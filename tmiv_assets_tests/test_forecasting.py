@@ -37,7 +37,8 @@ def fitted() -> dict[str, tuple[pd.Series, AutoForecaster]]:
 def test_repository_series_choose_the_best_backtested_model(fitted, name):
     y, forecaster = fitted[name]
     board = forecaster.leaderboard_
-    assert sorted(board["model"]) == sorted([*MODELS, COMBINATION])
+    networks = load_series_spec(SERIES_DIR / f"{name}.yaml").network.get("architectures", [])
+    assert sorted(board["model"]) == sorted([*MODELS, *networks, COMBINATION])
     assert board["status"].map(lambda s: s == "ok" or s.startswith("skipped: ")).all()
     ok = board[board["status"] == "ok"]
     assert len(ok) >= 6  # every candidate runs on these long monthly series

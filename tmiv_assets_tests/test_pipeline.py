@@ -1,5 +1,6 @@
 """The whole default pipeline on the embedded data, asserted on its real outputs."""
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,6 +280,9 @@ def test_forecast_horizon_and_interval_order(pipeline, series, horizon):
     backtest = pipeline.metadata(series, "forecast_backtest")
     assert backtest["best_model"] == metadata["chosen_model"].split(" ")[0]  # refitted from the stored backtest
     assert backtest["best_mase"] == metadata["backtest_mase"] and "![" in backtest["plot"]
+    if series == "uk_driver_deaths":  # its spec names a GRU: from scratch, and pre-trained on air_passengers
+        for network in ("gru", "gru_transfer"):
+            assert re.search(rf"\| {network} +\| +\d", backtest["leaderboard"]), backtest["leaderboard"]
     run = mlflow.MlflowClient(ModelRegistry(home=str(pipeline.home)).tracking_uri).get_run(metadata["mlflow_run_id"])
     assert run.data.params["chosen_model"] == backtest["best_model"]
     assert run.data.metrics[f"backtest_mase_{backtest['best_model']}"] == pytest.approx(metadata["backtest_mase"])

@@ -26,6 +26,18 @@ def stored_series(store: FeatureStore, name: str, version: int | str = "latest")
     return series, lineage["settings"], stored.version
 
 
+def pretraining_series(context: dg.AssetExecutionContext, store: FeatureStore, name: str, freq: str,
+                       versions: dict[str, int] | None = None) -> dict[str, tuple[pd.Series, int]]:
+    """The other series partitions at the same frequency (their latest stored data, or the given versions): what
+    the transfer network pre-trains on."""
+    if versions is None:
+        others = [s for s in context.instance.get_dynamic_partitions(series_partitions.name)
+                  if s != name and store.latest("series_data", s) is not None]
+        versions = {s: store.latest("series_data", s).version for s in sorted(others)
+                    if store.lineage("series_data", s)["freq"] == freq}
+    return {other: (stored_series(store, other, version)[0], version) for other, version in versions.items()}
+
+
 @dg.asset(partitions_def=series_partitions, group_name="forecasts", kinds={"duckdb", "parquet"})
 def series_data(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore) -> dg.MaterializeResult:
     """The series file read by its spec and checked (regular, no gaps, duplicates or missing values), as a
@@ -35,7 +47,7 @@ def series_data(context: dg.AssetExecutionContext, source: DataSource, store: Fe
         spec = source.series_spec(name)
         series = source.read_series(spec)
     settings = {"season_length": spec.season_length or season_length_for(spec.freq), "horizon": spec.horizon,
-                "log_transform": spec.log_transform}
+                "log_transform": spec.log_transform, "network": spec.network}
     version = store.save("series_data", name, series.rename("y").rename_axis("ds").reset_index(),
                          {"file": str(spec.path), "freq": spec.freq, "settings": settings})
     return dg.MaterializeResult(metadata={
@@ -64,15 +76,17 @@ def series_diagnostics(context: dg.AssetExecutionContext, store: FeatureStore) -
 @dg.asset(partitions_def=series_partitions, deps=[series_data], group_name="forecasts",
           kinds={"statsforecast", "prophet"})
 def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) -> dg.MaterializeResult:
-    """Every candidate (baselines, AutoARIMA, AutoETS, AutoTheta, STL + ETS / ARIMA, Prophet, the median of the
+    """Every candidate (baselines, AutoARIMA, AutoETS, AutoTheta, STL + ETS / ARIMA, Prophet, LSTM, GRU, TCN,
+    Transformer, a network pre-trained on the other series of the frequency and fine-tuned, the median of the
     best three) forecast from rolling origins on an expanding window; leaderboard by mean MASE, every fold kept."""
     name = context.partition_key
     series, settings, data_version = stored_series(store, name)
+    others = pretraining_series(context, store, name, series.index.freqstr)
     with engine_errors_as_failure(name, "no forecasting model could run"):
-        auto = AutoForecaster(**settings).evaluate(series)
+        auto = AutoForecaster(**settings, pretraining=[s for s, _ in others.values()]).evaluate(series)
     board = auto.leaderboard_
     lineage = {"series_data_version": data_version, "members": list(auto.combination_members_),
-               "season_length": auto.season_length_}
+               "season_length": auto.season_length_, "pretraining": {s: v for s, (_, v) in others.items()}}
     store.save("forecast_leaderboard", name, board, lineage)
     version = store.save("forecast_backtest", name, auto.fold_forecasts_, lineage)
     best = board.iloc[0]
@@ -96,10 +110,12 @@ def forecast(context: dg.AssetExecutionContext, store: FeatureStore, artifacts: 
     name = context.partition_key
     lineage = store.lineage("forecast_backtest", name)
     series, settings, _ = stored_series(store, name, lineage["series_data_version"])
+    others = pretraining_series(context, store, name, series.index.freqstr, lineage["pretraining"])
+    auto = AutoForecaster(**settings, pretraining=[s for s, _ in others.values()]).restore(
+        store.load("forecast_leaderboard", name), store.load("forecast_backtest", name), lineage["members"],
+        lineage["season_length"])
     with engine_errors_as_failure(name, "no forecasting model could be refitted"):
-        auto = AutoForecaster(**settings).restore(store.load("forecast_leaderboard", name),
-                                                  store.load("forecast_backtest", name), lineage["members"],
-                                                  lineage["season_length"]).refit(series)
+        auto.refit(series)
     predicted = auto.predict().rename_axis("ds").reset_index()
     path = artifacts.write_frame(predicted, "forecasts", f"{name}.parquet")
     run_id = log_forecast(mlflow, name, auto, predicted)

@@ -119,13 +119,16 @@ class SeriesSpec:
     """Steps forecast ahead and held out in the backtest."""
     log_transform: bool = False
     """Model log(y): right for series whose seasonal swing grows with the level."""
+    network: dict = field(default_factory=dict)
+    """Sequence networks: `architectures` to backtest (default: all on long series, none on short ones) and
+    forecasting.neural.NetworkSettings fields (architecture of the transfer network, lookback, width, ...)."""
     spec_path: Path | None = field(default=None)
 
 
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
                   "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
                   "performance", "drift", "retrain")
-SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform")
+SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform", "network")
 
 
 def _load_yaml(spec_path: Path, fields: tuple[str, ...]) -> dict:
@@ -311,5 +314,27 @@ def load_series_spec(spec_path: Path) -> SeriesSpec:
         season_length=_integer(raw, "season_length", spec_path, None),
         horizon=_integer(raw, "horizon", spec_path, 24),
         log_transform=bool(log_transform),
+        network=_network(raw, spec_path),
         spec_path=spec_path,
     )
+
+
+def _network(raw: dict, spec_path: Path) -> dict:
+    """The spec's `network` mapping, checked by building the settings it describes."""
+    from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings  # torch loads only where used
+
+    network = raw.get("network") or {}
+    if not isinstance(network, dict):
+        raise SpecError(f"{spec_path}: network must be a mapping such as {{architectures: [gru], width: 32}}")
+    architectures = network.get("architectures", [])
+    if not isinstance(architectures, list) or not set(architectures) <= set(ARCHITECTURES):
+        raise SpecError(f"{spec_path}: network.architectures must be a list of {list(ARCHITECTURES)} (empty: none), "
+                        f"got {architectures!r}")
+    try:
+        NetworkSettings(**{key: value for key, value in network.items() if key != "architectures"})
+    except TypeError as error:
+        raise SpecError(f"{spec_path}: network has an unknown setting ({error}); the settings are "
+                        f"{list(NetworkSettings.__dataclass_fields__)}") from error
+    except ValueError as error:
+        raise SpecError(f"{spec_path}: network: {error}") from error
+    return dict(network)

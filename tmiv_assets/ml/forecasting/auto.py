@@ -28,23 +28,37 @@ from tmiv_assets.ml.forecasting.backtest import (
     median_combination,
     widen,
 )
-from tmiv_assets.ml.forecasting.models import CANDIDATES, COLUMNS, MODELS, ModelSkipped, season_length_for
+from tmiv_assets.ml.forecasting.models import (
+    CANDIDATES,
+    COLUMNS,
+    MODELS,
+    Candidate,
+    ModelSkipped,
+    season_length_for,
+)
+from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, Pretrained, network_forecast, pretrain
 
 if TYPE_CHECKING:
     from tmiv_assets.ml.data.spec import SeriesSpec
 
 logger = logging.getLogger(__name__)
+NETWORK_MIN_POINTS = 500
 
 
 class AutoForecaster:
     """Backtest-driven choice of a forecasting model for one series.
 
     season_length None takes it from the series' frequency (`season_length_for`); models None runs every
-    candidate and the combination.
+    statistical candidate, Prophet, the combination and the sequence networks in `network["architectures"]`
+    (default: all four on series of at least NETWORK_MIN_POINTS observations, none on shorter ones, where they
+    were weak on the benchmark and only add selection noise). `network`: also NetworkSettings fields for
+    them, and `architecture`, the network pre-trained on `pretraining` (other series of the same frequency),
+    fine-tuned on this series and backtested as `<architecture>_transfer` beside the one trained from scratch.
     """
 
     def __init__(self, season_length: int | None = None, horizon: int = 12, folds: int = 3, level: int = 95,
-                 models: list[str] | tuple[str, ...] | None = None, log_transform: bool = False):
+                 models: list[str] | tuple[str, ...] | None = None, log_transform: bool = False,
+                 network: dict | None = None, pretraining: tuple[pd.Series, ...] | list[pd.Series] = ()):
         if not 0 < level < 100:
             raise ValueError(f"level is a percentage in (0, 100), got {level!r}")
         if horizon < 1 or folds < 1:
@@ -53,13 +67,16 @@ class AutoForecaster:
         self.horizon = horizon
         self.folds = folds
         self.level = level
-        self.models = tuple(models) if models is not None else (*MODELS, COMBINATION)
+        self.models = tuple(models) if models is not None else None
         self.log_transform = log_transform
+        self.network = dict(network or {})
+        self.pretraining = tuple(pretraining)
 
     @classmethod
     def from_spec(cls, spec: SeriesSpec, **overrides) -> AutoForecaster:
         """Settings of a `SeriesSpec` (season_length, horizon, log_transform), overridable by keyword."""
-        settings = {"season_length": spec.season_length, "horizon": spec.horizon, "log_transform": spec.log_transform}
+        settings = {"season_length": spec.season_length, "horizon": spec.horizon, "log_transform": spec.log_transform,
+                    "network": spec.network}
         return cls(**(settings | overrides))
 
     def fit(self, series: pd.Series) -> AutoForecaster:
@@ -69,8 +86,12 @@ class AutoForecaster:
     def evaluate(self, series: pd.Series) -> AutoForecaster:
         """The rolling-origin backtest of every candidate: leaderboard_, fold_scores_, fold_forecasts_."""
         y = self._checked(series)
-        result: BacktestResult = backtest(y, self.horizon, self.season_length_, self.models, self.folds, self.level,
-                                          self.log_transform)
+        networks = self._architectures(len(y))
+        candidates = self._candidates(y, networks)
+        models = self.models if self.models is not None else (*MODELS, *networks, COMBINATION)
+        models = (*models, *(name for name in candidates if name not in CANDIDATES))
+        result: BacktestResult = backtest(y, self.horizon, self.season_length_, models, self.folds, self.level,
+                                          self.log_transform, candidates)
         self.leaderboard_ = result.leaderboard()
         if not (self.leaderboard_["status"] == "ok").any():
             reasons = "; ".join(f"{model}: {status}" for model, status in result.status.items())
@@ -111,6 +132,48 @@ class AutoForecaster:
         self.calibration_factor_ = self.calibration_.factor
         return self
 
+    def _architectures(self, n: int) -> tuple[str, ...]:
+        """The sequence networks this series is backtested on (of `models`, when given)."""
+        if self.models is not None:
+            return tuple(model for model in self.models if model in ARCHITECTURES)
+        if "architectures" in self.network:
+            return tuple(self.network["architectures"])
+        return ARCHITECTURES if n >= NETWORK_MIN_POINTS else ()
+
+    def _candidates(self, y: pd.Series, networks: tuple[str, ...] = ()) -> dict[str, Candidate]:
+        """The candidates with the spec's network settings, plus the transfer network when networks are in play
+        and there are pre-training series (pre-trained once)."""
+        candidates = dict(CANDIDATES)
+        if set(self.network) - {"architecture", "architectures"}:
+            for architecture in ARCHITECTURES:
+                candidates[architecture] = Candidate(architecture, network_forecast(self._network(architecture)),
+                                                     min_points=8)
+        if not self.pretraining or not (networks or hasattr(self, "transfer_")):
+            return candidates
+        if not hasattr(self, "transfer_"):
+            architecture = self.network.get("architecture", NetworkSettings.architecture)
+            settings = self._network(architecture)
+            # The lookback of the first backtest fold's training part, so every fold and the refit can use it.
+            shortest = len(y) - self.folds * self.horizon
+            lookback = settings.lookback_for(max(shortest, 1), self.horizon, self.season_length_)
+            series = [np.log(s.to_numpy(float)) if self.log_transform and (s > 0).all() else s.to_numpy(float)
+                      for s in self.pretraining]
+            try:
+                pretrained: Pretrained | str = pretrain(series, settings, lookback, self.horizon, self.season_length_)
+            except ValueError as error:
+                pretrained = f"pre-training failed: {error}"
+            name = f"{architecture}_transfer"
+            self.transfer_ = Candidate(name, network_forecast(settings, pretrained)
+                                       if isinstance(pretrained, Pretrained) else _declines(pretrained))
+            self.pretrained_ = pretrained
+        return candidates | {self.transfer_.name: self.transfer_}
+
+    def _network(self, architecture: str) -> NetworkSettings:
+        """The spec's network settings for one architecture (bidirectional is the LSTM's alone)."""
+        shape = {key: value for key, value in self.network.items()
+                 if key not in ("architecture", "architectures") and (key != "bidirectional" or architecture == "lstm")}
+        return NetworkSettings(architecture=architecture, **shape)
+
     def _checked(self, series: pd.Series) -> pd.Series:
         y = _regular(series)
         if self.log_transform and (y <= 0).any():
@@ -132,7 +195,9 @@ class AutoForecaster:
 
     def _refit(self, y: pd.Series, model: str, members: tuple[str, ...]) -> pd.DataFrame:
         names = members if model == COMBINATION else (model,)
-        forecasts = {name: CANDIDATES[name].fit_predict(y, self.horizon, self.season_length_, self.level,
+        transfer = any(name not in CANDIDATES for name in names)  # pre-train only when the transfer network is used
+        candidates = self._candidates(y, self._architectures(len(y)) if transfer else ())
+        forecasts = {name: candidates[name].fit_predict(y, self.horizon, self.season_length_, self.level,
                                                         self.log_transform) for name in names}
         if model != COMBINATION:
             return forecasts[model]
@@ -140,6 +205,15 @@ class AutoForecaster:
                                           ds=frame.index, actual=np.nan) for name, frame in forecasts.items()])
         combined = median_combination(stacked, members)
         return combined.set_index(pd.DatetimeIndex(combined["ds"], freq=forecasts[names[0]].index.freq))[COLUMNS]
+
+
+def _declines(reason: str):
+    """A candidate `run` that always skips with `reason`."""
+
+    def run(y: pd.Series, horizon: int, season_length: int, level: int):
+        raise ModelSkipped(reason)
+
+    return run
 
 
 def _regular(series: pd.Series) -> pd.Series:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tmiv_assets.ml.forecasting.models import CANDIDATES, COLUMNS, MODELS, ModelSkipped
+from tmiv_assets.ml.forecasting.models import CANDIDATES, COLUMNS, MODELS, Candidate, ModelSkipped
 
 COMBINATION = "median_top3"
 COMBINED = 3  # members of the combination
@@ -118,12 +118,15 @@ def score(actual: np.ndarray, forecast: pd.DataFrame, scale: float) -> dict[str,
 
 
 def backtest(y: pd.Series, horizon: int, season_length: int, models: tuple[str, ...] | list[str] | None = None,
-             folds: int = 3, level: int = 95, log_transform: bool = False) -> BacktestResult:
-    """Score every model (default: all candidates and the combination) on rolling origins of `y`."""
+             folds: int = 3, level: int = 95, log_transform: bool = False,
+             candidates: dict[str, Candidate] | None = None) -> BacktestResult:
+    """Score every model (default: all candidates and the combination) on rolling origins of `y`; `candidates`
+    (default models.CANDIDATES) names the models that can be asked for."""
+    candidates = CANDIDATES if candidates is None else candidates
     models = list(MODELS) + [COMBINATION] if models is None else list(models)
-    unknown = sorted(set(models) - {*MODELS, COMBINATION})
+    unknown = sorted(set(models) - {*candidates, COMBINATION})
     if unknown:
-        raise ValueError(f"unknown models {unknown}; use some of {[*MODELS, COMBINATION]}")
+        raise ValueError(f"unknown models {unknown}; use some of {[*candidates, COMBINATION]}")
     origins = fold_origins(len(y), horizon, folds, season_length)
     values = y.to_numpy(dtype=float)
     scales = [in_sample_scale(values[:origin], season_length) for origin in origins]
@@ -136,7 +139,7 @@ def backtest(y: pd.Series, horizon: int, season_length: int, models: tuple[str, 
         try:
             for fold, (origin, scale) in enumerate(zip(origins, scales, strict=True)):
                 # Only the observations before the origin reach the model.
-                forecast = CANDIDATES[name].fit_predict(y.iloc[:origin], horizon, season_length, level, log_transform)
+                forecast = candidates[name].fit_predict(y.iloc[:origin], horizon, season_length, level, log_transform)
                 actual = values[origin:origin + horizon]
                 model_frames.append(_fold_frame(name, fold, forecast, actual))
                 model_scores.append({"model": name, "fold": fold, "origin": forecast.index[0],

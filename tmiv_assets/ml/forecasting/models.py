@@ -11,7 +11,8 @@ by the future timestamps. The candidates span the usual baselines and the automa
   AutoETS / AutoARIMA and the last season added back; the seasonal models for seasons longer than
   LONG_SEASON (weekly data's 52), where a seasonal ARIMA search takes minutes per fit and statsforecast's ETS
   silently drops the season, so auto_arima and auto_ets skip such series with that reason;
-- prophet: trend with changepoints plus the seasonalities the frequency can show.
+- prophet: trend with changepoints plus the seasonalities the frequency can show;
+- lstm, gru, tcn, transformer: sequence networks (neural.py) trained on the series' own windows.
 
 A candidate that cannot run on a series raises `ModelSkipped` (a ValueError) saying why — too short for its seasons,
 or the library failed — so the caller can record it as skipped and go on with the others. With `log_transform` a
@@ -30,6 +31,8 @@ import numpy as np
 import pandas as pd
 from pandas.tseries import offsets
 from statsforecast.models import MSTL, AutoARIMA, AutoETS, AutoTheta, Naive, RandomWalkWithDrift, SeasonalNaive
+
+from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, network_forecast
 
 PROPHET_SEED = 0
 PROPHET_SAMPLES = 500  # posterior draws for Prophet's intervals: enough for a 95% bound, and fast
@@ -108,6 +111,8 @@ class Candidate:
         fitted = pd.Series(np.log(values) if log_transform else values, index=y.index)
         try:
             mean, lower, upper = self.run(fitted, horizon, season_length, level)
+        except ModelSkipped:
+            raise
         except Exception as error:  # a library failing on one series must not stop the other candidates
             raise ModelSkipped(f"{self.name} failed: {type(error).__name__}: {error}") from error
         frame = pd.DataFrame({"yhat": mean, "yhat_lower": lower, "yhat_upper": upper}, index=index, dtype=float)
@@ -190,14 +195,17 @@ CANDIDATES: dict[str, Candidate] = {
                                                               trend_forecaster=AutoARIMA(seasonal=False))),
                   seasonal=True, min_points=4, needs_season=True),
         Candidate("prophet", _prophet, min_points=3),
+        *(Candidate(architecture, network_forecast(NetworkSettings(architecture=architecture)), min_points=8)
+          for architecture in ARCHITECTURES),
     )
 }
-MODELS = tuple(CANDIDATES)
+MODELS = tuple(name for name in CANDIDATES if name not in ARCHITECTURES)
+"""The candidates every series is backtested on; the networks join on long series or when the spec names them."""
 
 
 def fit_predict(model: str, y: pd.Series, horizon: int, season_length: int, level: int = 95,
                 log_transform: bool = False) -> pd.DataFrame:
-    """Forecast with the named candidate (one of MODELS); see `Candidate.fit_predict`."""
+    """Forecast with the named candidate (one of CANDIDATES); see `Candidate.fit_predict`."""
     if model not in CANDIDATES:
-        raise ValueError(f"unknown model {model!r}; use one of {list(MODELS)}")
+        raise ValueError(f"unknown model {model!r}; use one of {list(CANDIDATES)}")
     return CANDIDATES[model].fit_predict(y, horizon, season_length, level, log_transform)
