@@ -265,8 +265,30 @@ def test_a_day_the_retrain_learned_from_is_judged_on_the_rows_its_split_held_out
 def test_shap_report_ranks_departure_delay_first_for_flights(pipeline):
     metadata = pipeline.metadata("flights", "shap_report")
     assert metadata["top_feature"] == "dep_delay"
+    assert metadata["additivity_error"] < 1e-6 and metadata["explained_output"] == "probability of 1"
+    for kind in ("beeswarm", "bar", "waterfall", "dependence"):
+        assert f"**{kind}**\n\n![{kind}](data:image/png;base64," in metadata["plots"]
+    values = pd.read_parquet(metadata["values_file"])
+    assert len(values) == 2 * metadata["rows_explained"]  # both classes' probabilities
     importance = pd.read_csv(metadata["importance_file"])
     assert importance["share"].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("dataset", "columns"), [("titanic", ("sex", "age")),
+                                                  ("cps1985", ("gender", "ethnicity", "age"))])
+def test_fairness_report_covers_every_sensitive_column_with_a_warning_check(pipeline, dataset, columns):
+    metadata = pipeline.metadata(dataset, "fairness_report")
+    for column in columns:
+        assert f"| {column}" not in metadata[f"{column}_groups"] and "| group" in metadata[f"{column}_groups"]
+    assert metadata["age_grouping"] == "quartiles" and "![fairness](data:image/png;base64," in metadata["plot"]
+    if dataset == "titanic":
+        assert 0 <= metadata["sex_disparate_impact"] <= 1 and "sex_equalized_odds_difference" in metadata
+    else:
+        assert 0 < metadata["gender_mean_prediction_ratio"] <= 1
+    [check] = [c for c in pipeline.results[dataset].get_asset_check_evaluations()
+               if c.check_name == "fairness_within_bounds"]
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.passed is (check.metadata["violations"].value == "none")
 
 
 @pytest.mark.parametrize(("series", "horizon"), [("air_passengers", 24), ("uk_driver_deaths", 12)])

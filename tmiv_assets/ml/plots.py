@@ -172,3 +172,15 @@ def decomposition_plot(components: pd.DataFrame, title: str) -> plt.Figure:
     axes[0].set_title(f"{title}: decomposition")
     figure.tight_layout()
     return figure
+
+
+def fairness_plot(tables: dict[str, pd.DataFrame], measure: str) -> plt.Figure:
+    """`measure` (e.g. selection rate, mean prediction) per group, one panel per sensitive column."""
+    figure, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.5), squeeze=False)
+    for axis, (column, table) in zip(axes[0], tables.items(), strict=True):
+        axis.bar(table["group"].astype(str), table[measure], color="tab:blue")
+        axis.set_title(column)
+        axis.set_ylabel(measure.replace("_", " "))
+        axis.tick_params(axis="x", rotation=30, labelsize=8)
+    figure.tight_layout()
+    return figure

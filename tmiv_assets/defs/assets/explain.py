@@ -1,13 +1,16 @@
 """Explanations of the champion."""
 
 import dagster as dg
+import pandas as pd
 
+from tmiv_assets.defs.assets.automl import held_out
 from tmiv_assets.defs.assets.data import stored_spec
-from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure
-from tmiv_assets.defs.metadata import markdown_table
+from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, held_out_test_rows
+from tmiv_assets.defs.metadata import figures_markdown, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
+from tmiv_assets.ml.explain.fairness import FairnessSettings, assess
 from tmiv_assets.ml.explain.shap_values import explain_pipeline
-from tmiv_assets.ml.plots import figure_to_markdown, importance_plot
+from tmiv_assets.ml.plots import fairness_plot, figure_to_markdown, importance_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
@@ -16,22 +19,71 @@ from tmiv_assets.resources.model_registry import ModelRegistry
 @dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="explanations", kinds={"shap"})
 def shap_report(context: dg.AssetExecutionContext, store: FeatureStore, registry: ModelRegistry,
                 artifacts: ArtifactStore) -> dg.MaterializeResult:
-    """Global SHAP importance of the champion on a sample of the rows it was trained on."""
+    """SHAP values of the champion on a sample of the rows it was trained on, in its output space (the positive
+    class's probability, or the prediction): importance per input column, beeswarm, bar, waterfall and dependence
+    plots, and the values themselves as Parquet; exact and additive for the whole ensemble."""
     name = context.partition_key
     champion = champion_or_failure(registry, name)
     clean_version = int(champion.tags["clean_dataset_version"])
     spec = stored_spec(store, "clean_dataset", name, clean_version)
     clean = store.load("clean_dataset", name, clean_version)
-    report = explain_pipeline(registry.load_version(name, champion.version), clean.drop(columns=[spec.target]))
-    path = artifacts.write_csv(report.importance, "reports", name,
-                                f"shap_importance_v{champion.version}.csv")
-    context.log.info(f"SHAP for {name} v{champion.version}: top feature {report.importance['feature'].iloc[0]}")
+    report = explain_pipeline(registry.load_version(name, champion.version), clean.drop(columns=[spec.target]),
+                              spec.positive_class)
+    path = artifacts.write_csv(report.importance, "reports", name, f"shap_importance_v{champion.version}.csv")
+    values = artifacts.write_frame(report.values, "reports", name, f"shap_values_v{champion.version}.parquet")
+    context.log.info(f"SHAP for {name} v{champion.version}: top feature {report.importance['feature'].iloc[0]}; "
+                     f"values + base = output within {report.additivity_error:.1e}")
+    methods = pd.Series(report.methods).value_counts()
     return dg.MaterializeResult(metadata={
         "champion_version": int(champion.version),
         "rows_explained": report.n_rows,
+        "explained_output": report.explained,
         "top_feature": report.importance["feature"].iloc[0],
+        "additivity_error": report.additivity_error,
+        "explainers": ", ".join(f"{method} x{count}" for method, count in methods.items()),
         "importance": markdown_table(report.importance),
         "importance_plot": dg.MetadataValue.md(figure_to_markdown(importance_plot(report.importance), "importance")),
-        "summary_plot": dg.MetadataValue.md(figure_to_markdown(report.summary_figure, "SHAP summary")),
+        "plots": dg.MetadataValue.md(figures_markdown(report.figures)),
         "importance_file": dg.MetadataValue.path(str(path)),
+        "values_file": dg.MetadataValue.path(str(values)),
     })
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="explanations", kinds={"fairlearn"},
+          check_specs=[dg.AssetCheckSpec("fairness_within_bounds", asset="fairness_report", description=(
+              "Warns when a sensitive column's disparate impact is under the spec's min_disparate_impact (0.8, the "
+              "four-fifths rule) or its equalized-odds difference over max_equalized_odds_difference (0.2)."))])
+def fairness_report(context: dg.AssetExecutionContext, store: FeatureStore,
+                    registry: ModelRegistry) -> dg.MaterializeResult:
+    """The champion's predictions on its held-out test rows per group of each sensitive column of the spec
+    (fairlearn): demographic parity, disparate impact, equalized odds, equal opportunity, per-group metrics."""
+    name = context.partition_key
+    champion = champion_or_failure(registry, name)
+    rows, y, spec = held_out_test_rows(held_out(store, name, store.lineage(
+        "model_leaderboard", name, int(champion.tags["leaderboard_version"]))))
+    if not spec.sensitive_columns:
+        return dg.MaterializeResult(metadata={"status": "the spec names no sensitive_columns"}, check_results=[
+            dg.AssetCheckResult(passed=True, metadata={"reason": "no sensitive_columns to check"})])
+    missing = [c for c in spec.sensitive_columns if c not in rows.columns]
+    if missing:
+        raise dg.Failure(description=f"[{name}] sensitive_columns {missing} are not columns of the data (columns: "
+                                     f"{list(rows.columns)}); fix sensitive_columns in {spec.spec_path}")
+    model = registry.load_version(name, champion.version)
+    predicted = model.predict(rows[list(model.feature_names_in_)])
+    results = assess(y, predicted, rows[list(spec.sensitive_columns)], spec.task, spec.positive_class,
+                     FairnessSettings.from_mapping(spec.fairness))
+    violations = [v for r in results for v in r.violations]
+    measure = "mean_prediction" if spec.task == "regression" else "selection_rate"
+    (context.log.warning if violations else context.log.info)(
+        f"Fairness of {name} v{champion.version}: {'; '.join(violations) or 'within bounds'}")
+    metadata = {"champion_version": int(champion.version), "test_rows": len(rows),
+                "plot": dg.MetadataValue.md(figure_to_markdown(
+                    fairness_plot({r.column: r.groups for r in results}, measure), "fairness"))}
+    for result in results:
+        metadata[f"{result.column}_groups"] = markdown_table(result.groups)
+        metadata |= {f"{result.column}_{key}": value for key, value in result.summary.items()}
+        metadata[f"{result.column}_grouping"] = result.grouping
+    check = dg.AssetCheckResult(passed=not violations, severity=dg.AssetCheckSeverity.WARN,
+                                metadata={"violations": "; ".join(violations) or "none",
+                                          **FairnessSettings.from_mapping(spec.fairness).__dict__})
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])

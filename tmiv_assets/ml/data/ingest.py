@@ -232,6 +232,10 @@ def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
                 path,
                 column,
             )
+    for column in spec.sensitive_columns:  # checked here, before anything is trained, not at the fairness step
+        if column not in frame.columns:
+            raise DataValidationError(f"{path}: sensitive column '{column}' not found (columns: {columns}); fix "
+                                      f"'sensitive_columns' in {spec.spec_path}", path, column)
     for field_name in ("id_column", "time_column"):
         if getattr(spec, field_name) == spec.target:
             raise DataValidationError(f"{path}: target '{spec.target}' is also the {field_name.replace('_', ' ')}; "

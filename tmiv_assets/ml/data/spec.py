@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from tmiv_assets.ml.explain.fairness import FairnessSettings
 from tmiv_assets.ml.monitoring.policy import RetrainSettings
 from tmiv_assets.ml.monitoring.statistics import DriftSettings
 
@@ -82,6 +83,9 @@ class DatasetSpec:
     retrain: dict[str, object] = field(default_factory=dict)
     """The monitoring loop's retrain policy (monitoring.policy.RetrainSettings): triggers, cool-down, minimum
     new labelled rows, training window, auto_deploy, rollback margin."""
+    fairness: dict[str, float] = field(default_factory=dict)
+    """Bounds of the fairness check (explain.fairness.FairnessSettings): min_disparate_impact,
+    max_equalized_odds_difference."""
 
     @property
     def key_columns(self) -> list[str]:
@@ -127,7 +131,7 @@ class SeriesSpec:
 
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
                   "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
-                  "performance", "drift", "retrain")
+                  "performance", "drift", "retrain", "fairness")
 SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform", "network")
 
 
@@ -236,6 +240,7 @@ def load_dataset_spec(spec_path: Path) -> DatasetSpec:
         performance=_bounded(raw, "performance", spec_path, PERFORMANCE_OPTIONS),
         drift=_settings(raw, "drift", spec_path, DriftSettings, "drift: {method: ks, correction: bh}"),
         retrain=_settings(raw, "retrain", spec_path, RetrainSettings, "retrain: {cool_down_hours: 24}"),
+        fairness=_settings(raw, "fairness", spec_path, FairnessSettings, "fairness: {min_disparate_impact: 0.8}"),
     )
 
 
