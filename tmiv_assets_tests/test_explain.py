@@ -16,6 +16,7 @@ from xgboost import XGBRegressor
 
 from tmiv_assets.ml.automl.catalog import XGBLabelClassifier
 from tmiv_assets.ml.automl.ensembles import FoldBagClassifier, FoldBagRegressor
+from tmiv_assets.ml.explain.importance import input_importance
 from tmiv_assets.ml.explain.shap_values import explain_pipeline
 
 
@@ -82,3 +83,16 @@ def test_regression_bags_and_linear_models_are_exact():
     assert report.additivity_error < 1e-6 * y.abs().max() and report.explained == "prediction"
     assert report.methods["0:Ridge"] == "linear" and report.methods["1:XGBRegressor"] == "tree"
     assert report.importance["feature"].iloc[0] in {"bmi", "s5"}  # the known strongest predictors
+
+
+def test_permutation_importance_ranks_the_informative_input_column_first():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"signal": rng.normal(size=400), "noise": rng.normal(size=400)})
+    y = pd.Series(np.where(X["signal"] + 0.1 * rng.normal(size=400) > 0, "yes", "no"))
+    model = Pipeline([("estimator", LogisticRegression())]).fit(X, y)
+    table = input_importance(model, X, y, "binary", "roc_auc", positive_class="yes", repeats=3)
+    assert table["feature"].tolist() == ["signal", "noise"]
+    assert table.loc[0, "importance_mean"] > 0.3 and abs(table.loc[1, "importance_mean"]) < 0.02
+    regression = Pipeline([("estimator", Ridge())]).fit(X, X["signal"] * 3)
+    rmse = input_importance(regression, X, X["signal"] * 3, "regression", "rmse", repeats=3)
+    assert rmse.loc[0, "feature"] == "signal" and rmse.loc[0, "importance_mean"] > 1  # RMSE grows: a positive drop

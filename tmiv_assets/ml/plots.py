@@ -48,12 +48,13 @@ def predicted_vs_actual_plot(model, X: pd.DataFrame, y: pd.Series) -> plt.Figure
     return figure
 
 
-def importance_plot(importance: pd.DataFrame, top: int = 15) -> plt.Figure:
+def importance_plot(importance: pd.DataFrame, top: int = 15, value: str = "mean_abs_shap",
+                    label: str = "mean |SHAP value|") -> plt.Figure:
     shown = importance.head(top)
     figure, axis = plt.subplots(figsize=(6, 0.35 * len(shown) + 1))
-    axis.barh(shown["feature"], shown["mean_abs_shap"], color="tab:blue")
+    axis.barh(shown["feature"], shown[value], color="tab:blue")
     axis.invert_yaxis()
-    axis.set_xlabel("mean |SHAP value|")
+    axis.set_xlabel(label)
     return figure
 
 

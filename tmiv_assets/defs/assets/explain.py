@@ -9,6 +9,7 @@ from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, 
 from tmiv_assets.defs.metadata import figures_markdown, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.fairness import FairnessSettings, assess
+from tmiv_assets.ml.explain.importance import input_importance
 from tmiv_assets.ml.explain.shap_values import explain_pipeline
 from tmiv_assets.ml.plots import fairness_plot, figure_to_markdown, importance_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
@@ -87,3 +88,25 @@ def fairness_report(context: dg.AssetExecutionContext, store: FeatureStore,
                                 metadata={"violations": "; ".join(violations) or "none",
                                           **FairnessSettings.from_mapping(spec.fairness).__dict__})
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="explanations",
+          kinds={"scikitlearn"})
+def permutation_importance(context: dg.AssetExecutionContext, store: FeatureStore,
+                           registry: ModelRegistry) -> dg.MaterializeResult:
+    """How much the champion's test metric drops when each input column is shuffled on its held-out test rows
+    (five shuffles, mean and spread)."""
+    name = context.partition_key
+    champion = champion_or_failure(registry, name)
+    rows, y, spec = held_out_test_rows(held_out(store, name, store.lineage(
+        "model_leaderboard", name, int(champion.tags["leaderboard_version"]))))
+    metric = champion.tags["metric"]
+    table = input_importance(registry.load_version(name, champion.version), rows, y, spec.task, metric,
+                             spec.positive_class)
+    context.log.info(f"Permutation importance for {name} v{champion.version}: top {table['feature'].iloc[0]} "
+                     f"({metric} drop {table['importance_mean'].iloc[0]:.4f})")
+    plot = importance_plot(table, value="importance_mean", label=f"{metric} lost when the column is shuffled")
+    return dg.MaterializeResult(metadata={
+        "champion_version": int(champion.version), "metric": metric, "test_rows": len(rows),
+        "top_feature": table["feature"].iloc[0], "importance": markdown_table(table),
+        "plot": dg.MetadataValue.md(figure_to_markdown(plot, "permutation importance"))})

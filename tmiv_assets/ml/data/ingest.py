@@ -232,10 +232,6 @@ def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
                 path,
                 column,
             )
-    for column in spec.sensitive_columns:  # checked here, before anything is trained, not at the fairness step
-        if column not in frame.columns:
-            raise DataValidationError(f"{path}: sensitive column '{column}' not found (columns: {columns}); fix "
-                                      f"'sensitive_columns' in {spec.spec_path}", path, column)
     for field_name in ("id_column", "time_column"):
         if getattr(spec, field_name) == spec.target:
             raise DataValidationError(f"{path}: target '{spec.target}' is also the {field_name.replace('_', ' ')}; "
@@ -247,6 +243,10 @@ def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
     if not features:
         raise DataValidationError(f"{path}: no feature columns besides the target, id and excluded columns "
                                   f"(columns: {columns}); add the columns a model should learn from", path)
+    for column in spec.sensitive_columns:  # checked here, before anything is trained, not at the fairness step
+        if column not in frame.columns:
+            raise DataValidationError(f"{path}: sensitive column '{column}' not found (columns: {columns}); fix "
+                                      f"'sensitive_columns' in {spec.spec_path}", path, column)
     target = frame[spec.target]
     if target.notna().sum() == 0:
         raise DataValidationError(
