@@ -60,7 +60,7 @@ def test_transfer_learning_is_backtested_beside_the_network_from_scratch(passeng
     # Without pre-training series there is no transfer candidate; with too little it is skipped with the reason.
     alone = AutoForecaster(horizon=12, models=["gru"]).evaluate(deaths).leaderboard_
     assert "gru_transfer" not in set(alone["model"])
-    # A series under NETWORK_MIN_POINTS backtests no network unless the spec or `models` names one.
+    # No network is backtested unless the spec or `models` names one.
     short = AutoForecaster(horizon=12, pretraining=[other]).evaluate(deaths).leaderboard_
     assert not set(short["model"]) & {*ARCHITECTURES, "gru_transfer"}
     tiny = AutoForecaster(horizon=12, models=["gru"], pretraining=[other.iloc[:20]]).evaluate(deaths).leaderboard_

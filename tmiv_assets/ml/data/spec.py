@@ -124,7 +124,7 @@ class SeriesSpec:
     log_transform: bool = False
     """Model log(y): right for series whose seasonal swing grows with the level."""
     network: dict = field(default_factory=dict)
-    """Sequence networks: `architectures` to backtest (default: all on long series, none on short ones) and
+    """Sequence networks: `architectures` to backtest (none by default) and
     forecasting.neural.NetworkSettings fields (architecture of the transfer network, lookback, width, ...)."""
     spec_path: Path | None = field(default=None)
 

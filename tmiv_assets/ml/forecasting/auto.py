@@ -42,18 +42,18 @@ if TYPE_CHECKING:
     from tmiv_assets.ml.data.spec import SeriesSpec
 
 logger = logging.getLogger(__name__)
-NETWORK_MIN_POINTS = 500
 
 
 class AutoForecaster:
     """Backtest-driven choice of a forecasting model for one series.
 
     season_length None takes it from the series' frequency (`season_length_for`); models None runs every
-    statistical candidate, Prophet, the combination and the sequence networks in `network["architectures"]`
-    (default: all four on series of at least NETWORK_MIN_POINTS observations, none on shorter ones, where they
-    were weak on the benchmark and only add selection noise). `network`: also NetworkSettings fields for
-    them, and `architecture`, the network pre-trained on `pretraining` (other series of the same frequency),
-    fine-tuned on this series and backtested as `<architecture>_transfer` beside the one trained from scratch.
+    statistical candidate, Prophet, the combination and the sequence networks named in
+    `network["architectures"]` (none by default: on the benchmark's 26 series they made the automatic choice
+    worse, as extra candidates that win the backtest by luck more often than they win the holdout).
+    `network` also takes NetworkSettings fields for them, and `architecture`, the network pre-trained on
+    `pretraining` (other series of the same frequency), fine-tuned on this series and backtested as
+    `<architecture>_transfer` beside the one trained from scratch.
     """
 
     def __init__(self, season_length: int | None = None, horizon: int = 12, folds: int = 3, level: int = 95,
@@ -86,7 +86,7 @@ class AutoForecaster:
     def evaluate(self, series: pd.Series) -> AutoForecaster:
         """The rolling-origin backtest of every candidate: leaderboard_, fold_scores_, fold_forecasts_."""
         y = self._checked(series)
-        networks = self._architectures(len(y))
+        networks = self._architectures()
         candidates = self._candidates(y, networks)
         models = self.models if self.models is not None else (*MODELS, *networks, COMBINATION)
         models = (*models, *(name for name in candidates if name not in CANDIDATES))
@@ -132,13 +132,11 @@ class AutoForecaster:
         self.calibration_factor_ = self.calibration_.factor
         return self
 
-    def _architectures(self, n: int) -> tuple[str, ...]:
+    def _architectures(self) -> tuple[str, ...]:
         """The sequence networks this series is backtested on (of `models`, when given)."""
         if self.models is not None:
             return tuple(model for model in self.models if model in ARCHITECTURES)
-        if "architectures" in self.network:
-            return tuple(self.network["architectures"])
-        return ARCHITECTURES if n >= NETWORK_MIN_POINTS else ()
+        return tuple(self.network.get("architectures", ()))
 
     def _candidates(self, y: pd.Series, networks: tuple[str, ...] = ()) -> dict[str, Candidate]:
         """The candidates with the spec's network settings, plus the transfer network when networks are in play
@@ -196,7 +194,7 @@ class AutoForecaster:
     def _refit(self, y: pd.Series, model: str, members: tuple[str, ...]) -> pd.DataFrame:
         names = members if model == COMBINATION else (model,)
         transfer = any(name not in CANDIDATES for name in names)  # pre-train only when the transfer network is used
-        candidates = self._candidates(y, self._architectures(len(y)) if transfer else ())
+        candidates = self._candidates(y, self._architectures() if transfer else ())
         forecasts = {name: candidates[name].fit_predict(y, self.horizon, self.season_length_, self.level,
                                                         self.log_transform) for name in names}
         if model != COMBINATION:
