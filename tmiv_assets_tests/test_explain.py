@@ -96,3 +96,29 @@ def test_permutation_importance_ranks_the_informative_input_column_first():
     regression = Pipeline([("estimator", Ridge())]).fit(X, X["signal"] * 3)
     rmse = input_importance(regression, X, X["signal"] * 3, "regression", "rmse", repeats=3)
     assert rmse.loc[0, "feature"] == "signal" and rmse.loc[0, "importance_mean"] > 1  # RMSE grows: a positive drop
+
+
+def test_lime_explains_rows_with_categorical_and_missing_inputs_reproducibly():
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder
+
+    from tmiv_assets.ml.explain.lime_explanations import explain_rows
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"color": rng.choice(["red", "green", "blue"], 300), "size": rng.normal(size=300),
+                      "noise": rng.normal(size=300)})
+    X.loc[:10, "size"] = np.nan
+    y = pd.Series(np.where((X["color"] == "red") | (X["size"].fillna(0) > 1), "yes", "no"))
+    encode = ColumnTransformer([("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+                                ("numbers", SimpleImputer(), ["size", "noise"])])
+    model = Pipeline([("encode", encode), ("estimator", LogisticRegression())]).fit(X, y)
+    [first, second] = explain_rows(model, X, X.iloc[[0, 5]], classifier=True, positive_class="yes", features=2,
+                                   repeats=3, samples=500)
+    assert len(first.weights) == 2 and first.explained == "probability of yes"
+    assert 0 <= first.stability <= 1 and first.prediction in {"yes", "no"}
+    assert set(first.weights["feature"]) <= {"color", "size", "noise"}
+    for condition, feature in zip(first.weights["condition"], first.weights["feature"], strict=True):
+        assert condition.startswith("color=") if feature == "color" else feature in condition  # categories by name
+    again = explain_rows(model, X, X.iloc[[0]], classifier=True, positive_class="yes", features=2, samples=500)[0]
+    pd.testing.assert_frame_equal(first.weights, again.weights)  # seeded
+    assert "color" in set(first.weights["feature"]) | set(second.weights["feature"])  # the rule's main input

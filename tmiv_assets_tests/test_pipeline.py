@@ -270,6 +270,9 @@ def test_shap_report_ranks_departure_delay_first_for_flights(pipeline):
         assert f"**{kind}**\n\n![{kind}](data:image/png;base64," in metadata["plots"]
     values = pd.read_parquet(metadata["values_file"])
     assert len(values) == 2 * metadata["rows_explained"]  # both classes' probabilities
+    lime = pipeline.metadata("flights", "lime_report")
+    assert lime["rows_explained"] == 6 and 0 <= lime["mean_stability"] <= 1
+    assert lime["representative"].count("**row ") == 3 and "| condition " in lime["worst_predicted"]
     shuffled = pipeline.metadata("flights", "permutation_importance")
     assert shuffled["top_feature"] == "dep_delay" and shuffled["metric"] == "roc_auc"
     assert "| dep_delay " in shuffled["importance"] and "![permutation importance]" in shuffled["plot"]

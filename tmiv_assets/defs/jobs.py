@@ -5,7 +5,7 @@ import dagster as dg
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
 from tmiv_assets.defs.assets.deploy import champion_history, champion_model, registered_model
-from tmiv_assets.defs.assets.explain import fairness_report, permutation_importance, shap_report
+from tmiv_assets.defs.assets.explain import fairness_report, lime_report, permutation_importance, shap_report
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast, forecast_backtest, series_data, series_diagnostics
 from tmiv_assets.defs.assets.monitoring import (
@@ -19,7 +19,7 @@ from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, se
 
 TRAINING_ASSETS = [raw_dataset, clean_dataset, feature_set, selected_features, model_candidates, model_leaderboard,
                    registered_model, champion_model, champion_history, shap_report, fairness_report,
-                   permutation_importance]
+                   permutation_importance, lime_report]
 FORECAST_ASSETS = [series_data, series_diagnostics, forecast_backtest, forecast]
 
 full_pipeline = dg.define_asset_job(

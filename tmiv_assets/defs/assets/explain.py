@@ -1,6 +1,7 @@
 """Explanations of the champion."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from tmiv_assets.defs.assets.automl import held_out
@@ -10,7 +11,9 @@ from tmiv_assets.defs.metadata import figures_markdown, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.fairness import FairnessSettings, assess
 from tmiv_assets.ml.explain.importance import input_importance
+from tmiv_assets.ml.explain.lime_explanations import explain_rows
 from tmiv_assets.ml.explain.shap_values import explain_pipeline
+from tmiv_assets.ml.metrics import resolve_positive_class
 from tmiv_assets.ml.plots import fairness_plot, figure_to_markdown, importance_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.feature_store import FeatureStore
@@ -110,3 +113,54 @@ def permutation_importance(context: dg.AssetExecutionContext, store: FeatureStor
         "champion_version": int(champion.version), "metric": metric, "test_rows": len(rows),
         "top_feature": table["feature"].iloc[0], "importance": markdown_table(table),
         "plot": dg.MetadataValue.md(figure_to_markdown(plot, "permutation importance"))})
+
+
+def rows_to_explain(model, rows: pd.DataFrame, y: pd.Series, classifier: bool, positive_class,
+                    each: int = 3) -> dict[str, list]:
+    """Index labels of representative rows (at low, middle and high predicted score) and of the worst-predicted
+    ones (confidently wrong classes, or the largest errors)."""
+    columns = list(model.feature_names_in_)
+    if classifier:
+        proba = model.predict_proba(rows[columns])
+        label = list(model.classes_).index(resolve_positive_class(model.classes_, positive_class))
+        score = pd.Series(proba[:, label], index=rows.index)
+        predicted = pd.Series(model.predict(rows[columns]), index=rows.index)
+        wrong = predicted.astype(str) != y.astype(str)
+        badness = pd.Series(proba.max(axis=1), index=rows.index)[wrong]
+    else:
+        score = pd.Series(model.predict(rows[columns]), index=rows.index)
+        badness = (score - y).abs()
+    ordered = score.sort_values(kind="stable")
+    representative = [ordered.index[int(q * (len(ordered) - 1))] for q in np.linspace(0.1, 0.9, each)]
+    return {"representative": representative,
+            "worst predicted": badness.sort_values(ascending=False, kind="stable").index[:each].tolist()}
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="explanations", kinds={"lime"})
+def lime_report(context: dg.AssetExecutionContext, store: FeatureStore,
+                registry: ModelRegistry) -> dg.MaterializeResult:
+    """LIME explanations of a few representative and a few worst-predicted held-out test rows of the champion,
+    each repeated with other seeds to show how stable it is."""
+    name = context.partition_key
+    champion = champion_or_failure(registry, name)
+    held = held_out(store, name, store.lineage("model_leaderboard", name, int(champion.tags["leaderboard_version"])))
+    rows, y, spec = held_out_test_rows(held)
+    _, clean, split = held
+    background = clean.loc[split.X_train.index].drop(columns=[spec.target])
+    background = background.sample(min(500, len(background)), random_state=0)
+    model = registry.load_version(name, champion.version)
+    chosen = rows_to_explain(model, rows, y, spec.is_classification, spec.positive_class)
+    metadata, stabilities = {"champion_version": int(champion.version)}, []
+    for kind, labels in chosen.items():
+        sections = []
+        for result in explain_rows(model, background, rows.loc[labels], spec.is_classification, spec.positive_class):
+            stabilities.append(result.stability)
+            sections.append(f"**row {result.row}**: predicted {result.prediction!r}, actual {y.loc[result.row]!r}; "
+                            f"{result.explained}; top-feature stability {result.stability:.2f}\n\n"
+                            f"{markdown_table(result.weights.round(4)).value}")
+        metadata[kind.replace(" ", "_")] = dg.MetadataValue.md("\n\n".join(sections) or "none")
+    metadata["rows_explained"] = len(stabilities)
+    metadata["mean_stability"] = round(float(np.mean(stabilities)), 3) if stabilities else None
+    context.log.info(f"LIME for {name} v{champion.version}: {len(stabilities)} rows, mean top-feature stability "
+                     f"{metadata['mean_stability']}")
+    return dg.MaterializeResult(metadata=metadata)
