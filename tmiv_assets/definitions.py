@@ -17,6 +17,7 @@ from tmiv_assets.defs.assets.monitoring import (
 )
 from tmiv_assets.defs.jobs import (
     evaluate_batch,
+    explain_champion,
     forecast_series,
     full_pipeline,
     refresh_monitoring,
@@ -33,6 +34,7 @@ from tmiv_assets.defs.model_jobs import (
 from tmiv_assets.defs.resources import build_resources, default_environment
 from tmiv_assets.defs.schedules import daily_forecast_schedule, weekly_retrain_schedule
 from tmiv_assets.defs.sensors import (
+    champion_explanations_sensor,
     dead_runs_sensor,
     drift_retrain_sensor,
     incoming_batches_sensor,
@@ -55,10 +57,10 @@ defs = dg.Definitions(
             permutation_importance, lime_report, scored_batch,
             drift_report, model_performance, ab_test_report, monitoring_history, model_comparison, series_data,
             series_diagnostics, forecast_backtest, forecast],
-    jobs=[full_pipeline, retrain, score_batch, evaluate_batch, refresh_monitoring, forecast_series, promote_model,
-          rollback_model, archive_model, predict_file, conclude_ab_test],
+    jobs=[full_pipeline, retrain, score_batch, evaluate_batch, refresh_monitoring, forecast_series, explain_champion,
+          promote_model, rollback_model, archive_model, predict_file, conclude_ab_test],
     sensors=[new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, performance_retrain_sensor,
-             monitoring_history_sensor, dead_runs_sensor],
+             monitoring_history_sensor, champion_explanations_sensor, dead_runs_sensor],
     schedules=[weekly_retrain_schedule, daily_forecast_schedule],
     resources=build_resources(),
     executor=executor,

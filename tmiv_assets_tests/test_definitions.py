@@ -28,10 +28,11 @@ def test_jobs_sensors_and_schedule_exist():
     assert {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")} == {
         "full_pipeline", "retrain", "score_batch", "forecast_series", "promote_model", "rollback_model",
         "archive_model", "predict_file", "conclude_ab_test", "refresh_monitoring",
-        "evaluate_batch"}
+        "evaluate_batch", "explain_champion"}
     assert {s.name for s in defs.sensors} == {"new_data_files_sensor", "incoming_batches_sensor",
                                               "drift_retrain_sensor", "performance_retrain_sensor",
-                                              "monitoring_history_sensor", "dead_runs_sensor"}
+                                              "monitoring_history_sensor", "champion_explanations_sensor",
+                                              "dead_runs_sensor"}
     assert {s.name: s.cron_schedule for s in defs.schedules} == {"weekly_retrain_schedule": "0 3 * * 1",
                                                                  "daily_forecast_schedule": "0 4 * * *"}
 

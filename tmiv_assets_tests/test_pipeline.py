@@ -12,7 +12,8 @@ import pytest
 
 from tmiv_assets.defs.assets.data import dataset_profile
 from tmiv_assets.defs.assets.monitoring import drift_report, model_performance, monitoring_history, scored_batch
-from tmiv_assets.defs.jobs import FORECAST_ASSETS, TRAINING_ASSETS
+from tmiv_assets.defs.jobs import EXPLANATION_ASSETS, FORECAST_ASSETS, TRAINING_ASSETS
+from tmiv_assets.defs.sensors import champion_explanations_sensor
 from tmiv_assets.ml.data.quality import QUALITY_CHECKS
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
@@ -340,3 +341,30 @@ def test_retraining_the_same_data_reproduces_the_metrics(pipeline):
     assert "same test rows" in registered["reason"].value
     champion = again.asset_materializations_for_node("champion_model")[0].metadata
     assert champion["champion_version"].value == registered["model_version"].value
+
+
+def test_a_champion_changed_outside_training_is_explained_again(pipeline):
+    """Promoted by hand (no training run explains it): the sensor asks for explain_champion once, for that version;
+    once its explanations exist it asks nothing."""
+    registry = ModelRegistry(home=str(pipeline.home))
+    good = registry.champion("titanic")
+    board = FeatureStore(home=str(pipeline.home)).load("model_leaderboard", "titanic").set_index("model")
+    other = registry.register("titanic", board.loc["automl", "model_uri"], board.loc["automl", "run_id"],
+                              dict(good.tags))
+    registry.promote("titanic", other.version, reason="a person's choice", trigger="manual")
+    resources = resources_for(pipeline.home)
+    context = dg.build_sensor_context(instance=pipeline.instance, resources={"registry": resources["registry"]})
+    result = champion_explanations_sensor(context)
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
+        ("titanic", f"explain/titanic/v{other.version}")]
+    run = dg.materialize(EXPLANATION_ASSETS, resources=resources, partition_key="titanic", instance=pipeline.instance)
+    assert run.success
+    assert pipeline_metadata(run, "shap_report")["champion_version"] == int(other.version)
+    again = champion_explanations_sensor(dg.build_sensor_context(instance=pipeline.instance,
+                                                                  resources={"registry": resources["registry"]}))
+    assert isinstance(again, dg.SkipReason) and "every champion is explained" in again.skip_message
+    registry.promote("titanic", good.version, reason="back", trigger="manual")
+
+
+def pipeline_metadata(run: dg.ExecuteInProcessResult, asset: str) -> dict:
+    return {k: v.value for k, v in run.asset_materializations_for_node(asset)[0].metadata.items()}

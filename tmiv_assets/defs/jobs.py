@@ -17,9 +17,9 @@ from tmiv_assets.defs.assets.monitoring import (
 )
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
 
+EXPLANATION_ASSETS = [shap_report, fairness_report, permutation_importance, lime_report]
 TRAINING_ASSETS = [raw_dataset, clean_dataset, feature_set, selected_features, model_candidates, model_leaderboard,
-                   registered_model, champion_model, champion_history, shap_report, fairness_report,
-                   permutation_importance, lime_report]
+                   registered_model, champion_model, champion_history, *EXPLANATION_ASSETS]
 FORECAST_ASSETS = [series_data, series_diagnostics, forecast_backtest, forecast]
 
 full_pipeline = dg.define_asset_job(
@@ -51,6 +51,13 @@ forecast_series = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*FORECAST_ASSETS),
     partitions_def=series_partitions,
     description="Read, diagnose, backtest every model on and forecast one time series.",
+)
+explain_champion = dg.define_asset_job(
+    "explain_champion",
+    selection=dg.AssetSelection.assets(*EXPLANATION_ASSETS),
+    partitions_def=dataset_partitions,
+    description="Explain the current champion again (SHAP, permutation importance, LIME, fairness), e.g. after a "
+                "promotion or rollback that no training run made.",
 )
 refresh_monitoring = dg.define_asset_job(
     "refresh_monitoring",

@@ -1,5 +1,6 @@
 """Sensors: new data files become partitions, new batches get scored, drift and performance drops go to the
-retrain policy, and runs whose process died are marked failed."""
+retrain policy, a champion changed outside a training run gets explained, and runs whose process died are marked
+failed."""
 
 import json
 import os
@@ -10,9 +11,11 @@ from mlflow.entities.model_registry import ModelVersion
 
 from tmiv_assets.defs.assets.data import considered_batch_days, training_batch_days
 from tmiv_assets.defs.assets.deploy import registered_model
+from tmiv_assets.defs.assets.explain import shap_report
 from tmiv_assets.defs.assets.monitoring import drift_report, model_performance
 from tmiv_assets.defs.jobs import (
     evaluate_batch,
+    explain_champion,
     forecast_series,
     full_pipeline,
     refresh_monitoring,
@@ -211,6 +214,37 @@ def monitoring_history_sensor(context: dg.SensorEvaluationContext) -> dg.SensorR
     return dg.SensorResult(run_requests=[dg.RunRequest(partition_key=dataset, run_key=f"history/{dataset}/{storage_id}")
                                          for dataset, storage_id in sorted(newest.items())],
                            cursor=json.dumps(cursor, sort_keys=True))
+
+
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED]
+
+
+@dg.sensor(job=explain_champion, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)
+def champion_explanations_sensor(context: dg.SensorEvaluationContext,
+                                 registry: ModelRegistry) -> dg.SensorResult | dg.SkipReason:
+    """Explain a dataset's champion again when its explanations are of another version (a promotion, a rollback
+    by hand or by the monitoring loop); training runs explain their own champion, so datasets with a run in
+    progress wait."""
+    requests, waiting = [], []
+    for dataset in sorted(context.instance.get_dynamic_partitions(dataset_partitions.name)):
+        champion = registry.champion(dataset)
+        if champion is None:
+            continue
+        latest = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=shap_report.key, asset_partitions=[dataset]), limit=1).records
+        explained = latest[0].asset_materialization.metadata["champion_version"].value if latest else None
+        if explained == int(champion.version):
+            continue
+        if context.instance.get_run_records(dg.RunsFilter(statuses=IN_PROGRESS, tags={"dagster/partition": dataset}),
+                                            limit=1):
+            waiting.append(dataset)
+            continue
+        requests.append(dg.RunRequest(partition_key=dataset, run_key=f"explain/{dataset}/v{champion.version}",
+                                      tags={"tmiv/explained_version": str(champion.version)}))
+    if not requests:
+        return dg.SkipReason(f"runs in progress for {waiting}" if waiting else "every champion is explained")
+    return dg.SensorResult(run_requests=requests)
 
 
 def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
