@@ -109,7 +109,7 @@ def test_every_shell_command_in_the_readme_runs_as_written(environment):
         instance.add_dynamic_partitions("series", ["air_passengers"])
     shell = environment | {"PATH": f"{BIN}:{environment['PATH']}"}  # as after `source .venv/bin/activate`
     commands = readme_shell_commands()
-    assert len(commands) == 7 and any("score_batch" in c for c in commands)
+    assert len(commands) == 8 and any("score_batch" in c for c in commands)
     for command in commands:
         completed = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env=shell, capture_output=True,
                                    text=True, timeout=600)
@@ -121,7 +121,8 @@ def test_every_shell_command_in_the_readme_runs_as_written(environment):
     with persistent_instance(environment) as instance:
         assert set(instance.get_dynamic_partitions("dataset")) == {"titanic", "flights", "cps1985"}
         succeeded = [r.job_name for r in instance.get_runs() if r.status == dg.DagsterRunStatus.SUCCESS]
-        assert sorted(set(succeeded)) == ["__ASSET_JOB", "forecast_series", "full_pipeline", "retrain", "score_batch"]
+        assert sorted(set(succeeded)) == ["__ASSET_JOB", "explain_champion", "forecast_series", "full_pipeline",
+                                          "retrain", "score_batch"]
 
 
 def served_predictions_equal_scored_batch(shell: dict[str, str], home: Path) -> None:
