@@ -30,6 +30,7 @@ from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.files import process_alive
 from tmiv_assets.resources.model_registry import ModelRegistry
 from tmiv_assets.resources.prediction_log import PredictionLog
+from tmiv_assets.resources.tracking import IN_PROGRESS
 
 # How often the data and monitoring sensors look, in seconds; a lower value reacts faster and queries more.
 SENSOR_INTERVAL_S = int(os.environ.get("TMIV_SENSOR_INTERVAL_S", "60"))
@@ -214,10 +215,6 @@ def monitoring_history_sensor(context: dg.SensorEvaluationContext) -> dg.SensorR
     return dg.SensorResult(run_requests=[dg.RunRequest(partition_key=dataset, run_key=f"history/{dataset}/{storage_id}")
                                          for dataset, storage_id in sorted(newest.items())],
                            cursor=json.dumps(cursor, sort_keys=True))
-
-
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED]
 
 
 @dg.sensor(job=explain_champion, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)

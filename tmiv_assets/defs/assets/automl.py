@@ -5,6 +5,7 @@ from typing import Any, Literal
 import dagster as dg
 import pandas as pd
 from dagster_mlflow.resources import MlFlow
+from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
 from tmiv_assets.defs.assets.data import labelled_batch_days
@@ -88,6 +89,12 @@ def held_out(store: FeatureStore, dataset: str, lineage: dict) -> tuple[DatasetS
                           batch_days=labelled_batch_days(store, dataset, lineage["clean_dataset_version"], ids)
                           if ids is not None else None)
     return spec, clean, split
+
+
+def version_split(store: FeatureStore, version: ModelVersion) -> tuple[DatasetSpec, pd.DataFrame, TrainTestSplit]:
+    """`held_out` for a registered version: the spec, clean rows and split it was trained and tested on."""
+    return held_out(store, version.tags["dataset"], store.lineage(
+        "model_leaderboard", version.tags["dataset"], int(version.tags["leaderboard_version"])))
 
 
 @dg.asset(partitions_def=dataset_partitions, deps=[feature_set], group_name="models",

@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from tmiv_assets.defs.assets.automl import held_out
+from tmiv_assets.defs.assets.automl import version_split
 from tmiv_assets.defs.assets.data import stored_spec
 from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, held_out_test_rows
 from tmiv_assets.defs.metadata import figures_markdown, markdown_table
@@ -63,8 +63,7 @@ def fairness_report(context: dg.AssetExecutionContext, store: FeatureStore,
     (fairlearn): demographic parity, disparate impact, equalized odds, equal opportunity, per-group metrics."""
     name = context.partition_key
     champion = champion_or_failure(registry, name)
-    rows, y, spec = held_out_test_rows(held_out(store, name, store.lineage(
-        "model_leaderboard", name, int(champion.tags["leaderboard_version"]))))
+    rows, y, spec = held_out_test_rows(version_split(store, champion))
     if not spec.sensitive_columns:
         return dg.MaterializeResult(metadata={"status": "the spec names no sensitive_columns"}, check_results=[
             dg.AssetCheckResult(passed=True, metadata={"reason": "no sensitive_columns to check"})])
@@ -74,8 +73,8 @@ def fairness_report(context: dg.AssetExecutionContext, store: FeatureStore,
                                      f"{list(rows.columns)}); fix sensitive_columns in {spec.spec_path}")
     model = registry.load_version(name, champion.version)
     predicted = model.predict(rows[list(model.feature_names_in_)])
-    results = assess(y, predicted, rows[list(spec.sensitive_columns)], spec.task, spec.positive_class,
-                     FairnessSettings.from_mapping(spec.fairness))
+    bounds = FairnessSettings.from_mapping(spec.fairness)
+    results = assess(y, predicted, rows[list(spec.sensitive_columns)], spec.task, spec.positive_class, bounds)
     violations = [v for r in results for v in r.violations]
     measure = "mean_prediction" if spec.task == "regression" else "selection_rate"
     (context.log.warning if violations else context.log.info)(
@@ -88,8 +87,7 @@ def fairness_report(context: dg.AssetExecutionContext, store: FeatureStore,
         metadata |= {f"{result.column}_{key}": value for key, value in result.summary.items()}
         metadata[f"{result.column}_grouping"] = result.grouping
     check = dg.AssetCheckResult(passed=not violations, severity=dg.AssetCheckSeverity.WARN,
-                                metadata={"violations": "; ".join(violations) or "none",
-                                          **FairnessSettings.from_mapping(spec.fairness).__dict__})
+                                metadata={"violations": "; ".join(violations) or "none", **bounds.__dict__})
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
@@ -101,8 +99,7 @@ def permutation_importance(context: dg.AssetExecutionContext, store: FeatureStor
     (five shuffles, mean and spread)."""
     name = context.partition_key
     champion = champion_or_failure(registry, name)
-    rows, y, spec = held_out_test_rows(held_out(store, name, store.lineage(
-        "model_leaderboard", name, int(champion.tags["leaderboard_version"]))))
+    rows, y, spec = held_out_test_rows(version_split(store, champion))
     metric = champion.tags["metric"]
     table = input_importance(registry.load_version(name, champion.version), rows, y, spec.task, metric,
                              spec.positive_class)
@@ -124,7 +121,7 @@ def rows_to_explain(model, rows: pd.DataFrame, y: pd.Series, classifier: bool, p
         proba = model.predict_proba(rows[columns])
         label = list(model.classes_).index(resolve_positive_class(model.classes_, positive_class))
         score = pd.Series(proba[:, label], index=rows.index)
-        predicted = pd.Series(model.predict(rows[columns]), index=rows.index)
+        predicted = pd.Series(model.classes_[proba.argmax(axis=1)], index=rows.index)  # what predict returns
         wrong = predicted.astype(str) != y.astype(str)
         badness = pd.Series(proba.max(axis=1), index=rows.index)[wrong]
     else:
@@ -143,7 +140,7 @@ def lime_report(context: dg.AssetExecutionContext, store: FeatureStore,
     each repeated with other seeds to show how stable it is."""
     name = context.partition_key
     champion = champion_or_failure(registry, name)
-    held = held_out(store, name, store.lineage("model_leaderboard", name, int(champion.tags["leaderboard_version"])))
+    held = version_split(store, champion)
     rows, y, spec = held_out_test_rows(held)
     _, clean, split = held
     background = clean.loc[split.X_train.index].drop(columns=[spec.target])

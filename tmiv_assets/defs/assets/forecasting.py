@@ -31,10 +31,10 @@ def pretraining_series(context: dg.AssetExecutionContext, store: FeatureStore, n
     """The other series partitions at the same frequency (their latest stored data, or the given versions): what
     the transfer network pre-trains on."""
     if versions is None:
-        others = [s for s in context.instance.get_dynamic_partitions(series_partitions.name)
-                  if s != name and store.latest("series_data", s) is not None]
-        versions = {s: store.latest("series_data", s).version for s in sorted(others)
-                    if store.lineage("series_data", s)["freq"] == freq}
+        latest = {s: store.latest("series_data", s)
+                  for s in sorted(context.instance.get_dynamic_partitions(series_partitions.name)) if s != name}
+        versions = {s: stored.version for s, stored in latest.items()
+                    if stored is not None and store.lineage("series_data", s, stored.version)["freq"] == freq}
     return {other: (stored_series(store, other, version)[0], version) for other, version in versions.items()}
 
 
@@ -81,7 +81,9 @@ def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) ->
     best three) forecast from rolling origins on an expanding window; leaderboard by mean MASE, every fold kept."""
     name = context.partition_key
     series, settings, data_version = stored_series(store, name)
-    others = pretraining_series(context, store, name, series.index.freqstr)
+    # Only a named network uses them (to pre-train the transfer network).
+    networks = settings["network"].get("architectures")
+    others = pretraining_series(context, store, name, series.index.freqstr) if networks else {}
     with engine_errors_as_failure(name, "no forecasting model could run"):
         auto = AutoForecaster(**settings, pretraining=[s for s, _ in others.values()]).evaluate(series)
     board = auto.leaderboard_

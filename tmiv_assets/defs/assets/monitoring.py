@@ -6,14 +6,13 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
-from tmiv_assets.defs.assets.automl import held_out
+from tmiv_assets.defs.assets.automl import version_split
 from tmiv_assets.defs.assets.data import stored_spec, trained_batch_days, trained_with
 from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, version_scores
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions
 from tmiv_assets.ml.data.ingest import join_labels, require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
-from tmiv_assets.ml.data.splits import TrainTestSplit
 from tmiv_assets.ml.deploy.ab_testing import ArmComparison, assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, score_model
@@ -133,12 +132,6 @@ def served_version(registry: ModelRegistry, prediction_log: PredictionLog, datas
     logged = prediction_log.rows(f"{dataset}|{day}")
     served = logged.loc[logged["arm"] == "champion", "model_version"]
     return registry.version(dataset, int(served.mode().iloc[0])) if len(served) else champion
-
-
-def version_split(store: FeatureStore, version: ModelVersion) -> tuple[DatasetSpec, pd.DataFrame, TrainTestSplit]:
-    """The spec, clean rows and train/test split a registered version was trained and tested on."""
-    return held_out(store, version.tags["dataset"], store.lineage(
-        "model_leaderboard", version.tags["dataset"], int(version.tags["leaderboard_version"])))
 
 
 def rows_new_to(store: FeatureStore, versions: list[ModelVersion], day: str, labelled: pd.DataFrame,

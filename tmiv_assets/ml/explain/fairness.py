@@ -136,7 +136,7 @@ def _regression(column: str, grouping: str, y_true: pd.Series, y_pred: pd.Series
 
 
 def _table(frame: MetricFrame) -> pd.DataFrame:
-    table = frame.by_group.reset_index().rename(columns={"sensitive_feature_0": "group"})
-    table = table.rename(columns={table.columns[0]: "group"})
+    table = frame.by_group.reset_index()
+    table = table.rename(columns={table.columns[0]: "group"})  # the index is named after the sensitive column
     table["rows"] = table["rows"].astype(int)
     return table.round(4)

@@ -34,9 +34,10 @@ from tmiv_assets.ml.forecasting.models import (
     MODELS,
     Candidate,
     ModelSkipped,
+    network_candidate,
     season_length_for,
 )
-from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, Pretrained, network_forecast, pretrain
+from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, Pretrained, pretrain
 
 if TYPE_CHECKING:
     from tmiv_assets.ml.data.spec import SeriesSpec
@@ -144,8 +145,7 @@ class AutoForecaster:
         candidates = dict(CANDIDATES)
         if set(self.network) - {"architecture", "architectures"}:
             for architecture in ARCHITECTURES:
-                candidates[architecture] = Candidate(architecture, network_forecast(self._network(architecture)),
-                                                     min_points=8)
+                candidates[architecture] = network_candidate(architecture, self._network(architecture))
         if not self.pretraining or not (networks or hasattr(self, "transfer_")):
             return candidates
         if not hasattr(self, "transfer_"):
@@ -161,8 +161,8 @@ class AutoForecaster:
             except ValueError as error:
                 pretrained = f"pre-training failed: {error}"
             name = f"{architecture}_transfer"
-            self.transfer_ = Candidate(name, network_forecast(settings, pretrained)
-                                       if isinstance(pretrained, Pretrained) else _declines(pretrained))
+            self.transfer_ = (network_candidate(name, settings, pretrained) if isinstance(pretrained, Pretrained)
+                              else Candidate(name, _declines(pretrained)))
             self.pretrained_ = pretrained
         return candidates | {self.transfer_.name: self.transfer_}
 

@@ -32,7 +32,7 @@ import pandas as pd
 from pandas.tseries import offsets
 from statsforecast.models import MSTL, AutoARIMA, AutoETS, AutoTheta, Naive, RandomWalkWithDrift, SeasonalNaive
 
-from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, network_forecast
+from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, Pretrained, network_forecast
 
 PROPHET_SEED = 0
 PROPHET_SAMPLES = 500  # posterior draws for Prophet's intervals: enough for a 95% bound, and fast
@@ -177,6 +177,11 @@ def _prophet(y: pd.Series, horizon: int, season_length: int, level: int) -> Fore
     return (forecast["yhat"].to_numpy(), forecast["yhat_lower"].to_numpy(), forecast["yhat_upper"].to_numpy())
 
 
+def network_candidate(name: str, settings: NetworkSettings, pretrained: Pretrained | None = None) -> Candidate:
+    """A sequence network (trained from scratch, or fine-tuned from `pretrained`) as a candidate."""
+    return Candidate(name, network_forecast(settings, pretrained), min_points=8)
+
+
 CANDIDATES: dict[str, Candidate] = {
     candidate.name: candidate
     for candidate in (
@@ -195,8 +200,7 @@ CANDIDATES: dict[str, Candidate] = {
                                                               trend_forecaster=AutoARIMA(seasonal=False))),
                   seasonal=True, min_points=4, needs_season=True),
         Candidate("prophet", _prophet, min_points=3),
-        *(Candidate(architecture, network_forecast(NetworkSettings(architecture=architecture)), min_points=8)
-          for architecture in ARCHITECTURES),
+        *(network_candidate(name, NetworkSettings(architecture=name)) for name in ARCHITECTURES),
     )
 }
 MODELS = tuple(name for name in CANDIDATES if name not in ARCHITECTURES)
