@@ -4,20 +4,24 @@ bag of fold models the AutoML search ends with; the plots show the explained cla
 import numpy as np
 import pandas as pd
 import pytest
+import shap
+import xgboost
+from catboost import CatBoostClassifier
 from lightgbm import LGBMClassifier
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBRegressor
 
 from tmiv_assets.ml.automl.catalog import XGBLabelClassifier
 from tmiv_assets.ml.automl.ensembles import FoldBagClassifier, FoldBagRegressor
+from tmiv_assets.ml.explain.contributions import native_margin_contributions
 from tmiv_assets.ml.explain.importance import input_importance
-from tmiv_assets.ml.explain.shap_values import explain_pipeline
+from tmiv_assets.ml.explain.shap_values import explain_pipeline, reason_codes
 
 
 def _pipeline(estimator, X: pd.DataFrame) -> Pipeline:
@@ -49,7 +53,9 @@ def test_a_bag_of_every_classifier_family_is_explained_exactly(cancer):
     ], classes=np.array([0, 1]))
     report = explain_pipeline(_pipeline(bag, X), X, positive_class=1, sample_size=40)
     assert report.additivity_error < 1e-6  # values + base value = the bag's probability, every row and class
-    assert len(report.methods) == 10 and {"tree", "permutation"} <= {m.split(" ")[0] for m in report.methods.values()}
+    # Every model by its exact method: none fell back to permutation because its values did not add up.
+    assert sorted(set(report.methods.values())) == ["linear", "native", "permutation", "tree"]
+    assert [m for k, m in report.methods.items() if "KNeighbors" in k] == ["permutation"] * 2
     assert report.explained == "probability of 1" and report.n_rows == 40
     values = report.values
     assert set(values["explained"]) == {"probability of 0", "probability of 1"}
@@ -81,7 +87,7 @@ def test_regression_bags_and_linear_models_are_exact():
     ])
     report = explain_pipeline(_pipeline(bag, X), X, sample_size=50)
     assert report.additivity_error < 1e-6 * y.abs().max() and report.explained == "prediction"
-    assert report.methods["0:Ridge"] == "linear" and report.methods["1:XGBRegressor"] == "tree"
+    assert report.methods["0:Ridge"] == "linear" and report.methods["1:XGBRegressor"] == "native"
     assert report.importance["feature"].iloc[0] in {"bmi", "s5"}  # the known strongest predictors
 
 
@@ -122,3 +128,65 @@ def test_lime_explains_rows_with_categorical_and_missing_inputs_reproducibly():
     again = explain_rows(model, X, X.iloc[[0]], classifier=True, positive_class="yes", features=2, samples=500)[0]
     pd.testing.assert_frame_equal(first.weights, again.weights)  # seeded
     assert "color" in set(first.weights["feature"]) | set(second.weights["feature"])  # the rule's main input
+
+
+@pytest.mark.parametrize("make", [
+    lambda: XGBLabelClassifier(n_estimators=40, max_depth=4, random_state=0),
+    lambda: LGBMClassifier(n_estimators=40, verbose=-1, random_state=0),
+    lambda: CatBoostClassifier(iterations=40, depth=4, random_seed=0, verbose=False, allow_writing_files=False),
+    lambda: XGBRegressor(n_estimators=40, max_depth=4, random_state=0),
+], ids=["xgboost", "lightgbm", "catboost", "xgboost-regression"])
+@pytest.mark.parametrize("classes", [2, 3])
+def test_native_tree_contributions_equal_shap_and_sum_to_the_margin(make, classes):
+    data = load_wine() if classes == 3 else load_breast_cancer()
+    X, y = data.data.astype(np.float32).astype(float), data.target
+    model = make().fit(X, y)
+    contributions = native_margin_contributions(model, X)  # (rows, outputs, features + 1)
+    reference = np.asarray(shap.TreeExplainer(model).shap_values(X))
+    reference = reference[:, None, :] if reference.ndim == 2 else reference.transpose(0, 2, 1)
+    np.testing.assert_allclose(contributions[:, :, :-1], reference, atol=1e-4)
+    if hasattr(model, "get_booster"):
+        margin = model.get_booster().predict(xgboost.DMatrix(X), output_margin=True)
+    elif hasattr(model, "booster_"):
+        margin = model.predict(X, raw_score=True)
+    else:
+        margin = model.predict(X, prediction_type="RawFormulaVal")
+    margin = np.asarray(margin).reshape(len(X), -1)
+    np.testing.assert_allclose(contributions.sum(axis=2), margin, atol=1e-4)
+
+
+def test_a_multiclass_bag_with_catboost_is_explained_exactly_in_probability():
+    data = load_wine(as_frame=True)
+    X, y = data.data, data.target
+    encoded = StandardScaler().fit_transform(X)
+    bag = FoldBagClassifier([
+        ("catboost", 0.4, [CatBoostClassifier(iterations=30, random_seed=0, verbose=False,
+                                              allow_writing_files=False).fit(encoded, y)]),
+        ("lightgbm", 0.3, [LGBMClassifier(n_estimators=20, verbose=-1, random_state=0).fit(encoded, y)]),
+        ("linear", 0.3, [LogisticRegression(max_iter=1000).fit(encoded, y)]),
+    ], classes=np.array([0, 1, 2]))
+    report = explain_pipeline(_pipeline(bag, X), X, sample_size=80)
+    assert report.additivity_error < 1e-6 and set(report.methods.values()) == {"native", "linear"}
+    assert len(report.values) == 3 * 80  # one block per class
+
+
+def test_reason_codes_add_up_to_each_scored_rows_probability_on_the_input_columns():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"income": rng.normal(50, 10, 600), "city": rng.choice(["north", "south", "east"], 600),
+                      "age": rng.integers(18, 80, 600).astype(float)})
+    y = np.where(X["income"] / 10 + (X["city"] == "north") * 2 + rng.normal(size=600) > 6, "yes", "no")
+    preprocess = ColumnTransformer([("numbers", StandardScaler(), ["income", "age"]),
+                                    ("city", OneHotEncoder(), ["city"])], verbose_feature_names_out=False)
+    encoded = preprocess.fit_transform(X)
+    bag = FoldBagClassifier([("xgboost", 0.7, [XGBLabelClassifier(n_estimators=30, random_state=0).fit(encoded, y)]),
+                             ("linear", 0.3, [LogisticRegression().fit(encoded, y)])], classes=np.array(["no", "yes"]))
+    model = Pipeline([("model", Pipeline([("preprocess", preprocess), ("estimator", bag)]))])
+    reasons = reason_codes(model, X.iloc[:200], X.iloc[200:], positive_class="yes", top=2)
+    score = model.predict_proba(X.iloc[:200])[:, 1]
+    total = reasons["reason_base"] + reasons["reason_1_contribution"] + reasons["reason_2_contribution"] + reasons[
+        "reason_rest"]
+    np.testing.assert_allclose(total, score, atol=1e-5)
+    assert set(reasons["reason_1"]) <= {"income", "city", "age"}  # one-hot parts summed back to their column
+    leading = reasons["reason_1"].value_counts(normalize=True)
+    assert leading.get("income", 0) > 0.3 and leading.get("city", 0) > 0.3 and leading.get("age", 0) < 0.1  # noise
+    assert (reasons["reason_1_contribution"].abs() >= reasons["reason_2_contribution"].abs()).all()

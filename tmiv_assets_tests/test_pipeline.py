@@ -193,6 +193,10 @@ def test_scored_batch_has_predictions_and_model_performance_live_metrics(pipelin
     scored = pd.read_parquet(pipeline.home / "batches" / "flights" / UNSHIFTED_DAY / "scored.parquet")
     assert len(scored) == metadata["dagster/row_count"] > 800
     assert scored["score"].between(0, 1).all() and set(scored["prediction"]) <= {0, 1}
+    # Reason codes beside each prediction: the top input columns' SHAP values, adding up to the row's score
+    contributions = scored[[f"reason_{k}_contribution" for k in (1, 2, 3)]].sum(axis=1)
+    assert (scored["reason_base"] + contributions + scored["reason_rest"] - scored["score"]).abs().max() < 1e-5
+    assert scored["reason_1"].value_counts().index[0] == "dep_delay"
     performance = pipeline.metadata(UNSHIFTED_DAY, "model_performance")
     assert performance["status"] == "measured" and performance["live_roc_auc"] > 0.8
     gap = performance["test_roc_auc"] - performance["live_roc_auc"]
@@ -267,6 +271,7 @@ def test_shap_report_ranks_departure_delay_first_for_flights(pipeline):
     metadata = pipeline.metadata("flights", "shap_report")
     assert metadata["top_feature"] == "dep_delay"
     assert metadata["additivity_error"] < 1e-6 and metadata["explained_output"] == "probability of 1"
+    assert "was off by" not in metadata["explainers"]  # every model by its exact method, none fell back
     for kind in ("beeswarm", "bar", "waterfall", "dependence"):
         assert f"**{kind}**\n\n![{kind}](data:image/png;base64," in metadata["plots"]
     values = pd.read_parquet(metadata["values_file"])

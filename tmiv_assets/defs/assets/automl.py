@@ -97,6 +97,14 @@ def version_split(store: FeatureStore, version: ModelVersion) -> tuple[DatasetSp
         "model_leaderboard", version.tags["dataset"], int(version.tags["leaderboard_version"])))
 
 
+def training_sample(held: tuple[DatasetSpec, pd.DataFrame, TrainTestSplit], size: int) -> pd.DataFrame:
+    """Input columns of up to `size` rows a version was trained on (of `version_split`): the explainers'
+    reference, against which a row's values say what moved it."""
+    spec, clean, split = held
+    rows = clean.loc[split.X_train.index].drop(columns=[spec.target])
+    return rows.sample(min(size, len(rows)), random_state=0)
+
+
 @dg.asset(partitions_def=dataset_partitions, deps=[feature_set], group_name="models",
           kinds={"mlflow", "optuna", "scikitlearn"})
 def model_candidates(context: dg.AssetExecutionContext, config: TrainingConfig, store: FeatureStore,

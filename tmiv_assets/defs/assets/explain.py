@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from tmiv_assets.defs.assets.automl import version_split
+from tmiv_assets.defs.assets.automl import training_sample, version_split
 from tmiv_assets.defs.assets.data import stored_spec
 from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, held_out_test_rows
 from tmiv_assets.defs.metadata import figures_markdown, markdown_table
@@ -142,9 +142,7 @@ def lime_report(context: dg.AssetExecutionContext, store: FeatureStore,
     champion = champion_or_failure(registry, name)
     held = version_split(store, champion)
     rows, y, spec = held_out_test_rows(held)
-    _, clean, split = held
-    background = clean.loc[split.X_train.index].drop(columns=[spec.target])
-    background = background.sample(min(500, len(background)), random_state=0)
+    background = training_sample(held, 500)
     model = registry.load_version(name, champion.version)
     chosen = rows_to_explain(model, rows, y, spec.is_classification, spec.positive_class)
     metadata, stabilities = {"champion_version": int(champion.version)}, []

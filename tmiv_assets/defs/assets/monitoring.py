@@ -6,7 +6,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
-from tmiv_assets.defs.assets.automl import version_split
+from tmiv_assets.defs.assets.automl import training_sample, version_split
 from tmiv_assets.defs.assets.data import stored_spec, trained_batch_days, trained_with
 from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, version_scores
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
@@ -15,6 +15,7 @@ from tmiv_assets.ml.data.ingest import join_labels, require_columns, validate_ba
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.deploy.ab_testing import ArmComparison, assign_arms, compare_arms
 from tmiv_assets.ml.deploy.serving import predict_rows
+from tmiv_assets.ml.explain.shap_values import reason_codes
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, score_model
 from tmiv_assets.ml.monitoring.drift import evidently_report
 from tmiv_assets.ml.monitoring.estimation import PerformanceEstimator
@@ -82,11 +83,16 @@ def ab_arms(context: dg.AssetExecutionContext, config: ScoringConfig, source: Da
     return share, challenger
 
 
-@dg.asset(partitions_def=batch_partitions, deps=[champion_model], group_name="monitoring", kinds={"parquet"})
+REASONS = 3  # reason codes per scored row
+REASON_BACKGROUND = 100  # training rows that linear and model-agnostic members are explained against
+
+
+@dg.asset(partitions_def=batch_partitions, deps=[champion_model], group_name="monitoring", kinds={"parquet", "shap"})
 def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, source: DataSource, store: FeatureStore,
                  registry: ModelRegistry, artifacts: ArtifactStore,
                  prediction_log: PredictionLog) -> dg.MaterializeResult:
-    """Predictions of the champion (and, in an A/B test, the challenger) for one day's batch."""
+    """Predictions of the champion (and, in an A/B test, the challenger) for one day's batch, each row with its
+    reason codes: the input columns that moved its score most, with their signed SHAP values."""
     dataset, day, champion, spec, batch = batch_inputs(context, source, store, registry)
     share, challenger = ab_arms(context, config, source, registry, dataset, spec)
     versions = {"champion": champion} | ({"challenger": challenger} if challenger else {})
@@ -100,8 +106,11 @@ def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, sourc
         rows = batch[arms == arm]
         if rows.empty:
             continue
+        reasons = reason_codes(models[arm], rows[list(models[arm].feature_names_in_)],
+                               training_sample(version_split(store, version), REASON_BACKGROUND), spec.positive_class,
+                               top=REASONS)
         parts.append(predict_rows(models[arm], rows, spec.task, spec.positive_class, keep=keep, probabilities=False)
-                     .assign(arm=arm, model_version=int(version.version)))
+                     .assign(arm=arm, model_version=int(version.version)).join(reasons))
     scored = pd.concat(parts).loc[batch.index]
     scored["champion_version"] = int(champion.version)
     path = artifacts.write_frame(scored, "batches", dataset, day, "scored.parquet")

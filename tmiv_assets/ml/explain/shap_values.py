@@ -1,18 +1,10 @@
 """SHAP explanations of a fitted pipeline in the model's own output space: class probabilities for classifiers, the
-prediction for regression.
+prediction for regression, mapped back to the input columns; and the reason codes of scored rows.
 
-The final AutoML model is a weighted bag: members, each the average of its cross-validation fold models. Its output
-is a weighted average of the fold models' outputs, so its SHAP values are exactly the same weighted average of theirs
-(SHAP is additive). Each fold model gets an exact explainer where one exists: interventional TreeSHAP on the
-probability (or raw) output for LightGBM, XGBoost and scikit-learn trees and forests, LinearSHAP for linear
-regression; any other model (CatBoost, whose explainer in shap has no interventional mode; a logistic model, whose
-probability is not linear; k-NN, SVM, networks) the permutation explainer, which also sums exactly to the model
-output. Every model sees the same rows, so the sum holds: values + base value = the bag's output, checked and
-reported. TreeSHAP is checked per model too: where shap's copy of the trees disagrees with the library's own
-prediction on a row (seen with LightGBM and random forests, up to 0.02), that model is explained by permutation.
-
-Library threads are held to one inside the explainers (threadpoolctl): with several explain steps side by side on 2
-cores, tree libraries that each take every core made one step 10x slower.
+The values come from `contributions`: each of the AutoML bag's fold models explained by the fastest exact method
+its library has, the bag's values the weighted sum of theirs, values + base = output checked on every row. Library
+threads are held to the caller's count (one in the explain assets): with several explain steps side by side on 2
+cores, tree libraries that each took every core made one step 10x slower.
 """
 
 from __future__ import annotations
@@ -24,15 +16,11 @@ import numpy as np
 import pandas as pd
 import shap
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
 
-TREE_LIBRARIES = {"lightgbm", "xgboost"}
-SKLEARN_TREES = {"DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier", "RandomForestRegressor",
-                 "ExtraTreesClassifier", "ExtraTreesRegressor"}
+from tmiv_assets.ml.explain.contributions import ensemble_contributions, method_of, weighted_models
+from tmiv_assets.ml.metrics import resolve_positive_class
+
 AGNOSTIC_SAMPLE = 60  # rows explained when any model needs the permutation explainer
-PERMUTATION_BACKGROUND = 20  # its cost is rows x evaluations x background rows
-PERMUTATIONS = 3  # each forward-and-back pass is exact in sum; more passes only lower the variance
-ADDITIVITY_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -57,100 +45,77 @@ class ShapReport:
 
 
 def explain_pipeline(model: Pipeline, X: pd.DataFrame, positive_class=None, sample_size: int = 300,
-                     background_size: int = 100, seed: int = 0) -> ShapReport:
+                     background_size: int = 100, seed: int = 0, threads: int = 1) -> ShapReport:
     """Explain `model` (feature steps, then a pipeline of ('preprocess', ...), ('estimator', ...)) on rows of X."""
-    *feature_steps, (_, fitted) = model.steps
-    preprocess, estimator = fitted.named_steps["preprocess"], fitted.named_steps["estimator"]
-    models = _weighted_models(estimator)
-    if any(_method(m) == "permutation" for _, m in models):
+    estimator = model.steps[-1][1].named_steps["estimator"]
+    if any(method_of(m) == "permutation" for _, m in weighted_models(estimator)):
         sample_size = min(sample_size, AGNOSTIC_SAMPLE)
-    features = Pipeline(feature_steps).transform(X) if feature_steps else X
-    # shap evaluates models on float32 copies: round first, so every model sees the same rows shap does and the
-    # values sum exactly to the outputs (tree models otherwise split differently on a few rows).
-    encoded_all = np.asarray(preprocess.transform(features), dtype=np.float32).astype(np.float64)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(X), size=min(sample_size, len(X)), replace=False))
-    background = encoded_all[np.sort(rng.choice(len(X), size=min(background_size, len(X)), replace=False))]
-    encoded, names = encoded_all[rows], list(preprocess.get_feature_names_out())
+    encoded, names, columns = _encoded(model, X.iloc[rows])
+    background, _, _ = _encoded(model, X.iloc[np.sort(rng.choice(len(X), size=min(background_size, len(X)),
+                                                                   replace=False))])
+    explained = ensemble_contributions(estimator, encoded, background, seed, threads)
+    values, base = explained.values, explained.base
+    output = base + values.sum(axis=1)
     classifier = hasattr(estimator, "predict_proba")
-    with threadpool_limits(1):
-        values, base, methods = _combined(models, encoded, background, classifier, seed)
-        output = estimator.predict_proba(encoded) if classifier else estimator.predict(encoded)[:, None]
-    additivity = float(np.abs(values.sum(axis=1) + base - output).max())
     labels = [f"probability of {c}" for c in estimator.classes_] if classifier else ["prediction"]
     shown = _shown_output(estimator, output, positive_class) if classifier else 0
     explanation = shap.Explanation(values[:, :, shown], base_values=base[:, shown], data=encoded, feature_names=names)
     encoded_importance = _ranked(pd.DataFrame({"feature": names,
                                                "mean_abs_shap": np.abs(values).mean(axis=(0, 2))}))
-    owner = {name: _input_column(name, list(features.columns)) for name in names}
+    owner = {name: _input_column(name, columns) for name in names}
     importance = _ranked(encoded_importance.assign(feature=encoded_importance["feature"].map(owner))
                          .groupby("feature", as_index=False)["mean_abs_shap"].sum())
     table = pd.concat([pd.DataFrame(values[:, :, k], columns=names).assign(
         row=X.index[rows], explained=label, base_value=base[:, k], output=output[:, k])
         for k, label in enumerate(labels)], ignore_index=True)
     figures = _figures(explanation, encoded_importance["feature"].iloc[0], labels[shown])
-    return ShapReport(importance, encoded_importance, table, figures, methods, additivity, labels[shown], len(rows))
+    return ShapReport(importance, encoded_importance, table, figures, explained.methods, explained.additivity_error,
+                      labels[shown], len(rows))
 
 
-def _weighted_models(estimator) -> list[tuple[float, object]]:
-    """(weight, model) of every model whose outputs the estimator averages; itself with weight 1 otherwise."""
-    if hasattr(estimator, "members") and hasattr(estimator, "estimators_"):  # FoldBag: members of fold models
-        total = sum(weight for _, weight, _ in estimator.members)
-        return [(weight / total / len(models), model) for _, weight, models in estimator.members for model in models]
-    return [(1.0, estimator)]
+def _encoded(model: Pipeline, X: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
+    """(X as the estimator sees it, the encoded feature names, the input columns they come from)."""
+    *feature_steps, (_, fitted) = model.steps
+    preprocess = fitted.named_steps["preprocess"]
+    features = Pipeline(feature_steps).transform(X) if feature_steps else X
+    # shap evaluates models on float32 copies: round first, so every model sees the same rows shap does and the
+    # values sum exactly to the outputs (tree models otherwise split differently on a few rows).
+    encoded = np.asarray(preprocess.transform(features), dtype=np.float32).astype(np.float64)
+    return encoded, list(preprocess.get_feature_names_out()), list(features.columns)
 
 
-def _method(model) -> str:
-    if any(c.__module__.split(".")[0] in TREE_LIBRARIES for c in type(model).__mro__) or (
-            type(model).__name__ in SKLEARN_TREES):
-        return "tree"  # wrappers such as XGBLabelClassifier included
-    if hasattr(model, "coef_") and not hasattr(model, "predict_proba"):
-        return "linear"
-    return "permutation"
-
-
-def _combined(models: list[tuple[float, object]], rows: np.ndarray, background: np.ndarray, classifier: bool,
-              seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """Weighted sum of each model's SHAP values (rows, features, outputs) and base values (rows, outputs)."""
-    values, base, methods = 0.0, 0.0, {}
-    for index, (weight, model) in enumerate(models):
-        method = _method(model)
-        output = model.predict_proba(rows) if classifier else model.predict(rows)[:, None]
-        model_values, model_base = _single(model, method, rows, background, classifier, seed)
-        error = float(np.abs(model_values.sum(axis=1) + model_base - output).max())
-        # Relative to the output's size: boosting libraries predict in float32 (1e-7 of the value).
-        if error > ADDITIVITY_TOLERANCE * max(1.0, float(np.abs(output).max())):  # shap's trees disagree on a row
-            method = f"permutation (TreeSHAP was off by {error:.2g})"
-            model_values, model_base = _single(model, "permutation", rows, background, classifier, seed)
-        values, base = values + weight * model_values, base + weight * model_base
-        methods[f"{index}:{type(model).__name__}"] = method
-    return np.asarray(values), np.asarray(base), methods
-
-
-def _single(model, method: str, rows: np.ndarray, background: np.ndarray, classifier: bool,
-            seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One model's SHAP values as (rows, features, outputs) and base values as (rows, outputs)."""
-    if method == "tree":
-        explainer = shap.TreeExplainer(model, data=background, feature_perturbation="interventional",
-                                       model_output="probability" if classifier and _boosted(model) else "raw")
-        explanation = explainer(rows, check_additivity=False)
-    elif method == "linear":
-        explanation = shap.LinearExplainer(model, background)(rows)
+def reason_codes(model: Pipeline, X: pd.DataFrame, background: pd.DataFrame, positive_class=None, top: int = 3,
+                 threads: int = 1) -> pd.DataFrame:
+    """Per row of X: the `top` input columns that moved its score most, with their signed contributions, in the
+    output a scored batch reports as `score` (the positive class's probability; the predicted class's for
+    multiclass) or `prediction` for regression. `reason_base` + every column's contribution = that output, so
+    `reason_base` + the top contributions + `reason_rest` = it too."""
+    estimator = model.steps[-1][1].named_steps["estimator"]
+    encoded, names, columns = _encoded(model, X)
+    explained = ensemble_contributions(estimator, encoded, _encoded(model, background)[0], threads=threads)
+    values, base = explained.values, explained.base
+    if hasattr(estimator, "predict_proba"):
+        classes = list(estimator.classes_)
+        if len(classes) == 2:
+            shown = np.full(len(X), classes.index(resolve_positive_class(estimator.classes_, positive_class)))
+        else:
+            shown = (base + values.sum(axis=1)).argmax(axis=1)
     else:
-        predict = model.predict_proba if classifier else model.predict
-        explainer = shap.explainers.Permutation(predict, background[:PERMUTATION_BACKGROUND], seed=seed)
-        explanation = explainer(rows, max_evals=2 * PERMUTATIONS * rows.shape[1] + 1, silent=True)
-    values, base = np.asarray(explanation.values, dtype=float), np.asarray(explanation.base_values, dtype=float)
-    if values.ndim == 2:  # one output: regression, or a binary tree model explaining the positive class only
-        values, base = values[:, :, None], base.reshape(len(rows), -1)[:, :1]
-        if classifier:  # complete the other class: its probability is one minus this one
-            values, base = np.concatenate([-values, values], axis=2), np.concatenate([1 - base, base], axis=1)
-    return values, np.broadcast_to(base, (len(rows), values.shape[2]))
-
-
-def _boosted(model) -> bool:
-    """Boosting's raw output is a margin; a scikit-learn forest's already is the probability."""
-    return type(model).__name__ not in SKLEARN_TREES
+        shown = np.zeros(len(X), dtype=int)
+    per_row = values[np.arange(len(X)), :, shown]
+    owners = pd.Index([_input_column(name, columns) for name in names])
+    by_column = pd.DataFrame(per_row, columns=names, index=X.index).T.groupby(owners, sort=False).sum().T
+    order = np.argsort(-by_column.abs().to_numpy(), axis=1, kind="stable")[:, :top]
+    picked = np.take_along_axis(by_column.to_numpy(), order, axis=1)
+    result = pd.DataFrame(index=X.index)
+    for rank in range(order.shape[1]):
+        result[f"reason_{rank + 1}"] = by_column.columns.to_numpy()[order[:, rank]]
+        result[f"reason_{rank + 1}_contribution"] = picked[:, rank]
+    result["reason_base"] = base[np.arange(len(X)), shown]
+    result["reason_rest"] = by_column.sum(axis=1).to_numpy() - picked.sum(axis=1)
+    return result
 
 
 def _shown_output(estimator, output: np.ndarray, positive_class) -> int:

@@ -1,0 +1,154 @@
+"""Additive contributions of each encoded feature to a fitted model's output, for every row: the engine under the
+SHAP report and the reason codes of scored rows.
+
+Boosted trees (XGBoost, LightGBM, CatBoost) are explained by their own C++ TreeSHAP (`pred_contribs`,
+`pred_contrib`, CatBoost's `ShapValues`): exact path-dependent SHAP values of the raw margin, fast enough for every
+scored row. scikit-learn trees and forests go through shap's TreeExplainer (its C++ TreeSHAP), linear models are
+exact from their coefficients, anything else through shap's permutation explainer on a background sample.
+
+The AutoML's final model averages its fold models' probabilities, not their margins, so a classifier's margin values
+are carried into probability: each model's values are scaled by (probability - base probability) / (margin - base
+margin), which keeps their signs and order and makes them sum exactly to that model's probability change. Values
+of the weighted bag are then the weighted sum of its models' values, and values + base = the bag's output on every
+row, which is checked per model: a model whose values do not add up to its own prediction (a library's copy of the
+trees disagreeing, an objective whose output is not the margin's sigmoid) is explained by permutation instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import catboost
+import numpy as np
+import shap
+import xgboost
+from scipy.special import expit, softmax
+from threadpoolctl import threadpool_limits
+
+SKLEARN_TREES = {"DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier", "RandomForestRegressor",
+                 "ExtraTreesClassifier", "ExtraTreesRegressor"}
+PERMUTATION_BACKGROUND = 20  # the permutation explainer's cost is rows x evaluations x background rows
+PERMUTATIONS = 3  # each forward-and-back pass is exact in sum; more passes only lower the variance
+ADDITIVITY_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Contributions:
+    values: np.ndarray
+    """(rows, encoded features, outputs): classes' probabilities for a classifier, the prediction for regression."""
+    base: np.ndarray
+    """(rows, outputs); values summed over features + base = the model's output."""
+    methods: dict[str, str]
+    """'<index>:<model class>' -> how that model was explained."""
+    additivity_error: float
+    """max |values summed + base - output| over rows and outputs."""
+
+
+def model_output(model, rows: np.ndarray, classifier: bool) -> np.ndarray:
+    """(rows, outputs): class probabilities, or the prediction as one column."""
+    return model.predict_proba(rows) if classifier else np.asarray(model.predict(rows), dtype=float)[:, None]
+
+
+def weighted_models(estimator) -> list[tuple[float, object]]:
+    """(weight, model) of every model whose outputs the estimator averages; itself with weight 1 otherwise."""
+    if hasattr(estimator, "members") and hasattr(estimator, "estimators_"):  # FoldBag: members of fold models
+        total = sum(weight for _, weight, _ in estimator.members)
+        return [(weight / total / len(models), model) for _, weight, models in estimator.members for model in models]
+    return [(1.0, estimator)]
+
+
+def method_of(model) -> str:
+    """'native' (the library's TreeSHAP on the margin), 'tree' (shap's), 'linear' or 'permutation'."""
+    if isinstance(model, (xgboost.XGBModel, catboost.CatBoost)) or hasattr(model, "booster_"):  # LightGBM
+        return "native"
+    if type(model).__name__ in SKLEARN_TREES:
+        return "tree"
+    if hasattr(model, "coef_") and (hasattr(model, "decision_function") or not hasattr(model, "predict_proba")):
+        return "linear"
+    return "permutation"
+
+
+def native_margin_contributions(model, rows: np.ndarray, threads: int = 1) -> np.ndarray:
+    """The library's own TreeSHAP of the raw margin: (rows, outputs, features + 1), the bias last."""
+    if isinstance(model, xgboost.XGBModel):
+        booster = model.get_booster()
+        booster.set_param({"nthread": threads})
+        best = booster.attr("best_iteration")  # set by early stopping; predict stops there too
+        contributions = booster.predict(xgboost.DMatrix(rows, nthread=threads), pred_contribs=True,
+                                        iteration_range=(0, int(best) + 1 if best is not None else 0),
+                                        validate_features=False)
+    elif isinstance(model, catboost.CatBoost):
+        contributions = model.get_feature_importance(catboost.Pool(rows), type="ShapValues", thread_count=threads)
+    else:  # LightGBM: the booster uses the best iteration when early stopping found one
+        contributions = model.booster_.predict(rows, pred_contrib=True, num_threads=threads)
+    contributions = np.asarray(contributions, dtype=float)
+    if contributions.ndim == 2:  # one output, or LightGBM's outputs side by side
+        contributions = contributions.reshape(len(rows), -1, rows.shape[1] + 1)
+    return contributions
+
+
+def model_contributions(model, method: str, rows: np.ndarray, background: np.ndarray, classifier: bool,
+                        seed: int = 0, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """One model's values (rows, features, outputs) and base (rows, outputs) in its output space."""
+    if method == "native":
+        contributions = native_margin_contributions(model, rows, threads)
+        values, base = contributions[:, :, :-1].transpose(0, 2, 1), contributions[:, :, -1]
+        return _margin_to_probability(values, base) if classifier else (values, base)
+    if method == "linear":
+        coefficients = np.atleast_2d(model.coef_)  # (outputs, features)
+        centre = background.mean(axis=0)
+        values = (rows - centre)[:, :, None] * coefficients.T[None, :, :]
+        base = np.broadcast_to(centre @ coefficients.T + np.atleast_1d(model.intercept_),
+                               (len(rows), len(coefficients)))
+        return _margin_to_probability(values, base) if classifier else (values, base)
+    if method == "tree":
+        explanation = shap.TreeExplainer(model)(rows, check_additivity=False)  # a forest's output is the probability
+    else:
+        predict = model.predict_proba if classifier else model.predict
+        explainer = shap.explainers.Permutation(predict, background[:PERMUTATION_BACKGROUND], seed=seed)
+        explanation = explainer(rows, max_evals=2 * PERMUTATIONS * rows.shape[1] + 1, silent=True)
+    values, base = np.asarray(explanation.values, dtype=float), np.asarray(explanation.base_values, dtype=float)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    return values, np.broadcast_to(base.reshape(len(rows), -1), (len(rows), values.shape[2]))
+
+
+def _margin_to_probability(values: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Margin values scaled per row and output so that they sum to the probability's change from the base's."""
+    margin = base + values.sum(axis=1)
+    if values.shape[2] == 1:  # binary: the positive class's log-odds
+        probability, base_probability = expit(margin), expit(base)
+    else:
+        probability, base_probability = softmax(margin, axis=1), softmax(base, axis=1)
+    change = margin - base
+    slope = base_probability * (1 - base_probability)  # the limit where the margin barely moved
+    flat = np.abs(change) < 1e-12
+    scale = np.where(flat, slope, (probability - base_probability) / np.where(flat, 1.0, change))
+    values = values * scale[:, None, :]
+    if values.shape[2] == 1:  # complete the other class: its probability is one minus this one
+        return np.concatenate([-values, values], axis=2), np.concatenate([1 - base_probability, base_probability],
+                                                                         axis=1)
+    return values, base_probability
+
+
+def ensemble_contributions(estimator, rows: np.ndarray, background: np.ndarray, seed: int = 0,
+                           threads: int = 1) -> Contributions:
+    """Values of a fitted estimator (or a weighted bag of them) on encoded rows, each model checked to add up."""
+    classifier = hasattr(estimator, "predict_proba")
+    values, base, methods = 0.0, 0.0, {}
+    with threadpool_limits(threads):  # BLAS and OpenMP inside shap and the libraries: no more than asked
+        for index, (weight, model) in enumerate(weighted_models(estimator)):
+            method = method_of(model)
+            output = model_output(model, rows, classifier)
+            model_values, model_base = model_contributions(model, method, rows, background, classifier, seed, threads)
+            error = float(np.abs(model_values.sum(axis=1) + model_base - output).max())
+            # Relative to the output's size: boosting libraries predict in float32 (1e-7 of the value).
+            if error > ADDITIVITY_TOLERANCE * max(1.0, float(np.abs(output).max())):
+                method = f"permutation ({method} was off by {error:.2g})"
+                model_values, model_base = model_contributions(model, "permutation", rows, background, classifier,
+                                                               seed, threads)
+            values, base = values + weight * model_values, base + weight * model_base
+            methods[f"{index}:{type(model).__name__}"] = method
+        output = model_output(estimator, rows, classifier)
+    values, base = np.asarray(values), np.asarray(base)
+    return Contributions(values, base, methods, float(np.abs(values.sum(axis=1) + base - output).max()))
