@@ -43,6 +43,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/automl.py --budgets 30 --busy-core
 	$(BIN)/python benchmarks/drift.py --rows 1000000
 	$(BIN)/python benchmarks/monitoring_replay.py
+	$(BIN)/python benchmarks/explain.py
 
 clean:
 	rm -rf $(TMIV_HOME)

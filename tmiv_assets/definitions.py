@@ -5,7 +5,13 @@ import dagster as dg
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
 from tmiv_assets.defs.assets.deploy import champion_history, champion_model, model_comparison, registered_model
-from tmiv_assets.defs.assets.explain import fairness_report, lime_report, permutation_importance, shap_report
+from tmiv_assets.defs.assets.explain import (
+    fairness_report,
+    lime_report,
+    permutation_importance,
+    shap_report,
+    what_if_report,
+)
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast, forecast_backtest, series_data, series_diagnostics
 from tmiv_assets.defs.assets.monitoring import (
@@ -54,7 +60,7 @@ executor = dg.multiprocess_executor.configured(
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
             model_leaderboard, registered_model, champion_model, champion_history, shap_report, fairness_report,
-            permutation_importance, lime_report, scored_batch,
+            permutation_importance, lime_report, what_if_report, scored_batch,
             drift_report, model_performance, ab_test_report, monitoring_history, model_comparison, series_data,
             series_diagnostics, forecast_backtest, forecast],
     jobs=[full_pipeline, retrain, score_batch, evaluate_batch, refresh_monitoring, forecast_series, explain_champion,

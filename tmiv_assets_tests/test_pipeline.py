@@ -286,6 +286,21 @@ def test_shap_report_ranks_departure_delay_first_for_flights(pipeline):
     assert importance["share"].sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(("dataset", "goal"), [("titanic", "predicted class"), ("cps1985", "prediction >=")])
+def test_what_if_report_has_curves_and_verified_counterfactuals_that_leave_sensitive_columns(pipeline, dataset, goal):
+    metadata = pipeline.metadata(dataset, "what_if_report")
+    assert 1 <= len(metadata["features"]) <= 4
+    assert "![partial dependence and ICE](data:image/png;base64," in metadata["plot"]
+    sensitive = {"titanic": ["sex", "age"], "cps1985": ["gender", "ethnicity", "age"]}[dataset]
+    assert set(sensitive) <= set(metadata["frozen_columns"])
+    table = metadata["counterfactuals"]
+    assert goal in table and not any(f"{column}: " in table for column in sensitive)
+    # every analysed row has a verified counterfactual or says none was found
+    assert table.count("none found within") + metadata["counterfactuals_found"] == metadata["rows_analysed"] >= 1
+    if dataset == "cps1985":  # many actionable columns (education, experience, occupation, ...)
+        assert metadata["counterfactuals_found"] >= 1
+
+
 @pytest.mark.parametrize(("dataset", "columns"), [("titanic", ("sex", "age")),
                                                   ("cps1985", ("gender", "ethnicity", "age"))])
 def test_fairness_report_covers_every_sensitive_column_with_a_warning_check(pipeline, dataset, columns):

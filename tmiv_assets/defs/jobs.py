@@ -5,7 +5,13 @@ import dagster as dg
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
 from tmiv_assets.defs.assets.deploy import champion_history, champion_model, registered_model
-from tmiv_assets.defs.assets.explain import fairness_report, lime_report, permutation_importance, shap_report
+from tmiv_assets.defs.assets.explain import (
+    fairness_report,
+    lime_report,
+    permutation_importance,
+    shap_report,
+    what_if_report,
+)
 from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.forecasting import forecast, forecast_backtest, series_data, series_diagnostics
 from tmiv_assets.defs.assets.monitoring import (
@@ -17,7 +23,7 @@ from tmiv_assets.defs.assets.monitoring import (
 )
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
 
-EXPLANATION_ASSETS = [shap_report, fairness_report, permutation_importance, lime_report]
+EXPLANATION_ASSETS = [shap_report, fairness_report, permutation_importance, lime_report, what_if_report]
 TRAINING_ASSETS = [raw_dataset, clean_dataset, feature_set, selected_features, model_candidates, model_leaderboard,
                    registered_model, champion_model, champion_history, *EXPLANATION_ASSETS]
 FORECAST_ASSETS = [series_data, series_diagnostics, forecast_backtest, forecast]
@@ -56,8 +62,8 @@ explain_champion = dg.define_asset_job(
     "explain_champion",
     selection=dg.AssetSelection.assets(*EXPLANATION_ASSETS),
     partitions_def=dataset_partitions,
-    description="Explain the current champion again (SHAP, permutation importance, LIME, fairness), e.g. after a "
-                "promotion or rollback that no training run made.",
+    description="Explain the current champion again (SHAP, permutation importance, LIME, what-if, fairness), e.g. "
+                "after a promotion or rollback that no training run made.",
 )
 refresh_monitoring = dg.define_asset_job(
     "refresh_monitoring",

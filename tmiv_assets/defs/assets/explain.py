@@ -12,7 +12,8 @@ from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.fairness import FairnessSettings, assess
 from tmiv_assets.ml.explain.importance import input_importance
 from tmiv_assets.ml.explain.lime_explanations import explain_rows
-from tmiv_assets.ml.explain.shap_values import explain_pipeline
+from tmiv_assets.ml.explain.shap_values import explain_pipeline, input_contributions
+from tmiv_assets.ml.explain.what_if import WhatIfSettings, analyse
 from tmiv_assets.ml.metrics import resolve_positive_class
 from tmiv_assets.ml.plots import fairness_plot, figure_to_markdown, importance_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
@@ -159,3 +160,36 @@ def lime_report(context: dg.AssetExecutionContext, store: FeatureStore,
     context.log.info(f"LIME for {name} v{champion.version}: {len(stabilities)} rows, mean top-feature stability "
                      f"{metadata['mean_stability']}")
     return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="explanations",
+          kinds={"scikitlearn"})
+def what_if_report(context: dg.AssetExecutionContext, store: FeatureStore,
+                   registry: ModelRegistry) -> dg.MaterializeResult:
+    """What-if analysis of the champion: partial dependence and ICE curves for its most influential input columns,
+    and counterfactuals for misclassified and rejected held-out rows (low predictions for regression): the fewest
+    changes to actionable columns, within the training rows' ranges, that reach another outcome, each verified."""
+    name = context.partition_key
+    champion = champion_or_failure(registry, name)
+    held = version_split(store, champion)
+    rows, y, spec = held_out_test_rows(held)
+    settings = WhatIfSettings.from_mapping(spec.what_if)
+    model = registry.load_version(name, champion.version)
+    reference = training_sample(held, 2000)
+    shap_values, _ = input_contributions(model, rows.iloc[:300][list(model.feature_names_in_)], reference.iloc[:100],
+                                         spec.positive_class)
+    ranked = shap_values.abs().mean().sort_values(ascending=False, kind="stable").index
+    # curves over raw columns a person can set: not the id or time, nor a product or ratio of two columns
+    features = [c for c in ranked if c in model.feature_names_in_ and c not in spec.key_columns][:settings.features]
+    frozen = [*settings.immutable_columns, *spec.sensitive_columns, *spec.key_columns]
+    report = analyse(model, rows, y, reference, spec.task, spec.positive_class, features, frozen, settings)
+    found = int(report.counterfactuals["found"].sum()) if len(report.counterfactuals) else 0
+    context.log.info(f"What-if for {name} v{champion.version}: curves for {features}; counterfactuals found for "
+                     f"{found} of {len(report.counterfactuals)} rows")
+    return dg.MaterializeResult(metadata={
+        "champion_version": int(champion.version), "explained_output": report.explained, "features": features,
+        "frozen_columns": frozen, "counterfactuals_found": found, "rows_analysed": len(report.counterfactuals),
+        "counterfactuals": markdown_table(report.counterfactuals) if len(report.counterfactuals) else
+        dg.MetadataValue.md("no misclassified, rejected or low-predicted held-out rows to explain"),
+        "partial_dependence": markdown_table(report.curves.round(4)),
+        "plot": dg.MetadataValue.md(figure_to_markdown(report.figure, "partial dependence and ICE"))})

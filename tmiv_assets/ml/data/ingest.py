@@ -243,10 +243,12 @@ def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec) -> None:
     if not features:
         raise DataValidationError(f"{path}: no feature columns besides the target, id and excluded columns "
                                   f"(columns: {columns}); add the columns a model should learn from", path)
-    for column in spec.sensitive_columns:  # checked here, before anything is trained, not at the fairness step
+    named = [(c, "sensitive_columns") for c in spec.sensitive_columns] + [
+        (c, "what_if: immutable_columns") for c in spec.what_if.get("immutable_columns", ())]
+    for column, field_name in named:  # checked here, before anything is trained, not at the explain steps
         if column not in frame.columns:
-            raise DataValidationError(f"{path}: sensitive column '{column}' not found (columns: {columns}); fix "
-                                      f"'sensitive_columns' in {spec.spec_path}", path, column)
+            raise DataValidationError(f"{path}: {field_name} names '{column}', not a column (columns: {columns}); "
+                                      f"fix '{field_name}' in {spec.spec_path}", path, column)
     target = frame[spec.target]
     if target.notna().sum() == 0:
         raise DataValidationError(

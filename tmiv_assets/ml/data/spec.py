@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from tmiv_assets.ml.explain.fairness import FairnessSettings
+from tmiv_assets.ml.explain.what_if import WhatIfSettings
 from tmiv_assets.ml.monitoring.policy import RetrainSettings
 from tmiv_assets.ml.monitoring.statistics import DriftSettings
 
@@ -86,6 +87,8 @@ class DatasetSpec:
     fairness: dict[str, float] = field(default_factory=dict)
     """Bounds of the fairness check (explain.fairness.FairnessSettings): min_disparate_impact,
     max_equalized_odds_difference."""
+    what_if: dict[str, object] = field(default_factory=dict)
+    """The what-if analysis (explain.what_if.WhatIfSettings): immutable_columns, max_changes, features."""
 
     @property
     def key_columns(self) -> list[str]:
@@ -131,7 +134,7 @@ class SeriesSpec:
 
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
                   "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
-                  "performance", "drift", "retrain", "fairness")
+                  "performance", "drift", "retrain", "fairness", "what_if")
 SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform", "network")
 
 
@@ -241,6 +244,7 @@ def load_dataset_spec(spec_path: Path) -> DatasetSpec:
         drift=_settings(raw, "drift", spec_path, DriftSettings, "drift: {method: ks, correction: bh}"),
         retrain=_settings(raw, "retrain", spec_path, RetrainSettings, "retrain: {cool_down_hours: 24}"),
         fairness=_settings(raw, "fairness", spec_path, FairnessSettings, "fairness: {min_disparate_impact: 0.8}"),
+        what_if=_settings(raw, "what_if", spec_path, WhatIfSettings, "what_if: {immutable_columns: [age]}"),
     )
 
 

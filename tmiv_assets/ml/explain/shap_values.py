@@ -28,7 +28,8 @@ class ShapReport:
     """SHAP values of a sample in the model's output space, the importance tables and the plots."""
 
     importance: pd.DataFrame
-    """Columns: feature, mean_abs_shap, share; one row per input column, largest first."""
+    """Columns: feature, mean_abs_shap, share; one row per input column (its encoded parts summed on each row),
+    largest first."""
     encoded_importance: pd.DataFrame
     """The same per encoded (one-hot, scaled) feature."""
     values: pd.DataFrame
@@ -52,7 +53,7 @@ def explain_pipeline(model: Pipeline, X: pd.DataFrame, positive_class=None, samp
         sample_size = min(sample_size, AGNOSTIC_SAMPLE)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(X), size=min(sample_size, len(X)), replace=False))
-    encoded, names, columns = _encoded(model, X.iloc[rows])
+    encoded, names, owners = _encoded(model, X.iloc[rows])
     background, _, _ = _encoded(model, X.iloc[np.sort(rng.choice(len(X), size=min(background_size, len(X)),
                                                                    replace=False))])
     explained = ensemble_contributions(estimator, encoded, background, seed, threads)
@@ -64,9 +65,11 @@ def explain_pipeline(model: Pipeline, X: pd.DataFrame, positive_class=None, samp
     explanation = shap.Explanation(values[:, :, shown], base_values=base[:, shown], data=encoded, feature_names=names)
     encoded_importance = _ranked(pd.DataFrame({"feature": names,
                                                "mean_abs_shap": np.abs(values).mean(axis=(0, 2))}))
-    owner = {name: _input_column(name, columns) for name in names}
-    importance = _ranked(encoded_importance.assign(feature=encoded_importance["feature"].map(owner))
-                         .groupby("feature", as_index=False)["mean_abs_shap"].sum())
+    # A column's value on a row is the sum of its encoded parts' (one-hot, calendar parts): exact for the group.
+    columns = list(dict.fromkeys(owners))
+    grouped = np.stack([values[:, [owners[i] == column for i in range(len(names))], :].sum(axis=1)
+                        for column in columns], axis=1)
+    importance = _ranked(pd.DataFrame({"feature": columns, "mean_abs_shap": np.abs(grouped).mean(axis=(0, 2))}))
     table = pd.concat([pd.DataFrame(values[:, :, k], columns=names).assign(
         row=X.index[rows], explained=label, base_value=base[:, k], output=output[:, k])
         for k, label in enumerate(labels)], ignore_index=True)
@@ -76,24 +79,26 @@ def explain_pipeline(model: Pipeline, X: pd.DataFrame, positive_class=None, samp
 
 
 def _encoded(model: Pipeline, X: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
-    """(X as the estimator sees it, the encoded feature names, the input columns they come from)."""
+    """(X as the estimator sees it, the encoded feature names, the input column each comes from)."""
     *feature_steps, (_, fitted) = model.steps
     preprocess = fitted.named_steps["preprocess"]
     features = Pipeline(feature_steps).transform(X) if feature_steps else X
     # shap evaluates models on float32 copies: round first, so every model sees the same rows shap does and the
     # values sum exactly to the outputs (tree models otherwise split differently on a few rows).
     encoded = np.asarray(preprocess.transform(features), dtype=np.float32).astype(np.float64)
-    return encoded, list(preprocess.get_feature_names_out()), list(features.columns)
+    names = list(preprocess.get_feature_names_out())
+    source = getattr(feature_steps[0][1], "source_of", None) if feature_steps else None  # calendar parts -> time
+    owners = [_input_column(name, list(features.columns)) for name in names]
+    return encoded, names, [source(owner) for owner in owners] if source else owners
 
 
-def reason_codes(model: Pipeline, X: pd.DataFrame, background: pd.DataFrame, positive_class=None, top: int = 3,
-                 threads: int = 1) -> pd.DataFrame:
-    """Per row of X: the `top` input columns that moved its score most, with their signed contributions, in the
-    output a scored batch reports as `score` (the positive class's probability; the predicted class's for
-    multiclass) or `prediction` for regression. `reason_base` + every column's contribution = that output, so
-    `reason_base` + the top contributions + `reason_rest` = it too."""
+def input_contributions(model: Pipeline, X: pd.DataFrame, background: pd.DataFrame, positive_class=None,
+                        threads: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+    """(each row's SHAP values per input column, its base value) in the output a scored batch reports as `score`
+    (the positive class's probability; the predicted class's for multiclass) or `prediction` for regression:
+    base + the row's values = that output. One-hot parts are summed back into their column."""
     estimator = model.steps[-1][1].named_steps["estimator"]
-    encoded, names, columns = _encoded(model, X)
+    encoded, names, owners = _encoded(model, X)
     explained = ensemble_contributions(estimator, encoded, _encoded(model, background)[0], threads=threads)
     values, base = explained.values, explained.base
     if hasattr(estimator, "predict_proba"):
@@ -104,16 +109,22 @@ def reason_codes(model: Pipeline, X: pd.DataFrame, background: pd.DataFrame, pos
             shown = (base + values.sum(axis=1)).argmax(axis=1)
     else:
         shown = np.zeros(len(X), dtype=int)
-    per_row = values[np.arange(len(X)), :, shown]
-    owners = pd.Index([_input_column(name, columns) for name in names])
-    by_column = pd.DataFrame(per_row, columns=names, index=X.index).T.groupby(owners, sort=False).sum().T
+    per_row = pd.DataFrame(values[np.arange(len(X)), :, shown], columns=names, index=X.index)
+    return per_row.T.groupby(pd.Index(owners), sort=False).sum().T, base[np.arange(len(X)), shown]
+
+
+def reason_codes(model: Pipeline, X: pd.DataFrame, background: pd.DataFrame, positive_class=None, top: int = 3,
+                 threads: int = 1) -> pd.DataFrame:
+    """Per row of X: the `top` input columns that moved its score most (`input_contributions`), with their signed
+    values; `reason_base` + the top values + `reason_rest` = the row's score."""
+    by_column, base = input_contributions(model, X, background, positive_class, threads)
     order = np.argsort(-by_column.abs().to_numpy(), axis=1, kind="stable")[:, :top]
     picked = np.take_along_axis(by_column.to_numpy(), order, axis=1)
     result = pd.DataFrame(index=X.index)
     for rank in range(order.shape[1]):
         result[f"reason_{rank + 1}"] = by_column.columns.to_numpy()[order[:, rank]]
         result[f"reason_{rank + 1}_contribution"] = picked[:, rank]
-    result["reason_base"] = base[np.arange(len(X)), shown]
+    result["reason_base"] = base
     result["reason_rest"] = by_column.sum(axis=1).to_numpy() - picked.sum(axis=1)
     return result
 

@@ -38,8 +38,16 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         if self.auto_features:
             self.auto_ = AutoFeatures(interactions=True, ratios=True, max_interactions=self.max_interactions,
                                       row_aggregates=True).fit(self._base(X))
+        self.base_names_ = np.asarray(self._base(X.head(1)).columns, dtype=object)
         self.feature_names_out_ = np.asarray(self.transform(X.head(1)).columns, dtype=object)
         return self
+
+    def source_of(self, feature: str) -> str:
+        """The raw column a built feature comes from: itself, or the time column for its calendar parts; a feature
+        combining several columns (a product, ratio or row aggregate) is its own source."""
+        if feature in self.feature_names_in_ or feature not in self.base_names_:
+            return feature
+        return self.time_column if self.time_column and feature.startswith(f"{self.time_column}_") else feature
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "feature_names_in_")
