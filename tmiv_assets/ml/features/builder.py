@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from tmiv_assets.ml.data.spec import DatasetSpec
-from tmiv_assets.ml.features.engineering import AutoFeatures, calendar_features
+from tmiv_assets.ml.features.engineering import CALENDAR_PARTS, AutoFeatures, calendar_features
 
 
 class FeatureBuilder(TransformerMixin, BaseEstimator):
@@ -38,16 +38,14 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         if self.auto_features:
             self.auto_ = AutoFeatures(interactions=True, ratios=True, max_interactions=self.max_interactions,
                                       row_aggregates=True).fit(self._base(X))
-        self.base_names_ = np.asarray(self._base(X.head(1)).columns, dtype=object)
         self.feature_names_out_ = np.asarray(self.transform(X.head(1)).columns, dtype=object)
         return self
 
     def source_of(self, feature: str) -> str:
         """The raw column a built feature comes from: itself, or the time column for its calendar parts; a feature
         combining several columns (a product, ratio or row aggregate) is its own source."""
-        if feature in self.feature_names_in_ or feature not in self.base_names_:
-            return feature
-        return self.time_column if self.time_column and feature.startswith(f"{self.time_column}_") else feature
+        calendar = {f"{self.time_column}_{part}" for part in CALENDAR_PARTS} if self.time_column else set()
+        return self.time_column if feature in calendar and feature not in self.feature_names_in_ else feature
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "feature_names_in_")

@@ -45,6 +45,10 @@ def _frame(X) -> pd.DataFrame:
     return X
 
 
+CALENDAR_PARTS = ("year", "month", "day", "day_of_week", "hour", "is_weekend", "month_sin", "month_cos", "dow_sin",
+                  "dow_cos", "hour_sin", "hour_cos")
+
+
 def calendar_features(stamp: pd.Series, prefix: str) -> pd.DataFrame:
     """Calendar parts of one datetime column, named '<prefix>_<part>': year, month, day, day_of_week, hour,
     is_weekend, and sin/cos of month, day of week and hour (so December sits next to January and 23:00
@@ -59,7 +63,7 @@ def calendar_features(stamp: pd.Series, prefix: str) -> pd.DataFrame:
         "dow_sin": np.sin(2 * np.pi * weekday / 7), "dow_cos": np.cos(2 * np.pi * weekday / 7),
         "hour_sin": np.sin(2 * np.pi * hour / 24), "hour_cos": np.cos(2 * np.pi * hour / 24),
     }
-    return pd.DataFrame({f"{prefix}_{name}": values.astype("float64") for name, values in parts.items()},
+    return pd.DataFrame({f"{prefix}_{name}": parts[name].astype("float64") for name in CALENDAR_PARTS},
                         index=stamp.index)
 
 
