@@ -3,7 +3,8 @@
 A 300-tree model of each library is trained on nycflights13 (336,776 flights; target: arrived 15+ minutes late;
 columns: departure delay, schedule, distance, carrier, origin). On 10,000 and 40,000 rows, each the best of three
 calls in the same run:
-- ours: `native_margin_contributions`, what the explain assets and the reason codes call;
+- ours: `margin_contributions`, what the explain assets and the reason codes call (our table-driven TreeSHAP,
+  `ml/explain/tree_shap.py`, tables built inside the timed call);
 - native: `Booster.predict(..., pred_contribs=True)` / `pred_contrib=True`;
 - shap: `shap.TreeExplainer(model).shap_values(rows)`, the explainer built inside the timed call as a user would;
 and the max absolute difference between ours and shap's values. Targets: ours within 1.2x of native, at least 3x
@@ -30,7 +31,7 @@ import shap
 import xgboost
 from lightgbm import LGBMClassifier
 
-from tmiv_assets.ml.explain.contributions import native_margin_contributions
+from tmiv_assets.ml.explain.contributions import margin_contributions
 from tmiv_assets.ml.explain.shap_values import explain_pipeline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def tree_rows(threads: int) -> list[dict]:
         model.fit(X[:200_000], y[:200_000])
         for n in (10_000, 40_000):
             rows = X[-n:]
-            ours_s, ours = best_seconds(lambda: native_margin_contributions(model, rows, threads))  # noqa: B023
+            ours_s, ours = best_seconds(lambda: margin_contributions(model, rows, threads))  # noqa: B023
             native_s, _ = best_seconds(lambda: library_call(model, rows, threads))  # noqa: B023
             shap_s, reference = best_seconds(lambda: shap.TreeExplainer(model).shap_values(rows))  # noqa: B023
             records.append({"model": name, "rows": n, "ours_s": ours_s, "native_s": native_s, "shap_s": shap_s,

@@ -19,9 +19,10 @@ from xgboost import XGBRegressor
 
 from tmiv_assets.ml.automl.catalog import XGBLabelClassifier
 from tmiv_assets.ml.automl.ensembles import FoldBagClassifier, FoldBagRegressor
-from tmiv_assets.ml.explain.contributions import native_margin_contributions
+from tmiv_assets.ml.explain.contributions import margin_contributions
 from tmiv_assets.ml.explain.importance import input_importance
 from tmiv_assets.ml.explain.shap_values import explain_pipeline, reason_codes
+from tmiv_assets.ml.explain.tree_shap import fast_margin_contributions
 
 
 def _pipeline(estimator, X: pd.DataFrame) -> Pipeline:
@@ -137,11 +138,14 @@ def test_lime_explains_rows_with_categorical_and_missing_inputs_reproducibly():
     lambda: XGBRegressor(n_estimators=40, max_depth=4, random_state=0),
 ], ids=["xgboost", "lightgbm", "catboost", "xgboost-regression"])
 @pytest.mark.parametrize("classes", [2, 3])
-def test_native_tree_contributions_equal_shap_and_sum_to_the_margin(make, classes):
+def test_tree_contributions_equal_shap_and_sum_to_the_margin(make, classes):
     data = load_wine() if classes == 3 else load_breast_cancer()
     X, y = data.data.astype(np.float32).astype(float), data.target
+    X[::7, 3] = np.nan  # missing values take each split's default direction
     model = make().fit(X, y)
-    contributions = native_margin_contributions(model, X)  # (rows, outputs, features + 1)
+    contributions = margin_contributions(model, X)  # (rows, outputs, features + 1)
+    if not hasattr(model, "get_all_params"):  # our table-driven TreeSHAP for XGBoost and LightGBM, not CatBoost
+        assert fast_margin_contributions(model, X) is not None
     reference = np.asarray(shap.TreeExplainer(model).shap_values(X))
     reference = reference[:, None, :] if reference.ndim == 2 else reference.transpose(0, 2, 1)
     np.testing.assert_allclose(contributions[:, :, :-1], reference, atol=1e-4)

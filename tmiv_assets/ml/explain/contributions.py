@@ -1,10 +1,12 @@
 """Additive contributions of each encoded feature to a fitted model's output, for every row: the engine under the
 SHAP report and the reason codes of scored rows.
 
-Boosted trees (XGBoost, LightGBM, CatBoost) are explained by their own C++ TreeSHAP (`pred_contribs`,
-`pred_contrib`, CatBoost's `ShapValues`): exact path-dependent SHAP values of the raw margin, fast enough for every
-scored row. scikit-learn trees and forests go through shap's TreeExplainer (its C++ TreeSHAP), linear models are
-exact from their coefficients, anything else through shap's permutation explainer on a background sample.
+Boosted trees are explained by exact path-dependent TreeSHAP of the raw margin, fast enough for every scored row:
+XGBoost and LightGBM by our table-driven TreeSHAP (`tree_shap`, faster than their own `pred_contribs`), CatBoost
+and the models that one does not cover by the library's own C++ TreeSHAP (`pred_contribs`, `pred_contrib`,
+CatBoost's `ShapValues`). scikit-learn trees and forests go through shap's TreeExplainer (its C++ TreeSHAP),
+linear models are exact from their coefficients, anything else through shap's permutation explainer on a
+background sample.
 
 The AutoML's final model averages its fold models' probabilities, not their margins, so a classifier's margin values
 are carried into probability: each model's values are scaled by (probability - base probability) / (margin - base
@@ -24,6 +26,8 @@ import shap
 import xgboost
 from scipy.special import expit, softmax
 from threadpoolctl import threadpool_limits
+
+from tmiv_assets.ml.explain.tree_shap import fast_margin_contributions
 
 SKLEARN_TREES = {"DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier", "RandomForestRegressor",
                  "ExtraTreesClassifier", "ExtraTreesRegressor"}
@@ -68,6 +72,13 @@ def method_of(model) -> str:
     return "permutation"
 
 
+def margin_contributions(model, rows: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Exact path-dependent SHAP values of a boosted model's raw margin: (rows, outputs, features + 1), the base
+    last; our table-driven TreeSHAP (`tree_shap`) for XGBoost and LightGBM where it applies, else the library's."""
+    fast = None if isinstance(model, catboost.CatBoost) else fast_margin_contributions(model, rows, threads)
+    return fast if fast is not None else native_margin_contributions(model, rows, threads)
+
+
 def native_margin_contributions(model, rows: np.ndarray, threads: int = 1) -> np.ndarray:
     """The library's own TreeSHAP of the raw margin: (rows, outputs, features + 1), the bias last."""
     if isinstance(model, xgboost.XGBModel):
@@ -91,7 +102,7 @@ def model_contributions(model, method: str, rows: np.ndarray, background: np.nda
                         seed: int = 0, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One model's values (rows, features, outputs) and base (rows, outputs) in its output space."""
     if method == "native":
-        contributions = native_margin_contributions(model, rows, threads)
+        contributions = margin_contributions(model, rows, threads)
         values, base = contributions[:, :, :-1].transpose(0, 2, 1), contributions[:, :, -1]
         return _margin_to_probability(values, base) if classifier else (values, base)
     if method == "linear":
