@@ -194,3 +194,12 @@ def test_reason_codes_add_up_to_each_scored_rows_probability_on_the_input_column
     leading = reasons["reason_1"].value_counts(normalize=True)
     assert leading.get("income", 0) > 0.3 and leading.get("city", 0) > 0.3 and leading.get("age", 0) < 0.1  # noise
     assert (reasons["reason_1_contribution"].abs() >= reasons["reason_2_contribution"].abs()).all()
+
+
+def test_rows_the_model_does_not_know_and_models_it_cannot_explain_are_named(cancer):
+    X, y, encoded = cancer
+    model = _pipeline(LogisticRegression().fit(encoded, y), X)
+    with pytest.raises(ValueError, match=r"unknown \['colour'\], missing \['mean radius'\]"):
+        explain_pipeline(model, X.drop(columns=["mean radius"]).assign(colour="red"))
+    with pytest.raises(ValueError, match="cannot explain a LogisticRegression: the explainers need the AutoML's"):
+        reason_codes(LogisticRegression().fit(encoded, y), X, X)

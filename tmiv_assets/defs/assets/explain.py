@@ -7,7 +7,7 @@ import pandas as pd
 from tmiv_assets.defs.assets.automl import training_sample, version_split
 from tmiv_assets.defs.assets.data import stored_spec
 from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, held_out_test_rows
-from tmiv_assets.defs.metadata import figures_markdown, markdown_table
+from tmiv_assets.defs.metadata import engine_errors_as_failure, figures_markdown, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.fairness import FairnessSettings, assess
 from tmiv_assets.ml.explain.importance import input_importance
@@ -32,8 +32,9 @@ def shap_report(context: dg.AssetExecutionContext, store: FeatureStore, registry
     clean_version = int(champion.tags["clean_dataset_version"])
     spec = stored_spec(store, "clean_dataset", name, clean_version)
     clean = store.load("clean_dataset", name, clean_version)
-    report = explain_pipeline(registry.load_version(name, champion.version), clean.drop(columns=[spec.target]),
-                              spec.positive_class)
+    with engine_errors_as_failure(name, f"SHAP could not explain v{champion.version}"):
+        report = explain_pipeline(registry.load_version(name, champion.version),
+                                  clean.drop(columns=[spec.target]), spec.positive_class)
     path = artifacts.write_csv(report.importance, "reports", name, f"shap_importance_v{champion.version}.csv")
     values = artifacts.write_frame(report.values, "reports", name, f"shap_values_v{champion.version}.parquet")
     context.log.info(f"SHAP for {name} v{champion.version}: top feature {report.importance['feature'].iloc[0]}; "
@@ -176,8 +177,9 @@ def what_if_report(context: dg.AssetExecutionContext, store: FeatureStore,
     settings = WhatIfSettings.from_mapping(spec.what_if)
     model = registry.load_version(name, champion.version)
     reference = training_sample(held, 2000)
-    shap_values, _ = input_contributions(model, rows.iloc[:300][list(model.feature_names_in_)], reference.iloc[:100],
-                                         spec.positive_class)
+    with engine_errors_as_failure(name, f"SHAP could not rank the columns of v{champion.version}"):
+        shap_values, _ = input_contributions(model, rows.iloc[:300][list(model.feature_names_in_)],
+                                             reference.iloc[:100][list(model.feature_names_in_)], spec.positive_class)
     ranked = shap_values.abs().mean().sort_values(ascending=False, kind="stable").index
     # curves over raw columns a person can set: not the id or time, nor a product or ratio of two columns
     features = [c for c in ranked if c in model.feature_names_in_ and c not in spec.key_columns][:settings.features]

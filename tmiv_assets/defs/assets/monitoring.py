@@ -9,7 +9,7 @@ from pydantic import Field
 from tmiv_assets.defs.assets.automl import training_sample, version_split
 from tmiv_assets.defs.assets.data import stored_spec, trained_batch_days, trained_with
 from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, version_scores
-from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
+from tmiv_assets.defs.metadata import bad_input_as_failure, engine_errors_as_failure, markdown_table
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions
 from tmiv_assets.ml.data.ingest import join_labels, require_columns, validate_batch
 from tmiv_assets.ml.data.spec import DatasetSpec
@@ -106,9 +106,11 @@ def scored_batch(context: dg.AssetExecutionContext, config: ScoringConfig, sourc
         rows = batch[arms == arm]
         if rows.empty:
             continue
-        reasons = reason_codes(models[arm], rows[list(models[arm].feature_names_in_)],
-                               training_sample(version_split(store, version), REASON_BACKGROUND), spec.positive_class,
-                               top=REASONS)
+        columns = list(models[arm].feature_names_in_)
+        with engine_errors_as_failure(context.partition_key, f"reason codes of v{version.version}"):
+            reasons = reason_codes(models[arm], rows[columns], training_sample(version_split(store, version),
+                                                                               REASON_BACKGROUND)[columns],
+                                   spec.positive_class, top=REASONS)
         parts.append(predict_rows(models[arm], rows, spec.task, spec.positive_class, keep=keep, probabilities=False)
                      .assign(arm=arm, model_version=int(version.version)).join(reasons))
     scored = pd.concat(parts).loc[batch.index]

@@ -48,7 +48,7 @@ class ShapReport:
 def explain_pipeline(model: Pipeline, X: pd.DataFrame, positive_class=None, sample_size: int = 300,
                      background_size: int = 100, seed: int = 0, threads: int = 1) -> ShapReport:
     """Explain `model` (feature steps, then a pipeline of ('preprocess', ...), ('estimator', ...)) on rows of X."""
-    estimator = model.steps[-1][1].named_steps["estimator"]
+    estimator = fitted_estimator(model)
     if any(method_of(m) == "permutation" for _, m in weighted_models(estimator)):
         sample_size = min(sample_size, AGNOSTIC_SAMPLE)
     rng = np.random.default_rng(seed)
@@ -78,10 +78,25 @@ def explain_pipeline(model: Pipeline, X: pd.DataFrame, positive_class=None, samp
                       labels[shown], len(rows))
 
 
+def fitted_estimator(model: Pipeline):
+    """The estimator at the end of a served AutoML pipeline, or a ValueError saying what the explainers need."""
+    last = model.steps[-1][1] if isinstance(model, Pipeline) else None
+    if not isinstance(last, Pipeline) or not {"preprocess", "estimator"} <= set(last.named_steps):
+        raise ValueError(f"cannot explain a {type(model).__name__}: the explainers need the AutoML's served "
+                         "pipeline (feature steps, then a pipeline of 'preprocess' and 'estimator' steps)")
+    return last.named_steps["estimator"]
+
+
 def _encoded(model: Pipeline, X: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
     """(X as the estimator sees it, the encoded feature names, the input column each comes from)."""
     *feature_steps, (_, fitted) = model.steps
     preprocess = fitted.named_steps["preprocess"]
+    expected = list(getattr(model, "feature_names_in_", X.columns))
+    unknown, missing = sorted(set(X.columns) - set(expected)), sorted(set(expected) - set(X.columns))
+    if unknown or missing:
+        raise ValueError(f"rows to explain must have the model's input columns {expected}: unknown {unknown}, "
+                         f"missing {missing}")
+    X = X[expected]
     features = Pipeline(feature_steps).transform(X) if feature_steps else X
     # shap evaluates models on float32 copies: round first, so every model sees the same rows shap does and the
     # values sum exactly to the outputs (tree models otherwise split differently on a few rows).
@@ -97,7 +112,7 @@ def input_contributions(model: Pipeline, X: pd.DataFrame, background: pd.DataFra
     """(each row's SHAP values per input column, its base value) in the output a scored batch reports as `score`
     (the positive class's probability; the predicted class's for multiclass) or `prediction` for regression:
     base + the row's values = that output. One-hot parts are summed back into their column."""
-    estimator = model.steps[-1][1].named_steps["estimator"]
+    estimator = fitted_estimator(model)
     encoded, names, owners = _encoded(model, X)
     explained = ensemble_contributions(estimator, encoded, _encoded(model, background)[0], threads=threads)
     values, base = explained.values, explained.base
