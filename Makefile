@@ -8,21 +8,36 @@ export DAGSTER_HOME ?= $(TMIV_HOME)/dagster
 # MLflow's own default is ./mlflow.db in the working directory; point its CLI at the platform's store.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(TMIV_HOME)/mlflow/mlflow.db
 
-.PHONY: install demo test ui mlflow-ui instance benchmarks clean
+# torch's CPU build goes in first, or a dependency pulls GBs of CUDA: from the local wheels of pip's configuration
+# where it has them (no index asked), else from TORCH_INDEX (PyTorch's CPU index by default; name a mirror here).
+TORCH_VERSION ?= 2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: install demo test ui mlflow-ui instance benchmarks clean python-version browser
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+python-version:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
+	  echo "tmiv_assets needs Python 3.11 (the pinned torch, numba and dagster wheels); '$(PYTHON)' is" \
+	  "$$($(PYTHON) --version 2>&1 | head -1). Run e.g. 'make PYTHON=python3.11 demo'."; exit 1; }
+
+$(VENV)/.installed: pyproject.toml constraints.txt | python-version
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# The CPU build of torch from local disk first; otherwise a dependency pulls GBs of CUDA.
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-index "torch==$(TORCH_VERSION)" 2>/dev/null || \
+	  $(BIN)/pip install --quiet --index-url $(TORCH_INDEX) "torch==$(TORCH_VERSION)"
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 instance: install
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+# Debian's Chromium, which the browser test of the Dagster UI drives through Playwright (no browser download).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 demo: instance
 	$(BIN)/python -m tmiv_assets.demo
@@ -31,8 +46,9 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 --dist loadfile --durations=10
 
+# From DAGSTER_HOME: `dagster dev` then reads the instance file there, not the template at the project root.
 ui: instance
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	cd $(DAGSTER_HOME) && $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p 3000
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h 127.0.0.1 -p 5000

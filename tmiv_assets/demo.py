@@ -14,14 +14,17 @@ Each step evaluates the real sensor, then executes the runs it requests on the p
 """
 
 import logging
+import multiprocessing
 import os
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import dagster as dg
 
 from tmiv_assets.definitions import defs
 from tmiv_assets.defs.assets.monitoring import drift_report, model_performance
+from tmiv_assets.defs.launch import execute_location_run, run_events
 from tmiv_assets.defs.resources import build_resources
 from tmiv_assets.defs.sensors import (
     drift_retrain_sensor,
@@ -33,12 +36,15 @@ from tmiv_assets.defs.sensors import (
 
 # The demo reads results outside any run, so it needs the resources with their paths resolved.
 RESOURCES = build_resources(home=os.environ["TMIV_HOME"], data_dir=os.environ["TMIV_DATA_DIR"])
+# Independent partitions run side by side, as the daemon would run them (dagster.yaml allows 4 runs at once);
+# three keep two cores busy through the step start-ups without starving the AutoML searches.
+CONCURRENT_RUNS = 3
 # Step-level INFO lines (what each asset did); DEBUG engine events stay in the run history.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> list[str]:
-    """Evaluate `sensor` once, apply its partition requests and execute its runs in process."""
+    """Evaluate `sensor` once, apply its partition requests and execute its runs as the code location's runs."""
     context = dg.build_sensor_context(instance=instance, sensor_name=sensor.name, definitions=defs,
                                       resources={key: RESOURCES[key] for key in sensor.required_resource_keys})
     result = sensor(context)
@@ -49,22 +55,43 @@ def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> lis
         return []
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    requests = [(request.job_name or sensor.job_name, request.partition_key,
+                 {**request.tags, "dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key})
+                for request in result.run_requests]
+    return [outcome for outcome, _ in execute_side_by_side(requests)]
+
+
+def execute_side_by_side(requests: list[tuple[str, str | None, dict[str, str]]]) -> list[tuple[str, str]]:
+    """Execute the runs, those of different datasets or series side by side (CONCURRENT_RUNS at a time), those
+    of one dataset in order (its batches share the prediction log and the champion); (outcome line, run id) of
+    each. Dagster's run orchestration is not thread-safe, so each dataset's runs get a process of their own,
+    forked from this one (the project already imported); this process executes none itself, so no child
+    inherits a step server it cannot reach."""
+    by_partition: dict[str, list] = {}
+    for request in requests:
+        by_partition.setdefault((request[1] or "").split("|")[0], []).append(request)
+    with ProcessPoolExecutor(CONCURRENT_RUNS, mp_context=multiprocessing.get_context("fork")) as pool:
+        return [outcome for outcomes in pool.map(execute_in_order, by_partition.values()) for outcome in outcomes]
+
+
+def execute_in_order(requests: list[tuple[str, str | None, dict[str, str]]]) -> list[tuple[str, str]]:
     outcomes = []
-    for request in result.run_requests:
-        job = defs.resolve_job_def(request.job_name or sensor.job_name)
-        tags = {**request.tags, "dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key}
-        started = time.perf_counter()
-        run = job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=tags,
-                                     run_config=QUIET, raise_on_error=False)
-        status = "ok" if run.success else gate_outcome(run) or "FAILED"
-        outcomes.append(f"{job.name}[{request.partition_key}] {status} in {time.perf_counter() - started:.1f}s")
-        print(f"  {outcomes[-1]}")
+    with dg.DagsterInstance.get() as instance:
+        for job_name, partition_key, tags in requests:
+            started = time.perf_counter()
+            run = execute_location_run(instance, job_name, partition_key, tags, QUIET)
+            status = "ok" if run.is_success else gate_outcome(instance, run.run_id) or "FAILED"
+            outcomes.append((f"{job_name}[{partition_key}] {status} in {time.perf_counter() - started:.1f}s",
+                             run.run_id))
+            print(f"  {outcomes[-1][0]}", flush=True)
     return outcomes
 
 
-def gate_outcome(run: dg.ExecuteInProcessResult) -> str | None:
+def gate_outcome(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """A run that failed only because the champion gate rejected its new model: the champion stays, by design."""
-    rejected = [c for c in run.get_asset_check_evaluations() if c.check_name == "beats_champion" and not c.passed]
+    checks = [event.event_specific_data for event in run_events(instance, run_id,
+                                                                dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+    rejected = [c for c in checks if c.check_name == "beats_champion" and not c.passed]
     return f"champion kept: {rejected[0].metadata['reason'].value}" if rejected else None
 
 
@@ -84,9 +111,11 @@ def rollback_drill(instance: dg.DagsterInstance) -> list[str]:
     registry.promote(DRILL_DATASET, weak.version, trigger="drift",
                      reason="rollback drill: the no-skill baseline promoted as if by a retrain")
     partition = f"{DRILL_DATASET}|{DRILL_DAY}"
-    run = defs.resolve_job_def("score_batch").execute_in_process(
-        instance=instance, partition_key=partition, tags={"tmiv/drill": "rollback"}, run_config=QUIET)
-    outcome = {k: v.value for k, v in run.asset_materializations_for_node("model_performance")[0].metadata.items()}
+    [(_, run_id)] = execute_side_by_side([("score_batch", partition, {"tmiv/drill": "rollback"})])
+    performance = [event.step_materialization_data.materialization for event in run_events(
+        instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
+        if event.step_materialization_data.materialization.asset_key == model_performance.key]
+    outcome = {k: v.value for k, v in performance[0].metadata.items()}
     print(f"  score_batch[{partition}] with v{weak.version}: {metric} {outcome.get(f'live_{metric}', 'n/a')}; "
           f"{outcome['rollback']}; champion now v{registry.champion(DRILL_DATASET).version}")
     return [] if "rolled_back_to" in outcome else [f"the drill's v{weak.version} was not rolled back"]

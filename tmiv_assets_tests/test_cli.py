@@ -12,8 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import nbformat
 import pandas as pd
 import pytest
+from nbclient import NotebookClient
 
 from tmiv_assets.defs.model_jobs import predict_file
 from tmiv_assets.resources.model_registry import ModelRegistry
@@ -103,7 +105,7 @@ def readme_shell_commands() -> list[str]:
     return [register, *commands]
 
 
-def test_every_shell_command_in_the_readme_runs_as_written(environment):
+def test_every_shell_command_in_the_readme_runs_as_written(environment, monkeypatch):
     with persistent_instance(environment) as instance:  # what the sensor would have registered
         instance.add_dynamic_partitions("dataset", ["flights", "cps1985"])
         instance.add_dynamic_partitions("series", ["air_passengers"])
@@ -123,6 +125,30 @@ def test_every_shell_command_in_the_readme_runs_as_written(environment):
         succeeded = [r.job_name for r in instance.get_runs() if r.status == dg.DagsterRunStatus.SUCCESS]
         assert sorted(set(succeeded)) == ["__ASSET_JOB", "explain_champion", "forecast_series", "full_pipeline",
                                           "retrain", "score_batch"]
+    monkeypatch.setenv("TMIV_HOME", environment["TMIV_HOME"])  # the notebooks read the state these commands made
+    for notebook in sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb")):
+        run_notebook(notebook)
+
+
+def run_notebook(path: Path) -> None:
+    """Execute a notebook top to bottom in a fresh kernel, in its own folder, as a person opening it would."""
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = [output for cell in notebook.cells for output in cell.get("outputs", [])
+              if output.get("output_type") == "error"]
+    assert not errors, f"{path.name}: {errors}"
+    figures = [output for cell in notebook.cells for output in cell.get("outputs", [])
+               if output.get("data", {}).get("image/png")]
+    assert figures or path.stem not in ("quickstart", "forecasting"), f"{path.name} drew no figure"
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        stale = [i for i, cell in enumerate(notebook.cells)
+                 if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+        assert not stale, f"{path.name}: cells {stale} carry outputs; clear them before committing"
 
 
 def served_predictions_equal_scored_batch(shell: dict[str, str], home: Path) -> None:

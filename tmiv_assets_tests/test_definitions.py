@@ -4,10 +4,15 @@ import ast
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from tmiv_assets.definitions import defs
+from tmiv_assets.defs.launch import workspace_location
+from tmiv_assets.defs.metadata import markdown_table
+from tmiv_assets.ml.plots import missing_values_plot
 from tmiv_assets_tests.conftest import PROJECT_ROOT
 
 ENGINE = Path(__file__).resolve().parents[1] / "tmiv_assets" / "ml"
@@ -64,3 +69,19 @@ def test_shipped_lifecycle_configs_are_valid_for_their_jobs(job):
     config = yaml.safe_load((PROJECT_ROOT / "config" / f"{job}.yaml").read_text())
     [op] = dg.validate_run_config(defs.resolve_job_def(job), config)["ops"].values()
     assert op["config"]["dataset"] == "titanic" and (op["config"].get("reason") or op["config"].get("path"))
+
+
+def test_metadata_tables_show_a_missing_score_as_a_dash():
+    board = pd.DataFrame({"model": ["automl", "lightgbm"], "test_roc_auc": [0.912345678, np.nan]})
+    table = markdown_table(board).value
+    assert "0.9123" in table and "nan" not in table and "| –" in table
+
+
+def test_the_missing_values_plot_of_complete_data_has_no_negative_axis():
+    profile = pd.DataFrame({"column": ["a", "b"], "missing_pct": [0.0, 0.0]})
+    figure = missing_values_plot(profile)
+    assert figure.axes[0].get_xlim()[0] == 0 and figure.axes[0].get_title() == "no missing values"
+
+
+def test_the_workspace_names_its_code_location_after_the_project():
+    assert workspace_location()[:2] == ("tmiv_assets.definitions", "tmiv_assets")

@@ -1,6 +1,7 @@
 """The DuckDB + Parquet feature store against a real catalog file."""
 
 import json
+import stat
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 from tmiv_assets.ml.data.spec import SpecError
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.feature_store import FeatureStore
+from tmiv_assets.resources.files import atomic_path
 
 
 @pytest.fixture
@@ -152,3 +154,11 @@ def test_readers_do_not_block_on_a_writer_holding_the_catalog(store):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_atomic_writes_leave_files_readable_like_any_other_output(tmp_path):
+    target = tmp_path / "reports" / "report.html"
+    with atomic_path(target) as temporary:
+        temporary.write_text("<html></html>")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # mkstemp alone would leave 0600
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]

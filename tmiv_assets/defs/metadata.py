@@ -18,7 +18,9 @@ def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=f".{digits}g"))
+    """`frame` as a Markdown table; a missing value (a CV-only row's test score) shows as a dash, not `nan`."""
+    shown = frame.astype(object).where(frame.notna(), None)
+    return dg.MetadataValue.md(shown.to_markdown(index=False, floatfmt=f".{digits}g", missingval="–"))
 
 
 @contextmanager

@@ -26,6 +26,9 @@ def missing_values_plot(profile: pd.DataFrame) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(6, 0.3 * len(profile) + 1))
     axis.barh(profile["column"], profile["missing_pct"], color="tab:orange")
     axis.set_xlabel("missing values (%)")
+    axis.set_xlim(0, max(1.0, 1.05 * float(profile["missing_pct"].max())))  # never a negative axis for all zeros
+    if not profile["missing_pct"].any():
+        axis.set_title("no missing values")
     axis.invert_yaxis()
     return figure
 

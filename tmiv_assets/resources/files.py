@@ -37,6 +37,7 @@ def temporary_beside(target: Path) -> Iterator[Path]:
     remove_orphaned_temporaries(target)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
+    os.chmod(temporary, 0o644)  # mkstemp makes files private; state files are read like any other output
     temporary_path = Path(temporary)
     try:
         yield temporary_path

@@ -15,6 +15,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from tmiv_assets.resources.files import process_lock
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARCHIVED = "archived"
@@ -68,6 +70,16 @@ class ModelRegistry(dg.ConfigurableResource):
         # MLflow resolves `models:/` URIs through its global store, not the client's, so set both.
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
+        created = self._mlflow_dir / ".store_created"
+        if not created.exists():
+            # MLflow creates and migrates a new SQLite store on first use; the first runs of a fresh state
+            # directory doing that at once collide ("duplicate column name"), so one process creates it.
+            with process_lock(self._mlflow_dir / ".store_created.lock", "creating the MLflow store"):
+                if not created.exists():
+                    client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                    client.search_experiments(max_results=1)
+                    client.search_registered_models(max_results=1)
+                    created.touch()
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def ensure_experiment(self, name: str = EXPERIMENT) -> str:

@@ -12,7 +12,7 @@ from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.fairness import FairnessSettings, assess
 from tmiv_assets.ml.explain.importance import input_importance
 from tmiv_assets.ml.explain.lime_explanations import explain_rows
-from tmiv_assets.ml.explain.shap_values import explain_pipeline, input_contributions
+from tmiv_assets.ml.explain.shap_values import affordable_rows, explain_pipeline, input_contributions
 from tmiv_assets.ml.explain.what_if import WhatIfSettings, analyse
 from tmiv_assets.ml.metrics import resolve_positive_class
 from tmiv_assets.ml.plots import fairness_plot, figure_to_markdown, importance_plot
@@ -178,7 +178,8 @@ def what_if_report(context: dg.AssetExecutionContext, store: FeatureStore,
     model = registry.load_version(name, champion.version)
     reference = training_sample(held, 2000)
     with engine_errors_as_failure(name, f"SHAP could not rank the columns of v{champion.version}"):
-        shap_values, _ = input_contributions(model, rows.iloc[:300][list(model.feature_names_in_)],
+        ranking_rows = rows.iloc[:affordable_rows(model, 300)][list(model.feature_names_in_)]
+        shap_values, _ = input_contributions(model, ranking_rows,
                                              reference.iloc[:100][list(model.feature_names_in_)], spec.positive_class)
     ranked = shap_values.abs().mean().sort_values(ascending=False, kind="stable").index
     # curves over raw columns a person can set: not the id or time, nor a product or ratio of two columns

@@ -49,8 +49,7 @@ def explain_pipeline(model: Pipeline, X: pd.DataFrame, positive_class=None, samp
                      background_size: int = 100, seed: int = 0, threads: int = 1) -> ShapReport:
     """Explain `model` (feature steps, then a pipeline of ('preprocess', ...), ('estimator', ...)) on rows of X."""
     estimator = fitted_estimator(model)
-    if any(method_of(m) == "permutation" for _, m in weighted_models(estimator)):
-        sample_size = min(sample_size, AGNOSTIC_SAMPLE)
+    sample_size = affordable_rows(model, sample_size)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(X), size=min(sample_size, len(X)), replace=False))
     encoded, names, owners = _encoded(model, X.iloc[rows])
@@ -76,6 +75,13 @@ def explain_pipeline(model: Pipeline, X: pd.DataFrame, positive_class=None, samp
     figures = _figures(explanation, encoded_importance["feature"].iloc[0], labels[shown])
     return ShapReport(importance, encoded_importance, table, figures, explained.methods, explained.additivity_error,
                       labels[shown], len(rows))
+
+
+def affordable_rows(model: Pipeline, wanted: int) -> int:
+    """How many rows to explain: `wanted`, or AGNOSTIC_SAMPLE when any model needs the permutation explainer
+    (its cost grows with rows x evaluations x background rows)."""
+    permutation = any(method_of(m) == "permutation" for _, m in weighted_models(fitted_estimator(model)))
+    return min(wanted, AGNOSTIC_SAMPLE) if permutation else wanted
 
 
 def fitted_estimator(model: Pipeline):
