@@ -3,6 +3,7 @@ the same server through the dagster-graphql client. Screenshots land in test-art
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -57,7 +58,10 @@ def dagster_dev(tmp_path_factory):
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DAGSTER_"))} | {
         "TMIV_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "TMIV_DATA_DIR": str(DATA_DIR),
+        "TMIV_AUTOMATION": "off",  # only the runs this test launches
         "PATH": f"{BIN}:{os.environ['PATH']}"}
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DAGSTER_HOME", str(dagster_home))  # dagster.yaml reads it, here as in the server
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.add_dynamic_partitions("dataset", ["titanic"])
         instance.add_dynamic_partitions("series", ["air_passengers"])
@@ -89,6 +93,7 @@ def dagster_dev(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
+        patch.undo()
 
 
 def finished_run(dagster_home: Path, predicate) -> dg.DagsterRun:
@@ -115,19 +120,21 @@ def test_the_ui_shows_the_graph_and_materializes_a_partition(dagster_dev):
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(f"{url}/asset-groups")
+            page.get_by_role("button", name="Skip").click()  # a fresh browser is first asked to join the community
             for group in ("datasets", "features", "models", "deployment", "explanations", "monitoring", "forecasts"):
                 expect(page.get_by_text(group, exact=True).first).to_be_visible()
             shot(page, "asset_graph")
 
             page.goto(f"{url}/locations/{LOCATION}/asset-groups/datasets")
             page.get_by_role("button", name="Materialize all").click()
-            launch = page.get_by_role("button", name="Launch 1 run")  # the one titanic partition
-            expect(launch).to_be_visible()
+            page.get_by_role("button", name="All", exact=True).click()  # every partition: the one, titanic
+            launch = page.get_by_role("button", name=re.compile(r"^Launch (1 run|backfill)$"))
+            expect(launch).to_be_enabled()
             shot(page, "launch_dialog")
             launch.click()
             run = finished_run(dagster_dev["dagster_home"], lambda r: r.tags.get("dagster/partition") == "titanic")
             assert run.status == dg.DagsterRunStatus.SUCCESS
-            assert run.tags[".dagster/repository"] == f"__repository__@{LOCATION}"  # a run of the location
+            assert run.remote_job_origin.location_name == LOCATION
 
             page.goto(f"{url}/runs/{run.run_id}")
             expect(page.get_by_text("Success").first).to_be_visible()

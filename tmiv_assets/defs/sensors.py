@@ -34,7 +34,10 @@ from tmiv_assets.resources.tracking import IN_PROGRESS
 
 # How often the data and monitoring sensors look, in seconds; a lower value reacts faster and queries more.
 SENSOR_INTERVAL_S = int(os.environ.get("TMIV_SENSOR_INTERVAL_S", "60"))
-RUNNING = dg.DefaultSensorStatus.RUNNING
+# TMIV_AUTOMATION=off starts a UI with every sensor stopped (each can be started there): to browse or launch by
+# hand without the sensors training every dataset they find.
+AUTOMATION = os.environ.get("TMIV_AUTOMATION", "on") != "off"
+RUNNING = dg.DefaultSensorStatus.RUNNING if AUTOMATION else dg.DefaultSensorStatus.STOPPED
 WATCHED = (("datasets", dataset_partitions, full_pipeline), ("series", series_partitions, forecast_series))
 
 
