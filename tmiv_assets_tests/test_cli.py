@@ -99,7 +99,7 @@ def readme_shell_commands() -> list[str]:
     """The `dagster …` lines and the partition-registering `python -c …` line the README shows."""
     readme = (PROJECT_ROOT / "README.md").read_text()
     commands = [line.strip() for line in readme.splitlines() if line.startswith(("dagster job execute",
-                                                                                 "dagster asset materialize"))
+                                                                                 "dagster asset materialize", "dg "))
                 and line not in readme_lifecycle_commands()]
     register = re.search(r"`(python -c \"import dagster as dg; [^`]+)`", readme).group(1)
     return [register, *commands]
@@ -111,7 +111,7 @@ def test_every_shell_command_in_the_readme_runs_as_written(environment, monkeypa
         instance.add_dynamic_partitions("series", ["air_passengers"])
     shell = environment | {"PATH": f"{BIN}:{environment['PATH']}"}  # as after `source .venv/bin/activate`
     commands = readme_shell_commands()
-    assert len(commands) == 8 and any("score_batch" in c for c in commands)
+    assert len(commands) == 10 and any("score_batch" in c for c in commands) and any("dg launch" in c for c in commands)
     for command in commands:
         completed = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env=shell, capture_output=True,
                                    text=True, timeout=600)
