@@ -55,7 +55,7 @@ def score_model(model, X: pd.DataFrame, y: pd.Series, task: str, positive_class=
     classes = model.classes_
     scores = {"accuracy": metrics.accuracy_score(y, predicted),
               "f1_macro": metrics.f1_score(y, predicted, average="macro"),
-              "log_loss": metrics.log_loss(y, proba, labels=classes)}
+              "log_loss": metrics.log_loss(y, normalised(proba), labels=classes)}
     if task == "binary":
         positive = resolve_positive_class(classes, positive_class)
         column = list(classes).index(positive)
@@ -68,6 +68,13 @@ def score_model(model, X: pd.DataFrame, y: pd.Series, task: str, positive_class=
         scores["precision_macro"] = metrics.precision_score(y, predicted, average="macro", zero_division=0)
         scores["recall_macro"] = metrics.recall_score(y, predicted, average="macro", zero_division=0)
     return {k: float(v) for k, v in scores.items()}
+
+
+def normalised(proba: np.ndarray) -> np.ndarray:
+    """Rows summing to 1 in float64: a bag that averages float32 and float64 members' probabilities is off by
+    ~1e-7, which scikit-learn's log loss warns about."""
+    proba = np.asarray(proba, dtype=np.float64)
+    return proba / proba.sum(axis=1, keepdims=True)
 
 
 def oof_score(metric: str, task: str, y, predicted: np.ndarray, classes) -> float:
@@ -84,7 +91,7 @@ def oof_score(metric: str, task: str, y, predicted: np.ndarray, classes) -> floa
         return float(metrics.roc_auc_score(y, proba / proba.sum(axis=1, keepdims=True), multi_class="ovr",
                                            labels=classes))
     if metric == "log_loss":
-        return float(metrics.log_loss(y, np.clip(proba, 1e-15, 1), labels=classes))
+        return float(metrics.log_loss(y, normalised(np.clip(proba, 1e-15, 1)), labels=classes))
     if metric == "accuracy":
         return float(metrics.accuracy_score(y, labels))
     if metric == "f1_macro":

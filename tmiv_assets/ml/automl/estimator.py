@@ -144,7 +144,10 @@ class AutoML(BaseEstimator):
             raise ValueError(f"time budget of {self.time_budget_s}s was too small to fit any model on {len(X):,} rows "
                              f"with {self.cv_strategy_} validation; raise time_budget_s")
         frames = [trials_frame(study, name) for name, study in self.studies_.items()]
-        self.trials_ = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+        # a frame's all-empty columns (no pruned trials: no pruned_reason) must not decide a dtype; all columns stay
+        columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+        self.trials_ = pd.concat([f.dropna(axis=1, how="all") for f in frames if len(f)] or frames[:1],
+                                 ignore_index=True).reindex(columns=columns)
         if self.secondary_objective:
             results = self._pareto_pick(results)
         self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started, refit)

@@ -90,7 +90,7 @@ def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline) -> None:
         callbacks.append(stop_at_deadline)
     if _wants_early_stopping(estimator, X_valid):
         callbacks.append(early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
-        estimator.fit(X, y, eval_set=[(X_valid, y_valid)], callbacks=callbacks)
+        estimator.fit(X, y, eval_X=(X_valid,), eval_y=(y_valid,), callbacks=callbacks)
     else:
         estimator.fit(X, y, callbacks=callbacks)
     if deadline is not None and time.monotonic() > deadline:
