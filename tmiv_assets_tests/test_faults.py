@@ -175,3 +175,16 @@ def test_five_concurrent_runs_over_different_partitions_have_no_lock_errors(tmp_
     store = FeatureStore(home=str(tmp_path / "tmiv"))
     assert sorted(store.feature_sets()["dataset"].unique()) == sorted(names)
     assert len(store.feature_sets()) == 15 and store.feature_sets()["versions"].eq(1).all()
+
+
+def test_first_runs_of_a_fresh_state_directory_create_the_mlflow_store_once(tmp_path):
+    """Three processes open the registry of a new state directory at once, as the first runs of `make demo` or of a
+    daemon do: one creates and migrates the SQLite store, the others wait for it (no "duplicate column name")."""
+    opener = ("import sys; from tmiv_assets.resources.model_registry import ModelRegistry; "
+              "print(ModelRegistry(home=sys.argv[1]).ensure_experiment())")
+    processes = [subprocess.Popen([sys.executable, "-c", opener, str(tmp_path)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outcomes = [(p.wait(timeout=300), *p.communicate()) for p in processes]
+    assert [code for code, _, _ in outcomes] == [0, 0, 0], [err[-2000:] for _, _, err in outcomes]
+    assert len({out.strip() for _, out, _ in outcomes}) == 1  # one experiment, whoever created it
+    assert (tmp_path / "mlflow" / ".store_created").exists()

@@ -12,7 +12,7 @@ import dagster as dg
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from tmiv_assets.resources.files import process_lock
@@ -88,7 +88,12 @@ class ModelRegistry(dg.ConfigurableResource):
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=self.artifact_location)
+        try:
+            return client.create_experiment(name, artifact_location=self.artifact_location)
+        except MlflowException as error:  # another run created it meanwhile: use that one
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            return client.get_experiment_by_name(name).experiment_id
 
     def end_orphaned_runs(self, live_dagster_runs: set[str], name: str = EXPERIMENT) -> list[str]:
         """Mark KILLED every MLflow run still RUNNING whose Dagster run (its own tag or its parent's) is not in
