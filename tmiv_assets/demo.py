@@ -19,6 +19,7 @@ import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import dagster as dg
 
@@ -111,14 +112,14 @@ def rollback_drill(instance: dg.DagsterInstance) -> list[str]:
     registry.promote(DRILL_DATASET, weak.version, trigger="drift",
                      reason="rollback drill: the no-skill baseline promoted as if by a retrain")
     partition = f"{DRILL_DATASET}|{DRILL_DAY}"
-    [(_, run_id)] = execute_side_by_side([("score_batch", partition, {"tmiv/drill": "rollback"})])
+    [(line, run_id)] = execute_side_by_side([("score_batch", partition, {"tmiv/drill": "rollback"})])
     performance = [event.step_materialization_data.materialization for event in run_events(
         instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
         if event.step_materialization_data.materialization.asset_key == model_performance.key]
     outcome = {k: v.value for k, v in performance[0].metadata.items()}
     print(f"  score_batch[{partition}] with v{weak.version}: {metric} {outcome.get(f'live_{metric}', 'n/a')}; "
           f"{outcome['rollback']}; champion now v{registry.champion(DRILL_DATASET).version}")
-    return [] if "rolled_back_to" in outcome else [f"the drill's v{weak.version} was not rolled back"]
+    return [line] if "rolled_back_to" in outcome else [line, f"FAILED: the drill's v{weak.version} was not rolled back"]
 
 
 def _score(row: dict, metric: str) -> str:
@@ -172,17 +173,22 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     started = time.perf_counter()
-    failures = []
+    failures, stages = [], []
     with dg.DagsterInstance.get() as instance:
-        for sensor in (new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor,
-                       performance_retrain_sensor):
-            print(f"{sensor.name}")
-            failures += [o for o in run_sensor(sensor, instance) if "FAILED" in o]
-        print("rollback drill")
-        failures += rollback_drill(instance)
-        print(monitoring_history_sensor.name)
-        failures += [o for o in run_sensor(monitoring_history_sensor, instance) if "FAILED" in o]
+        for name, stage in [*((sensor.name, partial(run_sensor, sensor, instance)) for sensor in (
+                new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, performance_retrain_sensor)),
+                            ("rollback drill", partial(rollback_drill, instance)),
+                            (monitoring_history_sensor.name, partial(run_sensor, monitoring_history_sensor, instance))]:
+            print(name)
+            stage_started = time.perf_counter()
+            outcomes = stage()
+            runs = sum(not o.startswith("FAILED:") for o in outcomes)
+            stages.append((name, runs, time.perf_counter() - stage_started))
+            failures += [o for o in outcomes if "FAILED" in o]
         summary(instance)
+    print("\n| stage | runs | wall s |\n|---|---|---|")
+    for name, runs, seconds in stages:
+        print(f"| {name} | {runs} | {seconds:.1f} |")
     print(f"\nWall time: {time.perf_counter() - started:.1f}s")
     if failures:
         raise SystemExit(f"{len(failures)} runs failed: {failures}")

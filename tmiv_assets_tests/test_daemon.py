@@ -62,7 +62,8 @@ def test_the_daemon_runs_the_monitoring_loop(environment, tmp_path):
         pass  # creates the instance's SQLite storages before the daemon and this test both open them
     daemon = start_daemon(environment)
     try:
-        wait_for("the policy's retrain", lambda: finished_runs(environment, "retrain"), 600)
+        # beside the rest of the suite, the four batches' runs and their monitoring refreshes queue before it
+        wait_for("the policy's retrain", lambda: finished_runs(environment, "retrain"), 1200)
         time.sleep(15)  # three more ticks of every sensor, which must not retrain again
     finally:
         stop(daemon)
