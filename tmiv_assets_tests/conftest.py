@@ -1,5 +1,6 @@
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -56,3 +57,10 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
 
 def persistent_instance(environment: dict[str, str]) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(environment["DAGSTER_HOME"])
+
+
+def free_port() -> int:
+    """A loopback port no process listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

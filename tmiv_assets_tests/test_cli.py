@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from nbclient import NotebookClient
 from tmiv_assets.defs.model_jobs import predict_file
 from tmiv_assets.resources.model_registry import ModelRegistry
 from tmiv_assets.resources.prediction_log import PredictionLog
-from tmiv_assets_tests.conftest import DATA_DIR, PROJECT_ROOT, persistent_instance, resources_for
+from tmiv_assets_tests.conftest import DATA_DIR, PROJECT_ROOT, free_port, persistent_instance, resources_for
 
 BIN = Path(sys.executable).parent
 
@@ -155,9 +154,7 @@ def served_predictions_equal_scored_batch(shell: dict[str, str], home: Path) -> 
     """The README's `mlflow models serve` and `curl` lines on a free port: the server answers the batch rows
     exactly as `scored_batch` did; stopped by its process group."""
     readme = (PROJECT_ROOT / "README.md").read_text().splitlines()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
+    port = str(free_port())
     serve = next(line for line in readme if "mlflow models serve" in line).replace("5001", port)
     curl = next(line for line in readme if line.startswith("curl -s 127.0.0.1:5001")).replace("5001", port)
     # A user's shell has no MLflow settings; in-process runs of other tests may have left some in os.environ.

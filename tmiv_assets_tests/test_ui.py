@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from dagster_graphql import DagsterGraphQLClient
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tmiv_assets.defs.launch import workspace_location
-from tmiv_assets_tests.conftest import DATA_DIR, PROJECT_ROOT
+from tmiv_assets_tests.conftest import DATA_DIR, PROJECT_ROOT, free_port
 
 BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,12 +26,6 @@ SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "ui"
 LOCATION = workspace_location()[1]
 SERVER_START_S = 240
 RUN_TIMEOUT_S = 420
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
