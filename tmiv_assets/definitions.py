@@ -1,6 +1,9 @@
 """Everything the platform defines, in one place."""
 
+import os
+
 import dagster as dg
+from dagster_celery import celery_executor
 
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
@@ -51,11 +54,17 @@ from tmiv_assets.defs.sensors import (
 
 default_environment()
 
-# Steps fork from a server that has already imported the project (pandas, mlflow, shap, ...):
-# a step starts in well under a second instead of re-importing for several seconds.
-executor = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["tmiv_assets.definitions"]}}}
-)
+CELERY_BROKER = "TMIV_CELERY_BROKER"
+if os.getenv(CELERY_BROKER):
+    # The distributed profile: every step is a task on the broker, run by whichever Celery worker takes it
+    # (`dagster-celery worker start`, see the README's "Scaling out"); the broker doubles as result backend.
+    executor = celery_executor.configured({"broker": {"env": CELERY_BROKER}, "backend": {"env": CELERY_BROKER}})
+else:
+    # Steps fork from a server that has already imported the project (pandas, mlflow, shap, ...):
+    # a step starts in well under a second instead of re-importing for several seconds.
+    executor = dg.multiprocess_executor.configured(
+        {"start_method": {"forkserver": {"preload_modules": ["tmiv_assets.definitions"]}}}
+    )
 
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,

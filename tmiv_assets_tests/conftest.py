@@ -13,6 +13,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--without-servers", action="store_true",
+                     help="leave out the scale-out tests that start PostgreSQL, Redis and Celery workers")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Only an explicit flag leaves them out; a machine without the servers fails them, saying what to install.
+    if config.getoption("--without-servers"):
+        skip = pytest.mark.skip(reason="--without-servers")
+        for item in items:
+            if "servers" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh state directory."""

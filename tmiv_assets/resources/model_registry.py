@@ -1,7 +1,9 @@
-"""The MLflow model registry (SQLite backend under the state directory) and experiment tracking."""
+"""The MLflow model registry and experiment tracking: a SQLite store under the state directory, or a PostgreSQL
+database beside the Dagster instance's when the deployment profile sets a database URL."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from tmiv_assets.resources.databases import sibling_database
 from tmiv_assets.resources.files import process_lock
 
 CHAMPION = "champion"
@@ -51,9 +54,14 @@ class ModelRegistry(dg.ConfigurableResource):
     """Registered models, one per dataset (`tmiv_<dataset>`), with the alias `champion` for serving."""
 
     home: str
+    database_url: str = ""
+    """The PostgreSQL profile's TMIV_DATABASE_URL (the Dagster instance's database); MLflow then keeps its store
+    in the sibling database `<name>_mlflow` on the same server. Empty: SQLite under `home`."""
 
     @property
     def tracking_uri(self) -> str:
+        if self.database_url:
+            return sibling_database(self.database_url, "mlflow")
         return f"sqlite:///{self._mlflow_dir / 'mlflow.db'}"
 
     @property
@@ -70,10 +78,11 @@ class ModelRegistry(dg.ConfigurableResource):
         # MLflow resolves `models:/` URIs through its global store, not the client's, so set both.
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        created = self._mlflow_dir / ".store_created"
+        created = self._mlflow_dir / (".store_created" if not self.database_url else
+                                      f".store_created_{hashlib.sha1(self.tracking_uri.encode()).hexdigest()[:12]}")
         if not created.exists():
-            # MLflow creates and migrates a new SQLite store on first use; the first runs of a fresh state
-            # directory doing that at once collide ("duplicate column name"), so one process creates it.
+            # MLflow creates and migrates a new store on first use; the first runs of a fresh state directory
+            # doing that at once collide ("duplicate column name"), so one process creates it.
             with process_lock(self._mlflow_dir / ".store_created.lock", "creating the MLflow store"):
                 if not created.exists():
                     client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)

@@ -27,11 +27,14 @@ SERVING_PACKAGES = ("scikit-learn", "lightgbm", "xgboost", "catboost", "pandas",
     config_schema={
         "home": dg.Field(dg.StringSource, description="State directory (TMIV_HOME)."),
         "experiment_name": dg.Field(str, default_value=EXPERIMENT),
+        "database_url": dg.Field(dg.StringSource, default_value="",
+                                 description="The PostgreSQL profile's TMIV_DATABASE_URL (empty: SQLite store)."),
     },
     description="dagster-mlflow tracking in the registry's store, artifacts under TMIV_HOME.",
 )
 def experiment_tracking(init_context: dg.InitResourceContext) -> MlFlow:
-    registry = ModelRegistry(home=init_context.resource_config["home"])
+    registry = ModelRegistry(home=init_context.resource_config["home"],
+                             database_url=init_context.resource_config["database_url"])
     experiment_name = init_context.resource_config["experiment_name"]
     registry.ensure_experiment(experiment_name)  # before dagster-mlflow would create it under ./mlruns
     if init_context.instance is not None:  # a killed run's step never ended its MLflow runs: end them now
