@@ -46,10 +46,10 @@ def wait_for(ready, what: str, process: subprocess.Popen, log: Path, timeout: fl
         time.sleep(0.2)
 
 
-def stop(process: subprocess.Popen, group: bool = False, timeout: float = 30) -> None:
+def stop(process: subprocess.Popen, group: bool = False, timeout: float = 30, how=signal.SIGTERM) -> None:
     if process.poll() is not None:
         return
-    os.killpg(process.pid, signal.SIGTERM) if group else process.terminate()
+    os.killpg(process.pid, how) if group else process.send_signal(how)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -102,7 +102,7 @@ class Postgres:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop(self.process)
+            stop(self.process, how=signal.SIGINT)  # fast shutdown: clients' pooled connections are cut, not awaited
 
     def remove(self) -> None:
         self.stop()
