@@ -13,7 +13,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(TMIV_HOME)/mlflow/mlflow.db
 TORCH_VERSION ?= 2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test ui mlflow-ui instance benchmarks clean python-version browser
+.PHONY: install demo test ui mlflow-ui instance benchmarks clean python-version browser servers
 
 install: $(VENV)/.installed
 
@@ -30,14 +30,24 @@ $(VENV)/.installed: pyproject.toml constraints.txt | python-version
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
+# PROFILE=postgres takes the instance settings of the PostgreSQL profile (deploy/postgres; README "Scaling out").
+PROFILE ?= default
+INSTANCE_FILE := $(if $(filter postgres,$(PROFILE)),deploy/postgres/dagster.yaml,dagster.yaml)
+
 instance: install
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	cp $(INSTANCE_FILE) $(DAGSTER_HOME)/dagster.yaml
 
 # Debian's Chromium, which the browser test of the Dagster UI drives through Playwright (no browser download).
 browser:
 	command -v chromium >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+# Debian's PostgreSQL and Redis servers, which the scale-out test starts on loopback (no service is enabled).
+servers:
+	command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  postgresql redis-server; }
 
 demo: instance
 	$(BIN)/python -m tmiv_assets.demo

@@ -1,6 +1,8 @@
 """AutoML engine: search, ensembles, tuners and evaluation on small bundled or hand-made data."""
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import optuna
@@ -272,3 +274,30 @@ def test_multi_objective_search_keeps_a_pareto_front_and_picks_from_it(objective
     assert best - pick["value"] <= tolerance * best + 1e-12
     assert (front.loc[front["value"] >= best * (1 - tolerance) - 1e-12, cost] >= pick[cost]).all()
     assert model.weights_ == {pick["family"]: 1.0} and model.predict_proba(X.head(2)).shape == (2, 2)
+
+
+def _search_part(arguments):
+    storage, worker = arguments
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    return AutoML(time_budget_s=120, seed=0, n_jobs=1, preset="fast", max_trials=3, storage=storage,
+                  study_prefix="shared").search_worker(X, y, worker=worker, workers=2)
+
+
+def test_two_search_workers_share_one_study_and_their_best_trials_are_assembled(tmp_path):
+    storage = str(tmp_path / "studies.log")  # Optuna's journal file: what two processes on one host share
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        outcomes = list(pool.map(_search_part, [(storage, 0), (storage, 1)]))
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    model = AutoML(time_budget_s=120, seed=0, n_jobs=1, preset="fast", max_trials=3, storage=storage,
+                   study_prefix="shared").fit_from(X, y, outcomes)
+    ran = {o.worker: {r.family.name: r.cv_mean for r in o.results} for o in outcomes}
+    assert set(ran[0]) == set(ran[1]) == set(model.studies_)  # both searched every family of the preset
+    trials = model.trials_
+    assert (trials["state"] == "COMPLETE").sum() >= 2 * len(ran[0])  # the study holds both workers' trials
+    configs = [repr(t.user_attrs["config"]) for t in model.studies_["lightgbm"].trials]
+    assert configs[0] == "{}" and len(set(configs)) == len(configs)  # the start configurations enqueued once
+    for name, score in model.leaderboard().set_index("model")["cv_rmse_mean"].items():
+        assert score == min(ran[0][name], ran[1][name])  # each family's best over the two workers
+    assert model.search_workers_ == 2 and model.predict(X.head(3)).shape == (3,)
+    with pytest.raises(ValueError, match="share their studies through `storage`"):
+        AutoML(preset="fast").search_worker(X, y, worker=0, workers=2)

@@ -83,6 +83,14 @@ class ModelFamily:
     def tunable(self) -> bool:
         return self.space is not _no_space
 
+    def __reduce__(self):
+        # Pickled by name (its builders are closures): search workers' results cross process boundaries.
+        return family_named, (self.name,)
+
+
+def family_named(name: str) -> ModelFamily:
+    return next(family for family in CATALOG if family.name == name)
+
 
 def _with_seed(cls, params: dict, seed: int, n_jobs: int) -> dict:
     accepted = cls().get_params()

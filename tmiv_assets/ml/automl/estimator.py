@@ -6,8 +6,9 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import optuna
@@ -28,7 +29,7 @@ from tmiv_assets.ml.automl.ensembles import (
 )
 from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within
 from tmiv_assets.ml.automl.search import FamilyResult, SearchContext, search_families
-from tmiv_assets.ml.automl.tuning import COSTS, SAMPLERS, trials_frame
+from tmiv_assets.ml.automl.tuning import COSTS, SAMPLERS, make_storage, trials_frame
 from tmiv_assets.ml.data.splits import cv_folds
 from tmiv_assets.ml.features.engineering import SCALER_KINDS
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
@@ -114,9 +115,49 @@ class AutoML(BaseEstimator):
         """Search, then assemble the final model, all within `time_budget_s`; with `times` (event time per
         row) the validation folds are time-ordered."""
         started = time.monotonic()
+        prepared = self._prepare(X, y, times, started)
+        outcome = self._search(prepared, worker=0, started=started)
+        return self._assemble(prepared, [outcome], started)
+
+    def search_worker(self, X: pd.DataFrame, y: pd.Series, times: pd.Series | None = None, worker: int = 0,
+                      workers: int = 1) -> SearchOutcome:
+        """One of `workers` processes searching the same Optuna studies in `storage` (Optuna's distributed
+        optimisation: each sampler sees every worker's finished trials). Worker 0 enqueues the start
+        configurations, any worker may take them; samplers are seeded per worker, folds and models alike.
+        The search part of the budget applies to each worker; `fit_from` assembles their outcomes."""
+        if workers > 1 and self.storage is None:
+            raise ValueError("search workers share their studies through `storage` (an Optuna RDB URL or journal "
+                             "file); set it when workers > 1")
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} is not one of 0..{workers - 1}")
+        started = time.monotonic()
+        return self._search(self._prepare(X, y, times, started), worker=worker, started=started)
+
+    def fit_from(self, X: pd.DataFrame, y: pd.Series, outcomes: list[SearchOutcome],
+                 times: pd.Series | None = None) -> AutoML:
+        """The final model from search workers' outcomes (same data, seed and settings): per family the best
+        trial any worker found, the ensemble and refit within the budget's assembly share, the trials table
+        read back from the shared studies."""
+        if not outcomes:
+            raise ValueError("no search outcomes to assemble")
+        now = time.monotonic()
+        prepared = self._prepare(X, y, times, now)
+        share = SEARCH_SHARE if prepared.refit else SEARCH_SHARE_NO_REFIT
+        self._assemble(prepared, outcomes, now - self.time_budget_s * share)  # the searches spent that share
+        self.fit_seconds_ = max(o.seconds for o in outcomes) + time.monotonic() - now
+        return self
+
+    def _refits(self, times) -> bool:
+        """Whether the final model is refitted on all rows (else the search's fold models are bagged)."""
+        n_folds = len(self.folds_)
+        # Fold models train on (K-1)/K of the rows: with fewer than 5 folds (large data) a refit on all rows
+        # is worth its share of the budget.
+        return (n_folds < BAG_MIN_FOLDS or times is not None or self.ensemble not in ("caruana", "best")
+                or self.secondary_objective is not None)
+
+    def _prepare(self, X: pd.DataFrame, y: pd.Series, times, started: float) -> Prepared:
         X, y = self._validate(X, y)
         self.classes_ = np.unique(y) if self.task_ != "regression" else None
-        families = families_for(self.task_, self.preset, self.include, self.exclude, len(X))
         times = None if times is None else pd.Series(times).reset_index(drop=True)
         # One preprocessor for every fold and the final model: imputation medians and category lists seen
         # across the training rows are not label information, and encoding once saves every trial's time.
@@ -127,22 +168,32 @@ class AutoML(BaseEstimator):
         self.cv_strategy_ = ("time-ordered " if times is not None else "") + (
             "holdout" if len(self.folds_) == 1 else f"{len(self.folds_)}-fold")
         self.threads_ = fit_threads(self.n_jobs, encoded.size)
-        # Fold models train on (K-1)/K of the rows: with fewer than 5 folds (large data) a refit on all rows
-        # is worth its share of the budget.
-        refit = (len(self.folds_) < BAG_MIN_FOLDS or times is not None or self.ensemble not in ("caruana", "best")
-                 or self.secondary_objective is not None)
         scored = np.sort(np.concatenate([valid for _, valid in self.folds_]))
         context = SearchContext(self.task_, self.metric_, y, self.classes_, self.folds_, encoded, self.seed,
                                 self.threads_, self.sampler, self.sampler_options or {}, self.storage,
                                 f"{self.study_prefix}-{self.task_}", self.max_trials, self.progress,
                                 self.pinned_params or {}, scored, self.secondary_objective)
-        deadline = started + self.time_budget_s * (SEARCH_SHARE if refit else SEARCH_SHARE_NO_REFIT)
-        results, self.studies_, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,
-                                                          deadline)
-        self.timings_["search"] = time.monotonic() - started - sum(self.timings_.values())
+        return Prepared(encoded, y, context, self._refits(times), scored)
+
+    def _search(self, prepared: Prepared, worker: int, started: float) -> SearchOutcome:
+        context = replace(prepared.context, worker=worker)
+        families = families_for(self.task_, self.preset, self.include, self.exclude, len(prepared.y))
+        deadline = started + self.time_budget_s * (SEARCH_SHARE if prepared.refit else SEARCH_SHARE_NO_REFIT)
+        results, studies, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,
+                                                    deadline)
+        seconds = time.monotonic() - started - sum(self.timings_.values())
+        return SearchOutcome(worker, results, reasons, seconds, studies if self.storage is None else None)
+
+    def _assemble(self, prepared: Prepared, outcomes: list[SearchOutcome], started: float) -> AutoML:
+        encoded, y, context, refit, scored = prepared
+        results, reasons = merge_outcomes(outcomes, self.metric_)
+        self.timings_["search"] = max(o.seconds for o in outcomes)
         if not results:
-            raise ValueError(f"time budget of {self.time_budget_s}s was too small to fit any model on {len(X):,} rows "
-                             f"with {self.cv_strategy_} validation; raise time_budget_s")
+            raise ValueError(f"time budget of {self.time_budget_s}s was too small to fit any model on {len(y):,} "
+                             f"rows with {self.cv_strategy_} validation; raise time_budget_s")
+        self.studies_ = outcomes[0].studies if len(outcomes) == 1 and outcomes[0].studies is not None else {
+            name: optuna.load_study(study_name=f"{context.study_prefix}-{name}", storage=make_storage(self.storage))
+            for name in reasons}
         frames = [trials_frame(study, name) for name, study in self.studies_.items()]
         # a frame's all-empty columns (no pruned trials: no pruned_reason) must not decide a dtype; all columns stay
         columns = list(dict.fromkeys(c for f in frames for c in f.columns))
@@ -150,12 +201,15 @@ class AutoML(BaseEstimator):
                                  ignore_index=True).reindex(columns=columns)
         if self.secondary_objective:
             results = self._pareto_pick(results)
+        mark = time.monotonic()
         self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started, refit)
-        self.timings_["ensemble"] = time.monotonic() - started - sum(self.timings_.values())
+        self.timings_["ensemble"] = time.monotonic() - mark
+        mark = time.monotonic()
         final = self._final(results, encoded, y, context, refit, started)
-        self.timings_["final_model"] = time.monotonic() - started - sum(self.timings_.values())
+        self.timings_["final_model"] = time.monotonic() - mark
         self.best_pipeline_ = Pipeline([("preprocess", self.preprocessor_), ("estimator", final)])
         self.leaderboard_ = self._leaderboard(results, reasons)
+        self.search_workers_ = len(outcomes)
         self.fit_seconds_ = time.monotonic() - started
         logger.info("AutoML fit %d families, %d trials in %.1fs; final %s (%s)", len(results), len(self.trials_),
                     self.fit_seconds_, self.weights_, self.final_kind_)
@@ -337,6 +391,47 @@ class AutoML(BaseEstimator):
         board = pd.DataFrame(rows).sort_values(f"cv_{self.metric_}_mean", ascending=self.metric_ in LOWER_IS_BETTER,
                                                kind="stable", na_position="last")
         return board.reset_index(drop=True)
+
+
+class Prepared(NamedTuple):
+    """The training rows encoded once, their folds and search context, and whether the final model is refitted."""
+
+    encoded: np.ndarray
+    y: pd.Series
+    context: SearchContext
+    refit: bool
+    scored: np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """One search worker's part: each family's best trial it ran (out-of-fold predictions and fold models
+    included), why each family got no more time, and its seconds; the in-memory studies when there is no
+    shared storage to read them from."""
+
+    worker: int
+    results: list[FamilyResult]
+    reasons: dict[str, str]
+    seconds: float
+    studies: dict[str, optuna.Study] | None = None
+
+
+def merge_outcomes(outcomes: list[SearchOutcome], metric: str) -> tuple[list[FamilyResult], dict[str, str]]:
+    """Per family the best result any worker found (ties to the lower worker), best family first; the workers'
+    reasons for stopping, each said once."""
+    greater = metric not in LOWER_IS_BETTER
+    best: dict[str, FamilyResult] = {}
+    reasons: dict[str, list[str]] = {}
+    for outcome in sorted(outcomes, key=lambda o: o.worker):
+        for result in outcome.results:
+            held = best.get(result.family.name)
+            if held is None or (result.cv_mean > held.cv_mean if greater else result.cv_mean < held.cv_mean):
+                best[result.family.name] = result
+        for name, why in outcome.reasons.items():
+            if why not in reasons.setdefault(name, []):
+                reasons[name].append(why)
+    ranked = sorted(best.values(), key=lambda r: r.cv_mean, reverse=greater)
+    return ranked, {name: " | ".join(whys) for name, whys in reasons.items()}
 
 
 def fit_threads(n_jobs: int | None, cells: int) -> int:

@@ -30,6 +30,7 @@ FIRST_PASS_FAIR_SHARES = 2.0  # a family's first trial may take up to twice its 
 CHEAP_TRIAL_SHARE = 0.005  # a family whose trial costs under this share of the time left is tuned anyway
 CHEAP_TUNING_SHARE = 0.03
 CHEAP_TUNING_TRIALS = 12
+SEED_STRIDE = 7919  # sampler seed offset per search worker, so workers sharing a study propose different trials
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class SearchContext:
     """Positions covered by a validation fold (time-series CV never validates its first block)."""
     secondary: str | None = None
     """'latency' or 'size': trials are scored on both and the studies are multi-objective."""
+    worker: int = 0
+    """Which of several processes sharing the studies this is: seeds its sampler; worker 0 enqueues the starts."""
 
     def params_for(self, family: ModelFamily, params: dict) -> dict:
         return {**params, **self.pinned.get(family.name, {})}
@@ -116,11 +119,11 @@ class _FamilySearch:
         self.context, self.family, self.tracker = context, family, tracker
         self.grid = family.grid_for(context.task) if context.sampler == "grid" else None
         self.tunable = family.tunable and (context.sampler != "grid" or bool(self.grid))
-        sampler = make_sampler(context.sampler if self.tunable else "random", context.seed, grid=self.grid,
-                               **context.sampler_options)
+        sampler = make_sampler(context.sampler if self.tunable else "random",
+                               context.seed + SEED_STRIDE * context.worker, grid=self.grid, **context.sampler_options)
         directions = [direction_of(context.metric)] + (["minimize"] if context.secondary else [])
         self.study = create_study(f"{context.study_prefix}-{family.name}", directions, sampler, context.storage)
-        if not self.grid and not self.study.trials:
+        if not self.grid and not self.study.trials and context.worker == 0:
             for index in range(len(family.starts)):
                 self.study.enqueue_trial({}, user_attrs={"start": index})
         self.best: dict | None = None
