@@ -123,7 +123,7 @@ class _FamilySearch:
                                context.seed + SEED_STRIDE * context.worker, grid=self.grid, **context.sampler_options)
         directions = [direction_of(context.metric)] + (["minimize"] if context.secondary else [])
         self.study = create_study(f"{context.study_prefix}-{family.name}", directions, sampler, context.storage)
-        if not self.grid and not self.study.trials and context.worker == 0:
+        if not self.grid and context.worker == 0 and not any("start" in t.user_attrs for t in self.study.trials):
             for index in range(len(family.starts)):
                 self.study.enqueue_trial({}, user_attrs={"start": index})
         self.best: dict | None = None
