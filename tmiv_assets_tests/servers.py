@@ -139,8 +139,8 @@ def celery_workers(environment: dict[str, str], count: int, directory: Path) -> 
             log = directory / f"worker{number}.log"
             with open(log, "w") as handle:
                 workers.append(subprocess.Popen(
-                    [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", "deploy/celery/worker.yaml",
-                     "-n", f"worker{number}", "--", "--concurrency", "1"],
+                    [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+                     "-y", "deploy/celery/worker.yaml", "-n", f"worker{number}", "--", "--concurrency", "1"],
                     cwd=PROJECT_ROOT, env=environment, stdout=handle, stderr=subprocess.STDOUT,
                     start_new_session=True))  # its own process group: celery forks a pool child
             wait_for(lambda log=log: " ready." in log.read_text(), f"Celery worker {number}", workers[-1], log,

@@ -30,7 +30,8 @@ def build_resources(home: str | dg.EnvVar = dg.EnvVar("TMIV_HOME"),
                     data_dir: str | dg.EnvVar = dg.EnvVar("TMIV_DATA_DIR")) -> dict:
     home_config = {"env": "TMIV_HOME"} if isinstance(home, dg.EnvVar) else home
     # An unset EnvVar fails at resource initialisation, so the default profile does not name it at all.
-    database = dg.EnvVar(DATABASE_URL) if os.getenv(DATABASE_URL) and check_database_url(os.environ[DATABASE_URL]) else ""
+    configured = bool(os.getenv(DATABASE_URL)) and check_database_url(os.environ[DATABASE_URL])
+    database = dg.EnvVar(DATABASE_URL) if configured else ""
     database_config = {"env": DATABASE_URL} if database else ""
     return {
         "store": FeatureStore(home=home),

@@ -14,7 +14,6 @@ import psycopg2
 from psycopg2 import errors, sql
 from sqlalchemy.engine import make_url
 
-
 DRIVER = "postgresql+psycopg2"
 
 
