@@ -294,6 +294,7 @@ def test_two_search_workers_share_one_study_and_their_best_trials_are_assembled(
     assert set(ran[0]) == set(ran[1]) == set(model.studies_)  # both searched every family of the preset
     trials = model.trials_
     assert (trials["state"] == "COMPLETE").sum() >= 2 * len(ran[0])  # the study holds both workers' trials
+    assert set(trials["worker"]) == {0, 1}
     configs = [repr(t.user_attrs["config"]) for t in model.studies_["lightgbm"].trials if t.state.is_finished()]
     assert configs.count("{}") == 1 and len(set(configs)) == len(configs)  # the defaults ran, the starts once
     for name, score in model.leaderboard().set_index("model")["cv_rmse_mean"].items():

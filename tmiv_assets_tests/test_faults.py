@@ -74,7 +74,7 @@ CHILD = textwrap.dedent("""
                     die()
         feature_store.atomic_path = unfinished
     elif point == "training":  # MLflow runs are open
-        AutoML.fit = die
+        AutoML.fit_from = die
     elif point == "model_version":  # before the MLflow model version exists
         ModelRegistry.register = die
     elif point == "champion_alias":  # the version exists, its alias does not

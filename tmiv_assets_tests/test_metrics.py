@@ -4,6 +4,7 @@ import math
 
 import dagster as dg
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
@@ -16,6 +17,7 @@ from tmiv_assets.defs.assets.automl import TrainingConfig, model_candidates, mod
 from tmiv_assets.defs.assets.data import clean_dataset, raw_dataset
 from tmiv_assets.defs.assets.deploy import champion_model, registered_model
 from tmiv_assets.defs.assets.features import feature_set
+from tmiv_assets.ml.automl.tuning import make_storage
 from tmiv_assets.ml.metrics import (
     LOWER_IS_BETTER,
     METRICS,
@@ -114,3 +116,21 @@ def test_a_multi_objective_search_shows_its_pareto_front_in_the_ui(prepared):
     metadata = {k: v.value for k, v in result.asset_materializations_for_node("model_candidates")[0].metadata.items()}
     assert "latency_ms_per_1k_rows" in metadata["pareto_front"] and "| True" in metadata["pareto_front"]
     assert "![Pareto front](data:image/png;base64," in metadata["pareto_plot"]
+
+
+def test_search_workers_run_as_parallel_steps_sharing_the_runs_studies(prepared):
+    home, instance = prepared
+    config = TrainingConfig(preset="fast", include=["linear", "lightgbm"], max_trials=3, time_budget_s=600, n_jobs=1,
+                            search_workers=2)
+    result = dg.materialize([model_candidates], resources=resources_for(home), partition_key="titanic",
+                            instance=instance, run_config=dg.RunConfig(ops={"model_candidates": config}))
+    steps = {e.step_key for e in result.get_step_success_events()}
+    assert {"model_candidates.search_worker[0]", "model_candidates.search_worker[1]"} <= steps
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("model_candidates")[0].metadata.items()}
+    assert metadata["search_workers"] == 2
+    journal = home / "optuna" / f"{result.run_id}.log"  # this run's studies, shared by both steps
+    assert journal.exists()
+    study = f"titanic-{result.run_id}-binary-lightgbm"
+    trials = optuna.load_study(study_name=study, storage=make_storage(journal)).trials
+    assert {t.user_attrs["worker"] for t in trials} == {0, 1}  # both steps ran trials of the one study
+    assert metadata["trials"] > len([t for t in trials if t.state.is_finished()])  # and the linear study's

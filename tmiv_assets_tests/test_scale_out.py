@@ -48,7 +48,7 @@ def test_full_pipeline_runs_on_celery_workers_with_every_store_on_postgres(scale
         instance.add_dynamic_partitions("dataset", ["titanic"])
     run_config = tmp_path / "fast.yaml"
     run_config.write_text("ops:\n  model_candidates:\n    config: {time_budget_s: 60, preset: fast, max_trials: 4, "
-                          "n_jobs: 1}\n")
+                          "n_jobs: 1, search_workers: 2}\n")
     with celery_workers(environment, 2, tmp_path) as workers:
         completed = subprocess.run(
             [str(BIN / "dagster"), "job", "execute", "-m", "tmiv_assets.definitions", "-j", "full_pipeline", "-c",
@@ -65,6 +65,8 @@ def test_full_pipeline_runs_on_celery_workers_with_every_store_on_postgres(scale
         steps = [e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)]
         assert len(handed) == len(steps) > 10  # every step went through the broker to a worker
         hosts = {e.dagster_event.engine_event_data.metadata["Celery worker"].value for e in handed}
+        searched = {e.step_key for e in handed if ".search_worker[" in e.step_key}
+        assert searched == {"model_candidates.search_worker[0]", "model_candidates.search_worker[1]"}
         assert hosts <= {f"worker{n}@{h.split('@')[1]}" for n in range(2) for h in hosts}
         assert instance.get_latest_materialization_event(dg.AssetKey("registered_model")) is not None
     registry = ModelRegistry(home=scale_out["TMIV_HOME"], database_url=postgres.url)
@@ -73,5 +75,9 @@ def test_full_pipeline_runs_on_celery_workers_with_every_store_on_postgres(scale
         with connection.cursor() as cursor:
             cursor.execute("SELECT alias, version FROM registered_model_aliases WHERE name = 'tmiv_titanic'")
             assert cursor.fetchall() == [("champion", int(registry.champion("titanic").version))]
+    with psycopg2.connect(host="127.0.0.1", port=postgres.port, user="tmiv", dbname="tmiv_optuna") as connection:
+        with connection.cursor() as cursor:  # the search workers' shared studies, one per family of this run
+            cursor.execute("SELECT study_name FROM studies")
+            assert {name for (name,) in cursor.fetchall()} >= {f"titanic-{run.run_id}-binary-lightgbm"}
     assert not (Path(scale_out["TMIV_HOME"]) / "mlflow" / "mlflow.db").exists()
     assert not list(Path(scale_out["DAGSTER_HOME"]).rglob("*.db"))  # no SQLite instance beside PostgreSQL

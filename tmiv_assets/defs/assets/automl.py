@@ -1,5 +1,6 @@
 """AutoML: the search over the model catalog and the leaderboard on held-out rows."""
 
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -9,12 +10,11 @@ from mlflow.entities.model_registry import ModelVersion
 from pydantic import Field
 
 from tmiv_assets.defs.assets.data import labelled_batch_days
-from tmiv_assets.defs.assets.features import feature_set
 from tmiv_assets.defs.metadata import engine_errors_as_failure, figures_markdown, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline
-from tmiv_assets.ml.automl.tuning import COSTS, study_plots
+from tmiv_assets.ml.automl.tuning import COSTS, make_storage, study_plots
 from tmiv_assets.ml.data.spec import DatasetSpec
 from tmiv_assets.ml.data.splits import TrainTestSplit, split_dataset
 from tmiv_assets.ml.deploy.serving import serving_pipeline
@@ -22,6 +22,7 @@ from tmiv_assets.ml.features.builder import FeatureBuilder
 from tmiv_assets.ml.metrics import is_better, score_model
 from tmiv_assets.ml.plots import figure_to_markdown, pareto_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
+from tmiv_assets.resources.databases import sibling_database
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
 from tmiv_assets.resources.tracking import TrainingMonitor, log_search
@@ -55,7 +56,9 @@ class TrainingConfig(dg.Config):
     nsga2_mutation_prob: float | None = Field(default=None,
                                               description="NSGA-II mutation probability (None: 1/params).")
     study_storage: str = Field(default="", description="Optuna RDB URL or journal file shared by processes "
-                                                       "(empty: in memory).")
+                                                       "(empty: in memory, or per run for several workers).")
+    search_workers: int = Field(default=1, ge=1, description="Parallel search steps sharing one Optuna study "
+                                                             "(each runs trials; one more step assembles).")
     tensorboard: bool = Field(default=False, description="Write TensorBoard logs of the refitted networks.")
     secondary_objective: Literal["none", "latency", "size"] = Field(
         default="none", description="Trade the score against prediction latency or model size (multi-objective; "
@@ -105,37 +108,87 @@ def training_sample(held: tuple[DatasetSpec, pd.DataFrame, TrainTestSplit], size
     return rows.sample(min(size, len(rows)), random_state=0)
 
 
-@dg.asset(partitions_def=dataset_partitions, deps=[feature_set], group_name="models",
-          kinds={"mlflow", "optuna", "scikitlearn"})
-def model_candidates(context: dg.AssetExecutionContext, config: TrainingConfig, store: FeatureStore,
-                     artifacts: ArtifactStore, mlflow: dg.ResourceParam[MlFlow]) -> dg.MaterializeResult:
-    """AutoML over the model catalog (Optuna, CV on the training rows): the final model, the no-skill baseline
-    and each family's best as MLflow runs nested in the Dagster run's run; the table as a versioned frame."""
+def search_storage(config: TrainingConfig, registry: ModelRegistry, dataset: str, run_id: str) -> tuple:
+    """Where the search's Optuna studies live and their name prefix. One worker: in memory (or the configured
+    storage). Several: the configured storage, else the PostgreSQL profile's `<db>_optuna` database, else a
+    journal file under TMIV_HOME; per run, so workers share this run's studies and no earlier run's."""
+    if config.study_storage:
+        return config.study_storage, dataset
+    if config.search_workers == 1:
+        return None, dataset
+    if registry.database_url:
+        return sibling_database(registry.database_url, "optuna"), f"{dataset}-{run_id}"
+    return str(Path(registry.home).resolve() / "optuna" / f"{run_id}.log"), f"{dataset}-{run_id}"
+
+
+def search_engine(context: dg.OpExecutionContext, config: TrainingConfig, registry: ModelRegistry,
+                  artifacts: ArtifactStore, task: str, progress=None) -> AutoML:
+    name = context.partition_key
+    storage, prefix = search_storage(config, registry, name, context.run_id)
+    automl = config.automl(task, progress, prefix, str(artifacts.path("tensorboard", name, context.run_id)))
+    return automl.set_params(storage=storage)
+
+
+@dg.op(ins={"feature_set": dg.In(dg.Nothing)},
+       out={"workers": dg.DynamicOut(int), "lineage": dg.Out(dict)})
+def plan_search(context: dg.OpExecutionContext, config: TrainingConfig, store: FeatureStore,
+                registry: ModelRegistry):
+    """Pins the feature-set version every worker trains on, creates the shared study storage (its schema
+    once, not raced by the workers), then fans out `search_workers` search steps."""
+    make_storage(search_storage(config, registry, context.partition_key, context.run_id)[0])
     name, version = context.partition_key, store.latest("feature_set", context.partition_key).version
     source = store.lineage("feature_set", name, version)
-    lineage = {"feature_set_version": version, "clean_dataset_version": source["clean_dataset_version"],
-               "spec": source["spec"], "builder": source["builder"], "test_size": config.test_size, "seed": config.seed}
-    spec, clean, split = held_out(store, name, lineage)
+    yield dg.Output({"feature_set_version": version, "clean_dataset_version": source["clean_dataset_version"],
+                     "spec": source["spec"], "builder": source["builder"], "test_size": config.test_size,
+                     "seed": config.seed}, "lineage")
+    for worker in range(config.search_workers):
+        yield dg.DynamicOutput(worker, mapping_key=str(worker), output_name="workers")
+
+
+@dg.op(tags={"dagster/concurrency_key": "search_workers"})
+def search_worker(context: dg.OpExecutionContext, config: TrainingConfig, store: FeatureStore,
+                  registry: ModelRegistry, artifacts: ArtifactStore, worker: int, lineage: dict) -> dict:
+    """One worker's share of the AutoML search, its trials in the run's shared Optuna studies."""
+    spec, _, split = held_out(store, context.partition_key, lineage)
     monitor = TrainingMonitor(context.log)
-    automl = config.automl(spec.task, monitor, name, str(artifacts.path("tensorboard", name, context.run_id)))
+    automl = search_engine(context, config, registry, artifacts, spec.task, monitor)
+    with engine_errors_as_failure(context.partition_key, "AutoML could not train"):
+        outcome = automl.search_worker(split.X_train, split.y_train, times=split.times_train, worker=worker,
+                                       workers=config.search_workers)
+    context.log.info(f"search worker {worker + 1}/{config.search_workers}: {outcome.seconds:.1f}s, best "
+                     + ", ".join(f"{r.family.name} {r.cv_mean:.4f}" for r in outcome.results))
+    return {"outcome": outcome, "history": monitor.history}
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def assemble_candidates(context: dg.OpExecutionContext, config: TrainingConfig, store: FeatureStore,
+                        artifacts: ArtifactStore, registry: ModelRegistry, mlflow: dg.ResourceParam[MlFlow],
+                        lineage: dict, searches: list[dict]) -> None:
+    """The final model from every worker's best trials (ensemble, refit), the no-skill baseline and each
+    family's best as MLflow runs nested in the Dagster run's run; the table as a versioned frame."""
+    name = context.partition_key
+    spec, clean, split = held_out(store, name, lineage)
+    automl = search_engine(context, config, registry, artifacts, spec.task)
     with engine_errors_as_failure(name, "AutoML could not train"):
-        automl.fit(split.X_train, split.y_train, times=split.times_train)
+        automl.fit_from(split.X_train, split.y_train, [s["outcome"] for s in searches], times=split.times_train)
     raw = clean.drop(columns=[spec.target])
-    builder = FeatureBuilder(**source["builder"]).fit(raw)
+    builder = FeatureBuilder(**lineage["builder"]).fit(raw)
     serving = {"automl": serving_pipeline(builder, automl.best_pipeline_),
                "baseline": serving_pipeline(builder, fit_baseline(split.X_train, split.y_train, spec.task))}
-    tags = {"dataset": name, "feature_set_version": str(version), "task": spec.task,
+    tags = {"dataset": name, "feature_set_version": str(lineage["feature_set_version"]), "task": spec.task,
             "clean_dataset_version": str(lineage["clean_dataset_version"])}
-    board = log_search(mlflow, automl, serving, raw.head(5), tags, monitor.history)
+    history = [event for s in searches for event in s["history"]]
+    board = log_search(mlflow, automl, serving, raw.head(5), tags, history)
     stored = store.save("model_candidates", name, board, lineage | {"metric": automl.metric_})
     best_family = automl.leaderboard_["model"].iloc[0]
-    context.log.info(f"AutoML for {name}: {len(automl.trials_)} trials, final {automl.weights_}, "
-                     f"CV {automl.metric_}={automl.ensemble_score_:.4f}")
-    return dg.MaterializeResult(metadata={
+    context.log.info(f"AutoML for {name}: {len(automl.trials_)} trials over {len(searches)} search workers, "
+                     f"final {automl.weights_}, CV {automl.metric_}={automl.ensemble_score_:.4f}")
+    context.add_output_metadata({
         "leaderboard": markdown_table(board.drop(columns=["run_id", "model_uri", "params"])),
         f"cv_{automl.metric_}": float(automl.ensemble_score_),
         "trials": len(automl.trials_),
         "pruned_trials": int((automl.trials_["state"] == "PRUNED").sum()),
+        "search_workers": len(searches),
         "trial_table": markdown_table(automl.trials_.tail(30)),
         "search_seconds": round(automl.fit_seconds_, 1),
         "seconds_by_phase": {phase: round(seconds, 1) for phase, seconds in automl.timings_.items()},
@@ -147,6 +200,21 @@ def model_candidates(context: dg.AssetExecutionContext, config: TrainingConfig, 
         "candidates_version": stored.version,
         **pareto_metadata(automl),
     })
+
+
+def _search_config(values: dict) -> dict:
+    return {op: {"config": values} for op in ("plan_search", "search_worker", "assemble_candidates")}
+
+
+@dg.graph_asset(partitions_def=dataset_partitions, ins={"feature_set": dg.AssetIn(dagster_type=dg.Nothing)},
+                group_name="models", kinds={"mlflow", "optuna", "scikitlearn"},
+                config=dg.ConfigMapping(config_fn=_search_config, config_schema=TrainingConfig.to_config_schema()))
+def model_candidates(feature_set):
+    """AutoML over the model catalog (Optuna, CV on the training rows), split over `search_workers` parallel
+    steps that share one study, then assembled: the final model, the no-skill baseline and each family's best
+    as MLflow runs, the candidates table as a versioned frame."""
+    workers, lineage = plan_search(feature_set)
+    return assemble_candidates(lineage, workers.map(lambda worker: search_worker(worker, lineage)).collect())
 
 
 def pareto_metadata(automl: AutoML) -> dict:

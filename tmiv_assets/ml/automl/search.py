@@ -164,6 +164,7 @@ class _FamilySearch:
     def _objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = self._params(trial)
         trial.set_user_attr("config", params)  # start configurations are not Optuna parameters
+        trial.set_user_attr("worker", self.context.worker)
         key = repr(sorted(params.items()))
         if key in self.cache:  # samplers on small spaces repeat themselves; refitting would waste the budget
             trial.set_user_attr("duplicate", True)

@@ -74,9 +74,10 @@ def score_of(trial: optuna.trial.FrozenTrial) -> float | None:
 
 
 def trials_frame(study: optuna.Study, family: str) -> pd.DataFrame:
-    """One row per trial: number, state, value, seconds, folds trained, whether it was skipped before training,
-    params and why it was pruned or stopped."""
-    rows = [{"family": family, "number": t.number, "state": t.state.name, "value": score_of(t),
+    """One row per trial: number, the search worker that ran it, state, value, seconds, folds trained, whether it
+    was skipped before training, params and why it was pruned or stopped."""
+    rows = [{"family": family, "number": t.number, "worker": t.user_attrs.get("worker", 0), "state": t.state.name,
+             "value": score_of(t),
              "seconds": t.duration.total_seconds() if t.duration else None,
              "folds_trained": t.user_attrs.get("folds_trained"),
              # Pruned before any fold trained: skipped, not searched.
@@ -84,8 +85,8 @@ def trials_frame(study: optuna.Study, family: str) -> pd.DataFrame:
              "pruned_reason": t.user_attrs.get("pruned_reason"), "params": repr(t.params),
              **{cost: t.user_attrs.get(cost) for cost in COSTS.values()}}
             for t in study.trials if t.state.is_finished()]
-    return pd.DataFrame(rows, columns=["family", "number", "state", "value", "seconds", "folds_trained", "skipped",
-                                       "pruned_reason", "params", *COSTS.values()])
+    return pd.DataFrame(rows, columns=["family", "number", "worker", "state", "value", "seconds", "folds_trained",
+                                       "skipped", "pruned_reason", "params", *COSTS.values()])
 
 
 def study_plots(study: optuna.Study) -> dict[str, plt.Figure]:
