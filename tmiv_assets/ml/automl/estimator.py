@@ -76,8 +76,8 @@ class AutoML(BaseEstimator):
     pareto_tolerance : with a secondary objective, pick the cheapest front trial whose CV score is within
         this fraction of the best one (0: the best-scoring trial).
     include, exclude : family names to restrict the search to / leave out.
-    max_trials : cap on tuning trials per family; with a budget that is not reached the fit is exactly
-        reproducible (a time-bounded search depends on machine speed).
+    max_trials : cap on tuning trials per family (all search workers together); with a budget that is not
+        reached the fit is exactly reproducible (a time-bounded search depends on machine speed).
     progress : called with a dict per finished trial: event 'trial', family, number, trial (n of
         n_trials, an estimate), state, value, best (family), best_overall, elapsed_s, eta_s, pruned_reason.
     storage : Optuna RDB URL, journal file path or storage object; lets processes share the studies.
@@ -116,7 +116,7 @@ class AutoML(BaseEstimator):
         row) the validation folds are time-ordered."""
         started = time.monotonic()
         prepared = self._prepare(X, y, times, started)
-        outcome = self._search(prepared, worker=0, started=started)
+        outcome = self._search(prepared, worker=0, workers=1, started=started)
         return self._assemble(prepared, [outcome], started)
 
     def search_worker(self, X: pd.DataFrame, y: pd.Series, times: pd.Series | None = None, worker: int = 0,
@@ -124,14 +124,15 @@ class AutoML(BaseEstimator):
         """One of `workers` processes searching the same Optuna studies in `storage` (Optuna's distributed
         optimisation: each sampler sees every worker's finished trials). Worker 0 enqueues the start
         configurations, any worker may take them; samplers are seeded per worker, folds and models alike.
-        The search part of the budget applies to each worker; `fit_from` assembles their outcomes."""
+        `max_trials` caps the workers' tuning trials together (a worker that drew cheap trials runs more);
+        the search part of the budget applies to each worker; `fit_from` assembles their outcomes."""
         if workers > 1 and self.storage is None:
             raise ValueError("search workers share their studies through `storage` (an Optuna RDB URL or journal "
                              "file); set it when workers > 1")
         if not 0 <= worker < workers:
             raise ValueError(f"worker {worker} is not one of 0..{workers - 1}")
         started = time.monotonic()
-        return self._search(self._prepare(X, y, times, started), worker=worker, started=started)
+        return self._search(self._prepare(X, y, times, started), worker=worker, workers=workers, started=started)
 
     def fit_from(self, X: pd.DataFrame, y: pd.Series, outcomes: list[SearchOutcome],
                  times: pd.Series | None = None) -> AutoML:
@@ -175,8 +176,8 @@ class AutoML(BaseEstimator):
                                 self.pinned_params or {}, scored, self.secondary_objective)
         return Prepared(encoded, y, context, self._refits(times), scored)
 
-    def _search(self, prepared: Prepared, worker: int, started: float) -> SearchOutcome:
-        context = replace(prepared.context, worker=worker)
+    def _search(self, prepared: Prepared, worker: int, workers: int, started: float) -> SearchOutcome:
+        context = replace(prepared.context, worker=worker, workers=workers)
         families = families_for(self.task_, self.preset, self.include, self.exclude, len(prepared.y))
         deadline = started + self.time_budget_s * (SEARCH_SHARE if prepared.refit else SEARCH_SHARE_NO_REFIT)
         results, studies, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,

@@ -60,6 +60,8 @@ class SearchContext:
     """'latency' or 'size': trials are scored on both and the studies are multi-objective."""
     worker: int = 0
     """Which of several processes sharing the studies this is: seeds its sampler; worker 0 enqueues the starts."""
+    workers: int = 1
+    """How many processes share the studies: `max_trials` caps the tuning trials of all of them together."""
 
     def params_for(self, family: ModelFamily, params: dict) -> dict:
         return {**params, **self.pinned.get(family.name, {})}
@@ -132,16 +134,21 @@ class _FamilySearch:
         self.fold_seconds = 0.0  # of the last finished trial: whether the next one fits before the limit
         self.why = "not reached: the search budget was spent before its first trial"
 
-    def run(self, n_trials: int | None, limit: float) -> None:
-        """Trials until `n_trials` or the monotonic time `limit`; folds are pruned when they would overrun it."""
+    def run(self, n_trials: int | None, limit: float, study_total: int | None = None) -> None:
+        """Trials until `n_trials`, the study (every worker's trials) holds `study_total`, or the monotonic time
+        `limit`; folds are pruned when they would overrun it."""
         if not self.tunable:
             started = sum("start" in t.user_attrs and t.state.is_finished() for t in self.study.trials)
             n_trials = min(n_trials or len(self.family.starts), len(self.family.starts) - started)
         if n_trials == 0 or time.monotonic() >= limit:
             return
         self.limit = limit
+        if study_total is not None and len(self.study.trials) >= study_total:
+            return
+        # Workers stop together at the shared total, so one that drew cheap trials keeps going for the others.
+        shared = [] if study_total is None else [optuna.study.MaxTrialsCallback(study_total, states=None)]
         self.study.optimize(self._objective, n_trials=n_trials, timeout=max(0.0, limit - time.monotonic()),
-                            callbacks=[self.tracker.callback(self)], catch=(*FAILURES, DeadlineReached))
+                            callbacks=[self.tracker.callback(self), *shared], catch=(*FAILURES, DeadlineReached))
 
     def result(self) -> FamilyResult | None:
         if self.best is None:
@@ -280,9 +287,10 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     for position, search in enumerate(chosen):
         remaining = max(0.0, deadline - time.monotonic())
         share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in chosen[position:])
-        before = len(search.study.trials)
-        search.run(context.max_trials, time.monotonic() + share)
-        capped = context.max_trials is not None and len(search.study.trials) - before >= context.max_trials
+        # The cap counts every worker's tuning trials: the first pass ran one trial per worker.
+        total = None if context.max_trials is None else context.workers + context.max_trials
+        search.run(context.max_trials, time.monotonic() + share, total)
+        capped = total is not None and len(search.study.trials) >= total
         search.why = (f"tuned: max_trials={context.max_trials} reached" if capped else
                       f"tuned: its {share:.1f}s share of the budget was spent")
     results = [search.result() for search in ranked]
