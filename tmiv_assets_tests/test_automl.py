@@ -285,7 +285,7 @@ def _search_part(arguments):
 
 def test_two_search_workers_share_one_study_and_their_best_trials_are_assembled(tmp_path):
     storage = str(tmp_path / "studies.log")  # Optuna's journal file: what two processes on one host share
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
         outcomes = list(pool.map(_search_part, [(storage, 0), (storage, 1)]))
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     model = AutoML(time_budget_s=120, seed=0, n_jobs=1, preset="fast", max_trials=3, storage=storage,

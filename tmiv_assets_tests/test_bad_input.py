@@ -2,6 +2,7 @@
 
 import re
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from tmiv_assets.defs.assets.features import feature_set, selected_features
 from tmiv_assets.defs.assets.monitoring import ab_test_report, scored_batch
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
 from tmiv_assets.defs.model_jobs import conclude_ab_test
+from tmiv_assets.resources.databases import check_database_url, sibling_database
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
 from tmiv_assets.resources.prediction_log import PredictionLog
@@ -493,3 +495,13 @@ def test_model_comparison_scores_every_version_on_the_same_test_rows(trained):
     assert metadata["versions"].value == len(versions) >= 2 and metadata["metric"].value == "rmse"
     assert "champion" in table and len(table.strip().splitlines()) == len(versions) + 2  # header, rule, rows
     assert metadata["best_version"].value in versions
+
+
+def test_an_unreachable_or_malformed_database_url_names_the_setting_and_the_fix():
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionError, match=r"(?s)\(TMIV_DATABASE_URL\) is unreachable: .*start the server or fix"):
+        sibling_database(f"postgresql+psycopg2://tmiv@127.0.0.1:{port}/tmiv", "mlflow")
+    with pytest.raises(ValueError, match=r"must look like postgresql\+psycopg2://.* got postgresql://tmiv@"):
+        check_database_url("postgresql://tmiv@127.0.0.1/tmiv")

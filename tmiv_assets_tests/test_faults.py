@@ -15,11 +15,13 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import optuna
 import pandas as pd
 import pytest
 
 from tmiv_assets.defs.jobs import TRAINING_ASSETS
 from tmiv_assets.defs.sensors import dead_runs_sensor, fail_dead_runs
+from tmiv_assets.ml.automl.tuning import make_storage
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import EXPERIMENT, ModelRegistry
 from tmiv_assets_tests.conftest import DATA_DIR, FAST_TRAINING, PROJECT_ROOT, resources_for
@@ -32,10 +34,12 @@ CHILD = textwrap.dedent("""
     import tmiv_assets.resources.feature_store as feature_store
     from tmiv_assets.defs.jobs import TRAINING_ASSETS
     from tmiv_assets.ml.automl.estimator import AutoML
+    from tmiv_assets.ml.automl.search import _FamilySearch
     from tmiv_assets.resources.model_registry import ModelRegistry
     from tmiv_assets_tests.conftest import FAST_TRAINING, resources_for
 
     home, data_dir, point = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    run_config = FAST_TRAINING
     Store, saving = feature_store.FeatureStore, []
 
     def die(*args, **kwargs):
@@ -73,6 +77,11 @@ CHILD = textwrap.dedent("""
                 if saving[-1:] == ["clean_dataset"]:
                     die()
         feature_store.atomic_path = unfinished
+    elif point == "search_worker":  # the second of two search workers, its trial started in the shared study
+        folds = _FamilySearch._cross_validate
+        _FamilySearch._cross_validate = lambda self, *a: die() if self.context.worker == 1 else folds(self, *a)
+        config = FAST_TRAINING.ops["model_candidates"]
+        run_config = dg.RunConfig(ops={"model_candidates": config.model_copy(update={"search_workers": 2})})
     elif point == "training":  # MLflow runs are open
         AutoML.fit_from = die
     elif point == "model_version":  # before the MLflow model version exists
@@ -80,12 +89,12 @@ CHILD = textwrap.dedent("""
     elif point == "champion_alias":  # the version exists, its alias does not
         ModelRegistry.promote = die
     with dg.DagsterInstance.get() as instance:
-        dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home, data_dir),
+        dg.materialize(TRAINING_ASSETS, run_config=run_config, resources=resources_for(home, data_dir),
                        partition_key="titanic", instance=instance)
     print("the kill point was never reached")
 """)
-KILL_POINTS = ["parquet_write", "inside_transaction", "after_commit", "snapshot_rename", "training", "model_version",
-               "champion_alias"]
+KILL_POINTS = ["parquet_write", "inside_transaction", "after_commit", "snapshot_rename", "search_worker", "training",
+               "model_version", "champion_alias"]
 
 
 @pytest.fixture
@@ -135,6 +144,11 @@ def test_a_kill_at_each_write_point_is_recovered_by_an_unattended_rerun(point, t
         assert dead.run_id in tick.skip_message and "killed" in tick.skip_message
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
         assert fail_dead_runs(instance) == []
+        if point == "search_worker":  # the shared study keeps the first worker's finished trials
+            study = optuna.load_study(study_name=f"titanic-{dead.run_id}-binary-lightgbm",
+                                      storage=make_storage(home / "optuna" / f"{dead.run_id}.log"))
+            states = [(t.user_attrs["worker"], t.state.name) for t in study.trials]
+            assert (0, "COMPLETE") in states and states[-1] == (1, "RUNNING")
         rerun = dg.materialize(TRAINING_ASSETS, run_config=FAST_TRAINING, resources=resources_for(home),
                                partition_key="titanic", instance=instance)
     assert rerun.success

@@ -121,10 +121,16 @@ def search_storage(config: TrainingConfig, registry: ModelRegistry, dataset: str
     return str(Path(registry.home).resolve() / "optuna" / f"{run_id}.log"), f"{dataset}-{run_id}"
 
 
+def search_run_id(context: dg.OpExecutionContext) -> str:
+    """The run whose studies a step searches: a re-execution's workers continue the original run's studies,
+    which keep every trial the failed run finished."""
+    return context.dagster_run.root_run_id or context.run_id
+
+
 def search_engine(context: dg.OpExecutionContext, config: TrainingConfig, registry: ModelRegistry,
                   artifacts: ArtifactStore, task: str, progress=None) -> AutoML:
     name = context.partition_key
-    storage, prefix = search_storage(config, registry, name, context.run_id)
+    storage, prefix = search_storage(config, registry, name, search_run_id(context))
     automl = config.automl(task, progress, prefix, str(artifacts.path("tensorboard", name, context.run_id)))
     return automl.set_params(storage=storage)
 
@@ -135,7 +141,7 @@ def plan_search(context: dg.OpExecutionContext, config: TrainingConfig, store: F
                 registry: ModelRegistry):
     """Pins the feature-set version every worker trains on, creates the shared study storage (its schema
     once, not raced by the workers), then fans out `search_workers` search steps."""
-    make_storage(search_storage(config, registry, context.partition_key, context.run_id)[0])
+    make_storage(search_storage(config, registry, context.partition_key, search_run_id(context))[0])
     name, version = context.partition_key, store.latest("feature_set", context.partition_key).version
     source = store.lineage("feature_set", name, version)
     yield dg.Output({"feature_set_version": version, "clean_dataset_version": source["clean_dataset_version"],

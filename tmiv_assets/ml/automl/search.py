@@ -61,7 +61,7 @@ class SearchContext:
     worker: int = 0
     """Which of several processes sharing the studies this is: seeds its sampler; worker 0 enqueues the starts."""
     workers: int = 1
-    """How many processes share the studies: `max_trials` caps the tuning trials of all of them together."""
+    """How many processes share the studies: `max_trials` then caps the tuning trials of all of them together."""
 
     def params_for(self, family: ModelFamily, params: dict) -> dict:
         return {**params, **self.pinned.get(family.name, {})}
@@ -287,10 +287,13 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     for position, search in enumerate(chosen):
         remaining = max(0.0, deadline - time.monotonic())
         share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in chosen[position:])
-        # The cap counts every worker's tuning trials: the first pass ran one trial per worker.
-        total = None if context.max_trials is None else context.workers + context.max_trials
+        # Split over workers, the cap counts all of their tuning trials (the first pass ran one per worker);
+        # a lone search adds max_trials to whatever its study already holds.
+        total = None if context.max_trials is None or context.workers == 1 else context.workers + context.max_trials
+        before = len(search.study.trials)
         search.run(context.max_trials, time.monotonic() + share, total)
-        capped = total is not None and len(search.study.trials) >= total
+        capped = context.max_trials is not None and (len(search.study.trials) >= total if total else
+                                                      len(search.study.trials) - before >= context.max_trials)
         search.why = (f"tuned: max_trials={context.max_trials} reached" if capped else
                       f"tuned: its {share:.1f}s share of the budget was spent")
     results = [search.result() for search in ranked]
