@@ -8,8 +8,9 @@ export DAGSTER_HOME ?= $(TMIV_HOME)/dagster
 # MLflow's own default is ./mlflow.db in the working directory; point its CLI at the platform's store.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(TMIV_HOME)/mlflow/mlflow.db
 
-# torch's CPU build goes in first, or a dependency pulls GBs of CUDA: from the local wheels of pip's configuration
-# where it has them (no index asked), else from TORCH_INDEX (PyTorch's CPU index by default; name a mirror here).
+# torch's CPU build goes in first, or a dependency pulls GBs of CUDA: from pip's configured sources where they have
+# it (local wheels here; its dependencies from the registry), else from TORCH_INDEX (PyTorch's CPU index by default;
+# name a mirror here).
 TORCH_VERSION ?= 2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
@@ -25,8 +26,9 @@ python-version:
 $(VENV)/.installed: pyproject.toml constraints.txt | python-version
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-index "torch==$(TORCH_VERSION)" 2>/dev/null || \
-	  $(BIN)/pip install --quiet --index-url $(TORCH_INDEX) "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" 2>/dev/null || \
+	  $(BIN)/pip install --quiet --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple \
+	  "torch==$(TORCH_VERSION)"
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 

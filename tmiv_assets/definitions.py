@@ -61,9 +61,14 @@ if os.getenv(CELERY_BROKER):
     executor = celery_executor.configured({"broker": {"env": CELERY_BROKER}, "backend": {"env": CELERY_BROKER}})
 else:
     # Steps fork from a server that has already imported the project (pandas, mlflow, shap, ...):
-    # a step starts in well under a second instead of re-importing for several seconds.
-    executor = dg.multiprocess_executor.configured(
-        {"start_method": {"forkserver": {"preload_modules": ["tmiv_assets.definitions"]}}}
+    # a step starts in about a second instead of re-importing for several seconds. Runs launched side by side
+    # (the demo's) keep the cores busy already and run their steps in their own process: no start-up at all.
+    executor = dg.multi_or_in_process_executor.configured(
+        lambda config: {"in_process": {}} if config["steps_in_process"] else
+        {"multiprocess": {"start_method": {"forkserver": {"preload_modules": ["tmiv_assets.definitions"]}}}},
+        config_schema={"steps_in_process": dg.Field(bool, default_value=False, description=(
+            "Run the steps one after another in the run's process instead of two at a time in processes of "
+            "their own: no step start-up, for runs that are launched side by side."))},
     )
 
 defs = dg.Definitions(

@@ -19,6 +19,7 @@ import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from functools import partial
 
 import dagster as dg
@@ -38,13 +39,15 @@ from tmiv_assets.defs.sensors import (
 # The demo reads results outside any run, so it needs the resources with their paths resolved.
 RESOURCES = build_resources(home=os.environ["TMIV_HOME"], data_dir=os.environ["TMIV_DATA_DIR"])
 # Independent partitions run side by side, as the daemon would run them (dagster.yaml allows 4 runs at once);
-# three keep two cores busy through the step start-ups without starving the AutoML searches.
+# three keep two cores busy through the steps' own I/O without starving the AutoML searches.
 CONCURRENT_RUNS = 3
-# Step-level INFO lines (what each asset did); DEBUG engine events stay in the run history.
-QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Step-level INFO lines (what each asset did; DEBUG engine events stay in the run history). The runs already
+# share the cores between them, so each runs its steps in its own process, with no step start-up.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}},
+              "execution": {"config": {"steps_in_process": True}}}
 
 
-def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> list[str]:
+def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, pool: ProcessPoolExecutor) -> list[str]:
     """Evaluate `sensor` once, apply its partition requests and execute its runs as the code location's runs."""
     context = dg.build_sensor_context(instance=instance, sensor_name=sensor.name, definitions=defs,
                                       resources={key: RESOURCES[key] for key in sensor.required_resource_keys})
@@ -59,20 +62,19 @@ def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> lis
     requests = [(request.job_name or sensor.job_name, request.partition_key,
                  {**request.tags, "dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key})
                 for request in result.run_requests]
-    return [outcome for outcome, _ in execute_side_by_side(requests)]
+    return [outcome for outcome, _ in execute_side_by_side(pool, requests)]
 
 
-def execute_side_by_side(requests: list[tuple[str, str | None, dict[str, str]]]) -> list[tuple[str, str]]:
+def execute_side_by_side(pool: ProcessPoolExecutor,
+                         requests: list[tuple[str, str | None, dict[str, str]]]) -> list[tuple[str, str]]:
     """Execute the runs, those of different datasets or series side by side (CONCURRENT_RUNS at a time), those
     of one dataset in order (its batches share the prediction log and the champion); (outcome line, run id) of
-    each. Dagster's run orchestration is not thread-safe, so each dataset's runs get a process of their own,
-    forked from this one (the project already imported); this process executes none itself, so no child
-    inherits a step server it cannot reach."""
+    each. Dagster's run orchestration is not thread-safe, so each dataset's runs go to one of `pool`'s
+    processes."""
     by_partition: dict[str, list] = {}
     for request in requests:
         by_partition.setdefault((request[1] or "").split("|")[0], []).append(request)
-    with ProcessPoolExecutor(CONCURRENT_RUNS, mp_context=multiprocessing.get_context("fork")) as pool:
-        return [outcome for outcomes in pool.map(execute_in_order, by_partition.values()) for outcome in outcomes]
+    return [outcome for outcomes in pool.map(execute_in_order, by_partition.values()) for outcome in outcomes]
 
 
 def execute_in_order(requests: list[tuple[str, str | None, dict[str, str]]]) -> list[tuple[str, str]]:
@@ -80,7 +82,7 @@ def execute_in_order(requests: list[tuple[str, str | None, dict[str, str]]]) -> 
     with dg.DagsterInstance.get() as instance:
         for job_name, partition_key, tags in requests:
             started = time.perf_counter()
-            run = execute_location_run(instance, job_name, partition_key, tags, QUIET)
+            run = execute_location_run(instance, job_name, partition_key, tags, RUN_CONFIG)
             status = "ok" if run.is_success else gate_outcome(instance, run.run_id) or "FAILED"
             outcomes.append((f"{job_name}[{partition_key}] {status} in {time.perf_counter() - started:.1f}s",
                              run.run_id))
@@ -99,7 +101,7 @@ def gate_outcome(instance: dg.DagsterInstance, run_id: str) -> str | None:
 DRILL_DATASET, DRILL_DAY = "flights", "2013-07-22"  # labelled; the retrain held out a fifth of its rows
 
 
-def rollback_drill(instance: dg.DagsterInstance) -> list[str]:
+def rollback_drill(instance: dg.DagsterInstance, pool: ProcessPoolExecutor) -> list[str]:
     """Promote the newest leaderboard's no-skill baseline as if by drift, re-score a labelled batch with it as an
     ordinary `score_batch` run, and report what `model_performance` decided."""
     registry, store = RESOURCES["registry"], RESOURCES["store"]
@@ -112,7 +114,7 @@ def rollback_drill(instance: dg.DagsterInstance) -> list[str]:
     registry.promote(DRILL_DATASET, weak.version, trigger="drift",
                      reason="rollback drill: the no-skill baseline promoted as if by a retrain")
     partition = f"{DRILL_DATASET}|{DRILL_DAY}"
-    [(line, run_id)] = execute_side_by_side([("score_batch", partition, {"tmiv/drill": "rollback"})])
+    [(line, run_id)] = execute_side_by_side(pool, [("score_batch", partition, {"tmiv/drill": "rollback"})])
     performance = [event.step_materialization_data.materialization for event in run_events(
         instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
         if event.step_materialization_data.materialization.asset_key == model_performance.key]
@@ -169,27 +171,54 @@ def summary(instance: dg.DagsterInstance) -> None:
     print("Dagster UI:       make ui  ->  http://127.0.0.1:3000")
 
 
+def time_in_steps(instance: dg.DagsterInstance, since: datetime) -> tuple[int, float, float]:
+    """(runs, their summed wall seconds, seconds of it inside asset steps) of the runs created since `since`: the
+    rest of a run's time is orchestration (run start, step start-up and hand-over, event writes, run end)."""
+    runs, run_s, step_s = 0, 0.0, 0.0
+    step_events = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    for record in instance.get_run_records(dg.RunsFilter(created_after=since)):
+        runs, run_s = runs + 1, run_s + record.end_time - record.create_timestamp.timestamp()
+        started, intervals = {}, []
+        for event in instance.get_records_for_run(record.dagster_run.run_id, of_type=step_events).records:
+            entry = event.event_log_entry
+            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                started[entry.step_key] = entry.timestamp
+            else:
+                intervals.append((started.pop(entry.step_key), entry.timestamp))
+        covered_until = 0.0  # steps of a run may overlap: count the time covered by any of them once
+        for start, end in sorted(intervals):
+            step_s += max(0.0, end - max(start, covered_until))
+            covered_until = max(covered_until, end)
+    return runs, run_s, step_s
+
+
 def main() -> None:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    started = time.perf_counter()
+    started, since = time.perf_counter(), datetime.now(UTC)
     failures, stages = [], []
-    with dg.DagsterInstance.get() as instance:
-        for name, stage in [*((sensor.name, partial(run_sensor, sensor, instance)) for sensor in (
+    # One pool for the whole demo, forked once the project is imported; its processes execute every run.
+    with dg.DagsterInstance.get() as instance, ProcessPoolExecutor(
+            CONCURRENT_RUNS, mp_context=multiprocessing.get_context("fork")) as pool:
+        for name, stage in [*((sensor.name, partial(run_sensor, sensor, instance, pool)) for sensor in (
                 new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, performance_retrain_sensor)),
-                            ("rollback drill", partial(rollback_drill, instance)),
-                            (monitoring_history_sensor.name, partial(run_sensor, monitoring_history_sensor, instance))]:
-            print(name)
+                            ("rollback drill", partial(rollback_drill, instance, pool)),
+                            (monitoring_history_sensor.name,
+                             partial(run_sensor, monitoring_history_sensor, instance, pool))]:
+            print(name, flush=True)
             stage_started = time.perf_counter()
             outcomes = stage()
             runs = sum(not o.startswith("FAILED:") for o in outcomes)
             stages.append((name, runs, time.perf_counter() - stage_started))
             failures += [o for o in outcomes if "FAILED" in o]
         summary(instance)
+        runs, run_s, step_s = time_in_steps(instance, since)
+    wall = time.perf_counter() - started
     print("\n| stage | runs | wall s |\n|---|---|---|")
-    for name, runs, seconds in stages:
-        print(f"| {name} | {runs} | {seconds:.1f} |")
-    print(f"\nWall time: {time.perf_counter() - started:.1f}s")
+    for name, runs_in_stage, seconds in stages:
+        print(f"| {name} | {runs_in_stage} | {seconds:.1f} |")
+    print(f"\nWall time: {wall:.1f}s. {runs} runs took {run_s:.1f}s together (side by side), {step_s:.1f}s of it "
+          f"inside asset steps: orchestration {1 - step_s / run_s:.1%} of the runs' time.")
     if failures:
         raise SystemExit(f"{len(failures)} runs failed: {failures}")
 

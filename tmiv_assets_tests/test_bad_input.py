@@ -358,6 +358,7 @@ def test_a_bad_batch_fails_clearly_and_a_good_one_scores(trained, breakage, expe
     batch = titanic_batch(pd.read_csv(data_dir / "datasets" / "titanic.csv"))
     partition = dg.MultiPartitionKey({"dataset": "titanic", "day": day})
     instance.add_dynamic_partitions("dataset", ["titanic"])
+    instance.add_dynamic_partitions("batch_day", [day])
     before = snapshot(home, "titanic")
     batch.to_parquet(path)
     good = dg.materialize([scored_batch], resources=resources_for(home, data_dir), partition_key=partition,
@@ -425,6 +426,7 @@ def test_report_csvs_escape_cells_a_spreadsheet_would_run(tmp_path):
 def test_an_ab_test_routes_rows_by_id_and_reports_per_arm(trained):
     home, data_dir, instance = trained
     day, partition = "2013-03-02", dg.MultiPartitionKey({"dataset": "titanic", "day": "2013-03-02"})
+    instance.add_dynamic_partitions("batch_day", [day])
     rows = pd.read_csv(data_dir / "datasets" / "titanic.csv").head(600)
     (data_dir / "incoming" / "titanic" / "labels").mkdir(parents=True, exist_ok=True)
     rows.drop(columns=["survived"]).to_parquet(data_dir / "incoming" / "titanic" / f"{day}.parquet")

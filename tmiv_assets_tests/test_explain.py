@@ -19,7 +19,7 @@ from xgboost import XGBRegressor
 
 from tmiv_assets.ml.automl.catalog import XGBLabelClassifier
 from tmiv_assets.ml.automl.ensembles import FoldBagClassifier, FoldBagRegressor
-from tmiv_assets.ml.explain.contributions import margin_contributions
+from tmiv_assets.ml.explain.contributions import margin_contributions, permutation_contributions
 from tmiv_assets.ml.explain.importance import input_importance
 from tmiv_assets.ml.explain.shap_values import explain_pipeline, reason_codes
 from tmiv_assets.ml.explain.tree_shap import fast_margin_contributions
@@ -203,3 +203,23 @@ def test_rows_the_model_does_not_know_and_models_it_cannot_explain_are_named(can
         explain_pipeline(model, X.drop(columns=["mean radius"]).assign(colour="red"))
     with pytest.raises(ValueError, match="cannot explain a LogisticRegression: the explainers need the AutoML's"):
         reason_codes(LogisticRegression().fit(encoded, y), X, X)
+
+
+def test_permutation_sampling_is_exact_in_sum_and_converges_to_the_exact_shapley_values(monkeypatch):
+    rng = np.random.default_rng(3)
+    rows, background = rng.normal(size=(40, 4)), rng.normal(size=(30, 4))
+
+    def model(x):  # an interaction, a threshold and a second output: no additive shortcut applies
+        first = x[:, 0] * x[:, 1] + np.maximum(x[:, 2], 0) - 0.5 * x[:, 3]
+        return np.column_stack([first, np.tanh(x[:, 0] + x[:, 3])])
+
+    values, base = permutation_contributions(model, rows, background, passes=1, seed=0)
+    assert values.shape == (40, 4, 2) and np.abs(values.sum(axis=1) + base - model(rows)).max() < 1e-12
+    exact = shap.explainers.Exact(model, shap.maskers.Independent(background, max_samples=30))(rows).values
+    sampled, _ = permutation_contributions(model, rows, background, passes=300, seed=0)
+    assert np.abs(sampled - exact).max() < 0.05 * np.abs(exact).max()
+    assert np.array_equal(sampled, permutation_contributions(model, rows, background, passes=300, seed=0)[0])
+    monkeypatch.setattr("tmiv_assets.ml.explain.contributions.PERMUTATION_CHUNK", 1)  # a row per model call
+    assert np.allclose(sampled, permutation_contributions(model, rows, background, passes=300, seed=0)[0])
+    linear, _ = permutation_contributions(lambda x: (x @ [1.0, -2.0, 0.5, 3.0])[:, None], rows, background, 1)
+    assert np.allclose(linear[:, :, 0], (rows - background.mean(axis=0)) * [1.0, -2.0, 0.5, 3.0])

@@ -15,9 +15,10 @@ from tmiv_assets.defs.assets.monitoring import drift_report, model_performance, 
 from tmiv_assets.defs.jobs import EXPLANATION_ASSETS, FORECAST_ASSETS, TRAINING_ASSETS
 from tmiv_assets.defs.sensors import champion_explanations_sensor
 from tmiv_assets.ml.data.quality import QUALITY_CHECKS
+from tmiv_assets.resources.data_source import DataSource
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
-from tmiv_assets_tests.conftest import FAST_TRAINING, resources_for
+from tmiv_assets_tests.conftest import DATA_DIR, FAST_TRAINING, resources_for
 
 DATASETS = ["titanic", "cps1985", "flights"]
 SERIES = ["air_passengers", "uk_driver_deaths"]
@@ -45,6 +46,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", DATASETS)
         instance.add_dynamic_partitions("series", SERIES)
+        instance.add_dynamic_partitions("batch_day", DataSource(data_dir=str(DATA_DIR)).batch_days("flights"))
         results = {}
         for dataset in DATASETS:
             results[dataset] = dg.materialize([dataset_profile, *TRAINING_ASSETS], run_config=FAST_TRAINING,

@@ -157,6 +157,10 @@ def test_new_batches_are_scored_once_for_datasets_with_a_champion(instance, data
     assert [k.keys_by_dimension["day"] for k in keys] == ["2013-02-12", "2013-02-13", "2013-07-22", "2013-07-23"]
     assert {k.keys_by_dimension["dataset"] for k in keys} == {"flights"}
     assert {r.job_name for r in result.run_requests} == {"score_batch"}
+    [days] = result.dynamic_partitions_requests  # only the days that have a batch become partitions
+    assert days.partitions_def_name == "batch_day" and list(days.partition_keys) == [k.keys_by_dimension["day"]
+                                                                                    for k in keys]
+    instance.add_dynamic_partitions("batch_day", list(days.partition_keys))
     assert len(json.loads(result.cursor)) == 8  # each batch file and its labels file
     context = dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"source": source})
     assert isinstance(incoming_batches_sensor(context), dg.SkipReason)
@@ -168,6 +172,7 @@ def test_new_batches_are_scored_once_for_datasets_with_a_champion(instance, data
                                                            resources={"source": source}))
     [request] = later.run_requests
     assert request.job_name == "evaluate_batch" and request.run_key.startswith("labels/flights/2013-07-23@")
+    assert not later.dynamic_partitions_requests  # a known day is not added again
     context = dg.build_sensor_context(instance=instance, cursor=later.cursor, resources={"source": source})
     assert isinstance(incoming_batches_sensor(context), dg.SkipReason)
 

@@ -4,6 +4,7 @@ import dagster as dg
 
 dataset_partitions = dg.DynamicPartitionsDefinition(name="dataset")
 series_partitions = dg.DynamicPartitionsDefinition(name="series")
-# nycflights13 batches are from 2013; later batches simply extend the range.
-day_partitions = dg.DailyPartitionsDefinition(start_date="2013-01-01")
-batch_partitions = dg.MultiPartitionsDefinition({"dataset": dataset_partitions, "day": day_partitions})
+# The days that have a batch file, added by `incoming_batches_sensor` as it finds them: a calendar of every day
+# since the first batch would bury the few real ones among thousands of empty partitions.
+batch_day_partitions = dg.DynamicPartitionsDefinition(name="batch_day")
+batch_partitions = dg.MultiPartitionsDefinition({"dataset": dataset_partitions, "day": batch_day_partitions})

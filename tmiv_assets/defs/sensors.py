@@ -22,7 +22,7 @@ from tmiv_assets.defs.jobs import (
     retrain,
     score_batch,
 )
-from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
+from tmiv_assets.defs.partitions import batch_day_partitions, batch_partitions, dataset_partitions, series_partitions
 from tmiv_assets.ml.data.spec import DatasetSpec, SpecError
 from tmiv_assets.ml.monitoring.policy import RetrainSettings, RetrainSignals, decide_retrain
 from tmiv_assets.resources.data_source import DataSource
@@ -74,10 +74,12 @@ def new_data_files_sensor(context: dg.SensorEvaluationContext, source: DataSourc
 
 @dg.sensor(jobs=[score_batch, evaluate_batch], minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=RUNNING)
 def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSource) -> dg.SensorResult | dg.SkipReason:
-    """Score every new batch file of a dataset that has a registered champion; when a scored batch's labels
-    arrive later, judge it again (`evaluate_batch`) without re-scoring, so its served predictions stay."""
+    """Score every new batch file of a dataset that has a registered champion (its day becomes a batch partition);
+    when a scored batch's labels arrive later, judge it again (`evaluate_batch`) without re-scoring, so its served
+    predictions stay."""
     seen = json.loads(context.cursor or "{}")
-    run_requests = []
+    run_requests, new_days = [], set()
+    known_days = set(context.instance.get_dynamic_partitions(batch_day_partitions.name))
     for dataset in sorted(context.instance.get_materialized_partitions(registered_model.key)):
         for day in source.batch_days(dataset):
             key = dg.MultiPartitionKey({"dataset": dataset, "day": day})
@@ -86,6 +88,7 @@ def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSou
             labels_stamp = str(labels.stat().st_mtime_ns) if labels.exists() else ""
             if seen.get(f"{dataset}|{day}") != stamp:  # a new batch: scored and judged with the labels it has
                 seen[f"{dataset}|{day}"], seen[f"{dataset}|{day}|labels"] = stamp, labels_stamp
+                new_days |= {day} - known_days
                 run_requests.append(dg.RunRequest(job_name=score_batch.name, partition_key=key,
                                                   run_key=f"score/{dataset}/{day}@{stamp}"))
             elif labels_stamp and seen.get(f"{dataset}|{day}|labels") != labels_stamp:
@@ -94,7 +97,9 @@ def incoming_batches_sensor(context: dg.SensorEvaluationContext, source: DataSou
                                                   run_key=f"labels/{dataset}/{day}@{labels_stamp}"))
     if not run_requests:
         return dg.SkipReason("no new batches or labels for datasets with a champion")
-    return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(seen, sort_keys=True))
+    return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(seen, sort_keys=True),
+                           dynamic_partitions_requests=[batch_day_partitions.build_add_request(sorted(new_days))]
+                           if new_days else None)
 
 
 def new_labelled_rows(source: DataSource, store: FeatureStore, champion: ModelVersion | None,

@@ -5,8 +5,10 @@ Boosted trees are explained by exact path-dependent TreeSHAP of the raw margin, 
 XGBoost and LightGBM by our table-driven TreeSHAP (`tree_shap`, faster than their own `pred_contribs`), CatBoost
 and the models that one does not cover by the library's own C++ TreeSHAP (`pred_contribs`, `pred_contrib`,
 CatBoost's `ShapValues`). scikit-learn trees and forests go through shap's TreeExplainer (its C++ TreeSHAP),
-linear models are exact from their coefficients, anything else through shap's permutation explainer on a
-background sample.
+linear models are exact from their coefficients, anything else by permutation sampling on a background sample:
+shap's antithetic algorithm, vectorised over the rows here so that each pass is one call of the model. shap's own
+explainer calls the model once per row and compiles its numba kernels in every new process (about 10 s, which
+each explaining step paid), for values of the same estimator.
 
 The AutoML's final model averages its fold models' probabilities, not their margins, so a classifier's margin values
 are carried into probability: each model's values are scaled by (probability - base probability) / (margin - base
@@ -33,6 +35,7 @@ SKLEARN_TREES = {"DecisionTreeClassifier", "DecisionTreeRegressor", "RandomFores
                  "ExtraTreesClassifier", "ExtraTreesRegressor"}
 PERMUTATION_BACKGROUND = 20  # the permutation explainer's cost is rows x evaluations x background rows
 PERMUTATIONS = 3  # each forward-and-back pass is exact in sum; more passes only lower the variance
+PERMUTATION_CHUNK = 4_000_000  # masked input cells per model call: bounds the memory of a pass on wide data
 ADDITIVITY_TOLERANCE = 1e-5
 
 
@@ -115,13 +118,41 @@ def model_contributions(model, method: str, rows: np.ndarray, background: np.nda
     if method == "tree":
         explanation = shap.TreeExplainer(model)(rows, check_additivity=False)  # a forest's output is the probability
     else:
-        predict = model.predict_proba if classifier else model.predict
-        explainer = shap.explainers.Permutation(predict, background[:PERMUTATION_BACKGROUND], seed=seed)
-        explanation = explainer(rows, max_evals=2 * PERMUTATIONS * rows.shape[1] + 1, silent=True)
+        return permutation_contributions(lambda masked: model_output(model, masked, classifier), rows,
+                                         background[:PERMUTATION_BACKGROUND], PERMUTATIONS, seed)
     values, base = np.asarray(explanation.values, dtype=float), np.asarray(explanation.base_values, dtype=float)
     if values.ndim == 2:
         values = values[:, :, None]
     return values, np.broadcast_to(base.reshape(len(rows), -1), (len(rows), values.shape[2]))
+
+
+def permutation_contributions(output, rows: np.ndarray, background: np.ndarray, passes: int,
+                              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Shapley values by antithetic permutation sampling (Strumbelj and Kononenko; shap's Permutation explainer):
+    each pass switches a row's features from the background's values to the row's own in a random order, then
+    back off in the same order, and credits every step's change of the output (averaged over the background) to
+    the feature switched. The sum of each pass is output(row) - base exactly. `output` maps (n, features) inputs
+    to (n, outputs); returns values (rows, features, outputs) and base (rows, outputs)."""
+    n, m = rows.shape
+    rng = np.random.default_rng(seed)
+    base = output(background).mean(axis=0)
+    outputs = base.shape[0]
+    values = np.zeros((n, m, outputs))
+    step = np.arange(2 * m + 1)[:, None, None]  # steps 0..m switch features on, m+1..2m off again
+    chunk = max(1, PERMUTATION_CHUNK // ((2 * m + 1) * len(background) * m))
+    for _ in range(passes):
+        order = rng.permuted(np.tile(np.arange(m), (n, 1)), axis=1)  # a random order per row
+        rank = np.argsort(order, axis=1)  # the step at which each feature is switched
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            on = np.where(step <= m, rank[None, part] < step, rank[None, part] >= step - m)  # (2m+1, rows, m)
+            masked = np.where(on[:, :, None, :], rows[None, part, None, :], background[None, None, :, :])
+            means = output(masked.reshape(-1, m)).reshape(*masked.shape[:3], outputs).mean(axis=2)
+            change = np.diff(means, axis=0)  # (2m, rows, outputs): step k+1's output minus step k's
+            rows_in_part = np.arange(start, start + means.shape[1])
+            for k in range(m):  # step k switched order[:, k] on, step m + k switched it off
+                values[rows_in_part, order[part, k]] += change[k] - change[m + k]
+    return values / (2 * passes), np.broadcast_to(base, (n, outputs))
 
 
 def _margin_to_probability(values: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
