@@ -63,9 +63,10 @@ else:
     # Steps fork from a server that has already imported the project (pandas, mlflow, shap, ...):
     # a step starts in about a second instead of re-importing for several seconds. Runs launched side by side
     # (the demo's) keep the cores busy already and run their steps in their own process: no start-up at all.
+    PRELOADED = ["tmiv_assets.definitions", "evidently"]  # the project imports Evidently only where it reports
     executor = dg.multi_or_in_process_executor.configured(
         lambda config: {"in_process": {}} if config["steps_in_process"] else
-        {"multiprocess": {"start_method": {"forkserver": {"preload_modules": ["tmiv_assets.definitions"]}}}},
+        {"multiprocess": {"start_method": {"forkserver": {"preload_modules": PRELOADED}}}},
         config_schema={"steps_in_process": dg.Field(bool, default_value=False, description=(
             "Run the steps one after another in the run's process instead of two at a time in processes of "
             "their own: no step start-up, for runs that are launched side by side."))},

@@ -40,7 +40,7 @@ from tmiv_assets.defs.sensors import (
 RESOURCES = build_resources(home=os.environ["TMIV_HOME"], data_dir=os.environ["TMIV_DATA_DIR"])
 # Independent partitions run side by side, as the daemon would run them (dagster.yaml allows 4 runs at once);
 # three keep two cores busy through the steps' own I/O without starving the AutoML searches.
-CONCURRENT_RUNS = 3
+CONCURRENT_RUNS = 4
 # Step-level INFO lines (what each asset did; DEBUG engine events stay in the run history). The runs already
 # share the cores between them, so each runs its steps in its own process, with no step start-up.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}},

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tmiv_assets.defs.assets.data import dataset_profile
+from tmiv_assets.defs.assets.explain import what_if_report
 from tmiv_assets.defs.assets.monitoring import drift_report, model_performance, monitoring_history, scored_batch
 from tmiv_assets.defs.jobs import EXPLANATION_ASSETS, FORECAST_ASSETS, TRAINING_ASSETS
 from tmiv_assets.defs.sensors import champion_explanations_sensor
@@ -385,6 +386,16 @@ def test_a_champion_changed_outside_training_is_explained_again(pipeline):
     again = champion_explanations_sensor(dg.build_sensor_context(instance=pipeline.instance,
                                                                   resources={"registry": resources["registry"]}))
     assert isinstance(again, dg.SkipReason) and "every champion is explained" in again.skip_message
+    assert pipeline_metadata(run, "what_if_report")["features"][0] == pipeline_metadata(run, "shap_report")[
+        "top_feature"]  # the curves follow the version's own SHAP ranking
+    # A version whose tags were copied from another (its ranking included) has no ranking of its own yet.
+    copied = registry.register("titanic", board.loc["automl", "model_uri"], board.loc["automl", "run_id"],
+                               dict(registry.version("titanic", other.version).tags))
+    registry.promote("titanic", copied.version, reason="a copy", trigger="manual")
+    alone = dg.materialize([what_if_report], resources=resources, partition_key="titanic",
+                           instance=pipeline.instance, raise_on_error=False)
+    description = alone.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+    assert f"v{copied.version} has no SHAP ranking" in description and "materialize shap_report" in description
     registry.promote("titanic", good.version, reason="back", trigger="manual")
 
 

@@ -237,6 +237,10 @@ class ModelRegistry(dg.ConfigurableResource):
                 f"name = '{self.model_name(dataset)}'"))
             raise LookupError(f"{self.model_name(dataset)} has no version {version!r}; versions: {versions}") from error
 
+    def tag(self, dataset: str, version: int | str, key: str, value: str) -> None:
+        """Set one tag of a registered version (what an explanation found out about it, for the next asset)."""
+        self.client().set_model_version_tag(self.model_name(dataset), str(int(version)), key, value)
+
     def champion(self, dataset: str) -> ModelVersion | None:
         """The version aliased `champion`; None before the first one (also when a run was killed between
         registering its version and setting the alias)."""

@@ -1,5 +1,7 @@
 """Explanations of the champion."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -12,13 +14,17 @@ from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.fairness import FairnessSettings, assess
 from tmiv_assets.ml.explain.importance import input_importance
 from tmiv_assets.ml.explain.lime_explanations import explain_rows
-from tmiv_assets.ml.explain.shap_values import affordable_rows, explain_pipeline, input_contributions
+from tmiv_assets.ml.explain.shap_values import explain_pipeline
 from tmiv_assets.ml.explain.what_if import WhatIfSettings, analyse
 from tmiv_assets.ml.metrics import resolve_positive_class
 from tmiv_assets.ml.plots import fairness_plot, figure_to_markdown, importance_plot
 from tmiv_assets.resources.artifacts import ArtifactStore
 from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.model_registry import ModelRegistry
+
+# The version's input columns by mean |SHAP|, largest first (top 20), with the version they were measured on: a
+# copy of another version's tags must not pass for this one's.
+SHAP_RANKING_TAG = "shap_ranking"
 
 
 @dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="explanations", kinds={"shap"})
@@ -37,6 +43,9 @@ def shap_report(context: dg.AssetExecutionContext, store: FeatureStore, registry
                                   clean.drop(columns=[spec.target]), spec.positive_class)
     path = artifacts.write_csv(report.importance, "reports", name, f"shap_importance_v{champion.version}.csv")
     values = artifacts.write_frame(report.values, "reports", name, f"shap_values_v{champion.version}.parquet")
+    # The what-if curves are drawn for the top columns: the ranking travels on the version, not in a file.
+    registry.tag(name, champion.version, SHAP_RANKING_TAG, json.dumps(
+        {"version": int(champion.version), "columns": list(report.importance["feature"].head(20))}))
     context.log.info(f"SHAP for {name} v{champion.version}: top feature {report.importance['feature'].iloc[0]}; "
                      f"values + base = output within {report.additivity_error:.1e}")
     methods = pd.Series(report.methods).value_counts()
@@ -163,13 +172,13 @@ def lime_report(context: dg.AssetExecutionContext, store: FeatureStore,
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(partitions_def=dataset_partitions, deps=[champion_model], group_name="explanations",
-          kinds={"scikitlearn"})
+@dg.asset(partitions_def=dataset_partitions, deps=[shap_report], group_name="explanations", kinds={"scikitlearn"})
 def what_if_report(context: dg.AssetExecutionContext, store: FeatureStore,
                    registry: ModelRegistry) -> dg.MaterializeResult:
-    """What-if analysis of the champion: partial dependence and ICE curves for its most influential input columns,
-    and counterfactuals for misclassified and rejected held-out rows (low predictions for regression): the fewest
-    changes to actionable columns, within the training rows' ranges, that reach another outcome, each verified."""
+    """What-if analysis of the champion: partial dependence and ICE curves for its most influential input columns
+    (by shap_report's ranking of the same version), and counterfactuals for misclassified and rejected held-out rows
+    (low predictions for regression): the fewest changes to actionable columns, within the training rows' ranges,
+    that reach another outcome, each verified."""
     name = context.partition_key
     champion = champion_or_failure(registry, name)
     held = version_split(store, champion)
@@ -177,11 +186,11 @@ def what_if_report(context: dg.AssetExecutionContext, store: FeatureStore,
     settings = WhatIfSettings.from_mapping(spec.what_if)
     model = registry.load_version(name, champion.version)
     reference = training_sample(held, 2000)
-    with engine_errors_as_failure(name, f"SHAP could not rank the columns of v{champion.version}"):
-        ranking_rows = rows.iloc[:affordable_rows(model, 300)][list(model.feature_names_in_)]
-        shap_values, _ = input_contributions(model, ranking_rows,
-                                             reference.iloc[:100][list(model.feature_names_in_)], spec.positive_class)
-    ranked = shap_values.abs().mean().sort_values(ascending=False, kind="stable").index
+    ranking = json.loads(champion.tags.get(SHAP_RANKING_TAG, "{}"))
+    if ranking.get("version") != int(champion.version):
+        raise dg.Failure(description=f"[{name}] v{champion.version} has no SHAP ranking of its columns yet, which the "
+                                     f"what-if curves follow; fix: materialize shap_report for {name} first")
+    ranked = ranking["columns"]
     # curves over raw columns a person can set: not the id or time, nor a product or ratio of two columns
     features = [c for c in ranked if c in model.feature_names_in_ and c not in spec.key_columns][:settings.features]
     frozen = [*settings.immutable_columns, *spec.sensitive_columns, *spec.key_columns]

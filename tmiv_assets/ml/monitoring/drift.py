@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from evidently import Report
-from evidently.core.report import Snapshot
-from evidently.presets import DataDriftPreset
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
 
 _VALUE_DRIFT = re.compile(r"^ValueDrift\(")
 
@@ -41,6 +42,11 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, drift_share
     missing = [c for c in reference.columns if c not in current.columns]
     if missing:
         raise ValueError(f"batch lacks reference columns {missing}; it cannot be compared")
+    # Imported here: Evidently takes about 2.5 s to import, which every process that loads the project (the UI's
+    # code server, each CLI call, each step) would otherwise pay.
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
     current = current[list(reference.columns)]
     if sample:
         reference, current = _sample(reference, seed), _sample(current, seed)
