@@ -125,11 +125,12 @@ def rollback_drill(instance: dg.DagsterInstance, pool: ProcessPoolExecutor) -> l
 
 
 def _score(row: dict, metric: str) -> str:
-    """Test score for the final model and the baseline; searched families only have a CV score."""
-    test = row.get(f"test_{metric}")
+    """Test score for the final model and the baseline; searched families only have a CV score, or none when no
+    trial of theirs finished in time."""
+    test, cv = row.get(f"test_{metric}"), row[f"cv_{metric}_mean"]
     if test is not None and test == test:  # NaN for CV-only rows
         return f"{row['model']}={test:.3f} (test)"
-    return f"{row['model']}={row[f'cv_{metric}_mean']:.3f} (cv)"
+    return f"{row['model']}={cv:.3f} (cv)" if cv == cv else f"{row['model']}: no trial finished"
 
 
 def latest_by_partition(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[dg.EventLogRecord]:

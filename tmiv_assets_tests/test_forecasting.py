@@ -131,9 +131,15 @@ def test_conformal_calibration_moves_coverage_towards_nominal(noise, direction):
 def test_short_series_skips_seasonal_models_with_the_reason():
     y, _ = _series("air_passengers")
     short = y.iloc[:18]
-    forecaster = AutoForecaster(season_length=None, horizon=6).fit(short)  # season length 12 from 'MS'
-    assert forecaster.season_length_ == 12
+    events = []
+    forecaster = AutoForecaster(season_length=None, horizon=6).evaluate(short, progress=events.append).refit(short)
+    assert forecaster.season_length_ == 12  # from 'MS'
     status = forecaster.leaderboard_.set_index("model")["status"]
+    # one progress event per fitted model, in order, a skipped one with its reason and no score
+    assert [e["number"] for e in events] == list(range(1, len(events) + 1)) and events[-1]["of"] == len(events)
+    assert {e["model"]: e["status"] for e in events} == {m: status[m] for m in status.index if m in
+                                                         {e["model"] for e in events}}
+    assert all((e["mase"] is None) == e["status"].startswith("skipped") for e in events)
     for model in SEASONAL:
         assert status[model].startswith("skipped") and "two full seasons" in status[model], status[model]
     assert (status[["naive", "drift", "prophet"]] == "ok").all()

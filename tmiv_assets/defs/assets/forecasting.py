@@ -85,7 +85,11 @@ def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) ->
     networks = settings["network"].get("architectures")
     others = pretraining_series(context, store, name, series.index.freqstr) if networks else {}
     with engine_errors_as_failure(name, "no forecasting model could run"):
-        auto = AutoForecaster(**settings, pretraining=[s for s, _ in others.values()]).evaluate(series)
+        auto = AutoForecaster(**settings, pretraining=[s for s, _ in others.values()]).evaluate(
+            series, progress=lambda event: context.log.info(
+                f"model {event['number']}/{event['of']} {event['model']}: "
+                f"{'mean MASE ' + format(event['mase'], '.3f') if event['mase'] is not None else event['status']} "
+                f"in {event['seconds']:.1f}s"))
     board = auto.leaderboard_
     lineage = {"series_data_version": data_version, "members": list(auto.combination_members_),
                "season_length": auto.season_length_, "pretraining": {s: v for s, (_, v) in others.items()}}

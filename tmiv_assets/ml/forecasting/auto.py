@@ -14,6 +14,7 @@ too short for two seasons runs the non-seasonal candidates only; the skipped one
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -84,15 +85,16 @@ class AutoForecaster:
         """Backtest every candidate, then refit the best on the whole series."""
         return self.evaluate(series).refit(series)
 
-    def evaluate(self, series: pd.Series) -> AutoForecaster:
-        """The rolling-origin backtest of every candidate: leaderboard_, fold_scores_, fold_forecasts_."""
+    def evaluate(self, series: pd.Series, progress: Callable[[dict], None] | None = None) -> AutoForecaster:
+        """The rolling-origin backtest of every candidate: leaderboard_, fold_scores_, fold_forecasts_; `progress`
+        as in `backtest.backtest`."""
         y = self._checked(series)
         networks = self._architectures()
         candidates = self._candidates(y, networks)
         models = self.models if self.models is not None else (*MODELS, *networks, COMBINATION)
         models = (*models, *(name for name in candidates if name not in CANDIDATES))
         result: BacktestResult = backtest(y, self.horizon, self.season_length_, models, self.folds, self.level,
-                                          self.log_transform, candidates)
+                                          self.log_transform, candidates, progress)
         self.leaderboard_ = result.leaderboard()
         if not (self.leaderboard_["status"] == "ok").any():
             reasons = "; ".join(f"{model}: {status}" for model, status in result.status.items())

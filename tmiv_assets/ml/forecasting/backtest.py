@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,9 +120,11 @@ def score(actual: np.ndarray, forecast: pd.DataFrame, scale: float) -> dict[str,
 
 def backtest(y: pd.Series, horizon: int, season_length: int, models: tuple[str, ...] | list[str] | None = None,
              folds: int = 3, level: int = 95, log_transform: bool = False,
-             candidates: dict[str, Candidate] | None = None) -> BacktestResult:
+             candidates: dict[str, Candidate] | None = None,
+             progress: Callable[[dict], None] | None = None) -> BacktestResult:
     """Score every model (default: all candidates and the combination) on rolling origins of `y`; `candidates`
-    (default models.CANDIDATES) names the models that can be asked for."""
+    (default models.CANDIDATES) names the models that can be asked for. `progress` is called after each model with
+    {model, number, of, status, seconds, mase (mean over the folds; None when skipped)}."""
     candidates = CANDIDATES if candidates is None else candidates
     models = list(MODELS) + [COMBINATION] if models is None else list(models)
     unknown = sorted(set(models) - {*candidates, COMBINATION})
@@ -134,7 +137,8 @@ def backtest(y: pd.Series, horizon: int, season_length: int, models: tuple[str, 
     seconds: dict[str, float] = {}
     frames: list[pd.DataFrame] = []
     scores: list[dict] = []
-    for name in (m for m in models if m != COMBINATION):
+    fitted = [m for m in models if m != COMBINATION]
+    for number, name in enumerate(fitted, start=1):
         start, model_frames, model_scores = time.perf_counter(), [], []
         try:
             for fold, (origin, scale) in enumerate(zip(origins, scales, strict=True)):
@@ -152,6 +156,10 @@ def backtest(y: pd.Series, horizon: int, season_length: int, models: tuple[str, 
             frames += model_frames
             scores += model_scores
         seconds[name] = time.perf_counter() - start
+        if progress is not None:
+            progress({"model": name, "number": number, "of": len(fitted), "status": status[name],
+                      "seconds": seconds[name], "mase": float(np.mean([s["mase"] for s in model_scores]))
+                      if status[name] == "ok" else None})
     result = BacktestResult(
         forecasts=pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FORECAST_COLUMNS),
         scores=pd.DataFrame(scores, columns=["model", "fold", "origin", *SCORES]),
