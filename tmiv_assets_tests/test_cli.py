@@ -142,6 +142,29 @@ def run_notebook(path: Path) -> None:
     assert figures or path.stem not in ("quickstart", "forecasting"), f"{path.name} drew no figure"
 
 
+def test_a_run_started_from_python_is_the_code_locations_and_can_run_its_steps_in_process(environment):
+    """How the demo executes runs: with the workspace location's origin (the UI lists and re-executes them), and
+    with `steps_in_process` every step in the run's own process."""
+    with persistent_instance(environment) as instance:
+        instance.add_dynamic_partitions("series", ["air_passengers"])
+    script = ("import dagster as dg; from tmiv_assets.defs.launch import execute_location_run; "
+              "run = execute_location_run(dg.DagsterInstance.get(), 'forecast_series', 'air_passengers', {}, "
+              "{'execution': {'config': {'steps_in_process': True}}}); print(run.run_id)")
+    completed = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=environment, capture_output=True,
+                               text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_id = completed.stdout.split()[-1]
+    with persistent_instance(environment) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == "air_passengers"
+        assert run.remote_job_origin.location_name == "tmiv_assets" and run.job_name == "forecast_series"
+        events = [record.event_log_entry for record in instance.get_records_for_run(run_id).records
+                  if record.event_log_entry.dagster_event is not None]
+        pids = {e.dagster_event.event_type: e.dagster_event.pid for e in events}
+        steps = [e for e in events if e.dagster_event.event_type == dg.DagsterEventType.STEP_START]
+        assert len(steps) == 4 and {e.dagster_event.pid for e in steps} == {pids[dg.DagsterEventType.RUN_START]}
+
+
 def test_notebooks_are_committed_without_outputs():
     for path in sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
