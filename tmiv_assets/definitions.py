@@ -1,9 +1,7 @@
 """Everything the platform defines, in one place."""
 
-import os
 
 import dagster as dg
-from dagster_celery import celery_executor
 
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard
 from tmiv_assets.defs.assets.data import clean_dataset, dataset_profile, raw_dataset
@@ -24,6 +22,7 @@ from tmiv_assets.defs.assets.monitoring import (
     monitoring_history,
     scored_batch,
 )
+from tmiv_assets.defs.executors import default_executor
 from tmiv_assets.defs.jobs import (
     evaluate_batch,
     explain_champion,
@@ -54,24 +53,6 @@ from tmiv_assets.defs.sensors import (
 
 default_environment()
 
-CELERY_BROKER = "TMIV_CELERY_BROKER"
-if os.getenv(CELERY_BROKER):
-    # The distributed profile: every step is a task on the broker, run by whichever Celery worker takes it
-    # (`dagster-celery worker start`, see the README's "Scaling out"); the broker doubles as result backend.
-    executor = celery_executor.configured({"broker": {"env": CELERY_BROKER}, "backend": {"env": CELERY_BROKER}})
-else:
-    # Steps fork from a server that has already imported the project (pandas, mlflow, shap, ...):
-    # a step starts in about a second instead of re-importing for several seconds. Runs launched side by side
-    # (the demo's) keep the cores busy already and run their steps in their own process: no start-up at all.
-    PRELOADED = ["tmiv_assets.definitions", "evidently"]  # the project imports Evidently only where it reports
-    executor = dg.multi_or_in_process_executor.configured(
-        lambda config: {"in_process": {}} if config["steps_in_process"] else
-        {"multiprocess": {"start_method": {"forkserver": {"preload_modules": PRELOADED}}}},
-        config_schema={"steps_in_process": dg.Field(bool, default_value=False, description=(
-            "Run the steps one after another in the run's process instead of two at a time in processes of "
-            "their own: no step start-up, for runs that are launched side by side."))},
-    )
-
 defs = dg.Definitions(
     assets=[raw_dataset, dataset_profile, clean_dataset, feature_set, selected_features, model_candidates,
             model_leaderboard, registered_model, champion_model, champion_history, shap_report, fairness_report,
@@ -84,5 +65,5 @@ defs = dg.Definitions(
              monitoring_history_sensor, champion_explanations_sensor, dead_runs_sensor],
     schedules=[weekly_retrain_schedule, daily_forecast_schedule],
     resources=build_resources(),
-    executor=executor,
+    executor=default_executor(),
 )

@@ -13,6 +13,7 @@ Each step evaluates the real sensor, then executes the runs it requests on the p
    performance and decisions over its batch days
 """
 
+import argparse
 import logging
 import multiprocessing
 import os
@@ -41,13 +42,14 @@ RESOURCES = build_resources(home=os.environ["TMIV_HOME"], data_dir=os.environ["T
 # Independent partitions run side by side, as the daemon would run them (dagster.yaml allows 4 runs at once);
 # three keep two cores busy through the steps' own I/O without starving the AutoML searches.
 CONCURRENT_RUNS = 4
-# Step-level INFO lines (what each asset did; DEBUG engine events stay in the run history). The runs already
-# share the cores between them, so each runs its steps in its own process, with no step start-up.
-RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}},
-              "execution": {"config": {"steps_in_process": True}}}
+# Step-level INFO lines (what each asset did); DEBUG engine events stay in the run history.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# The runs already share the cores between them, so each runs its steps in its own process: no step start-up.
+STEPS_IN_PROCESS = {"execution": {"config": {"steps_in_process": True}}}
 
 
-def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, pool: ProcessPoolExecutor) -> list[str]:
+def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, pool: ProcessPoolExecutor,
+               run_config: dict) -> list[str]:
     """Evaluate `sensor` once, apply its partition requests and execute its runs as the code location's runs."""
     context = dg.build_sensor_context(instance=instance, sensor_name=sensor.name, definitions=defs,
                                       resources={key: RESOURCES[key] for key in sensor.required_resource_keys})
@@ -62,11 +64,11 @@ def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, pool: 
     requests = [(request.job_name or sensor.job_name, request.partition_key,
                  {**request.tags, "dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key})
                 for request in result.run_requests]
-    return [outcome for outcome, _ in execute_side_by_side(pool, requests)]
+    return [outcome for outcome, _ in execute_side_by_side(pool, requests, run_config)]
 
 
-def execute_side_by_side(pool: ProcessPoolExecutor,
-                         requests: list[tuple[str, str | None, dict[str, str]]]) -> list[tuple[str, str]]:
+def execute_side_by_side(pool: ProcessPoolExecutor, requests: list[tuple[str, str | None, dict[str, str]]],
+                         run_config: dict) -> list[tuple[str, str]]:
     """Execute the runs, those of different datasets or series side by side (CONCURRENT_RUNS at a time), those
     of one dataset in order (its batches share the prediction log and the champion); (outcome line, run id) of
     each. Dagster's run orchestration is not thread-safe, so each dataset's runs go to one of `pool`'s
@@ -74,15 +76,17 @@ def execute_side_by_side(pool: ProcessPoolExecutor,
     by_partition: dict[str, list] = {}
     for request in requests:
         by_partition.setdefault((request[1] or "").split("|")[0], []).append(request)
-    return [outcome for outcomes in pool.map(execute_in_order, by_partition.values()) for outcome in outcomes]
+    return [outcome for outcomes in pool.map(partial(execute_in_order, run_config=run_config), by_partition.values())
+            for outcome in outcomes]
 
 
-def execute_in_order(requests: list[tuple[str, str | None, dict[str, str]]]) -> list[tuple[str, str]]:
+def execute_in_order(requests: list[tuple[str, str | None, dict[str, str]]],
+                     run_config: dict) -> list[tuple[str, str]]:
     outcomes = []
     with dg.DagsterInstance.get() as instance:
         for job_name, partition_key, tags in requests:
             started = time.perf_counter()
-            run = execute_location_run(instance, job_name, partition_key, tags, RUN_CONFIG)
+            run = execute_location_run(instance, job_name, partition_key, tags, run_config)
             status = "ok" if run.is_success else gate_outcome(instance, run.run_id) or "FAILED"
             outcomes.append((f"{job_name}[{partition_key}] {status} in {time.perf_counter() - started:.1f}s",
                              run.run_id))
@@ -101,7 +105,7 @@ def gate_outcome(instance: dg.DagsterInstance, run_id: str) -> str | None:
 DRILL_DATASET, DRILL_DAY = "flights", "2013-07-22"  # labelled; the retrain held out a fifth of its rows
 
 
-def rollback_drill(instance: dg.DagsterInstance, pool: ProcessPoolExecutor) -> list[str]:
+def rollback_drill(instance: dg.DagsterInstance, pool: ProcessPoolExecutor, run_config: dict) -> list[str]:
     """Promote the newest leaderboard's no-skill baseline as if by drift, re-score a labelled batch with it as an
     ordinary `score_batch` run, and report what `model_performance` decided."""
     registry, store = RESOURCES["registry"], RESOURCES["store"]
@@ -114,7 +118,8 @@ def rollback_drill(instance: dg.DagsterInstance, pool: ProcessPoolExecutor) -> l
     registry.promote(DRILL_DATASET, weak.version, trigger="drift",
                      reason="rollback drill: the no-skill baseline promoted as if by a retrain")
     partition = f"{DRILL_DATASET}|{DRILL_DAY}"
-    [(line, run_id)] = execute_side_by_side(pool, [("score_batch", partition, {"tmiv/drill": "rollback"})])
+    [(line, run_id)] = execute_side_by_side(pool, [("score_batch", partition, {"tmiv/drill": "rollback"})],
+                                            run_config)
     performance = [event.step_materialization_data.materialization for event in run_events(
         instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
         if event.step_materialization_data.materialization.asset_key == model_performance.key]
@@ -194,6 +199,11 @@ def time_in_steps(instance: dg.DagsterInstance, since: datetime) -> tuple[int, f
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the platform end to end on the embedded data.")
+    parser.add_argument("--steps-in-subprocesses", action="store_true", help=(
+        "run each job's steps as the UI and daemon do: training, explaining and forecasting steps each in a process "
+        "of its own (slower: each step starts up)"))
+    run_config = QUIET if parser.parse_args().steps_in_subprocesses else QUIET | STEPS_IN_PROCESS
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     started, since = time.perf_counter(), datetime.now(UTC)
@@ -201,11 +211,11 @@ def main() -> None:
     # One pool for the whole demo, forked once the project is imported; its processes execute every run.
     with dg.DagsterInstance.get() as instance, ProcessPoolExecutor(
             CONCURRENT_RUNS, mp_context=multiprocessing.get_context("fork")) as pool:
-        for name, stage in [*((sensor.name, partial(run_sensor, sensor, instance, pool)) for sensor in (
+        for name, stage in [*((sensor.name, partial(run_sensor, sensor, instance, pool, run_config)) for sensor in (
                 new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, performance_retrain_sensor)),
-                            ("rollback drill", partial(rollback_drill, instance, pool)),
+                            ("rollback drill", partial(rollback_drill, instance, pool, run_config)),
                             (monitoring_history_sensor.name,
-                             partial(run_sensor, monitoring_history_sensor, instance, pool))]:
+                             partial(run_sensor, monitoring_history_sensor, instance, pool, run_config))]:
             print(name, flush=True)
             stage_started = time.perf_counter()
             outcomes = stage()

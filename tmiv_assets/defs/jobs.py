@@ -21,6 +21,7 @@ from tmiv_assets.defs.assets.monitoring import (
     monitoring_history,
     scored_batch,
 )
+from tmiv_assets.defs.executors import short_steps_executor
 from tmiv_assets.defs.partitions import batch_partitions, dataset_partitions, series_partitions
 
 EXPLANATION_ASSETS = [shap_report, fairness_report, permutation_importance, lime_report, what_if_report]
@@ -45,12 +46,14 @@ score_batch = dg.define_asset_job(
     selection=dg.AssetSelection.assets(scored_batch, drift_report, model_performance, ab_test_report),
     partitions_def=batch_partitions,
     description="Score one (dataset, day) batch with the champion (and challenger in an A/B test), report drift.",
+    executor_def=short_steps_executor,
 )
 evaluate_batch = dg.define_asset_job(
     "evaluate_batch",
     selection=dg.AssetSelection.assets(drift_report, model_performance, ab_test_report),
     partitions_def=batch_partitions,
     description="Judge a scored batch again when its labels arrive: target drift, realised performance, A/B result.",
+    executor_def=short_steps_executor,
 )
 forecast_series = dg.define_asset_job(
     "forecast_series",
@@ -70,4 +73,5 @@ refresh_monitoring = dg.define_asset_job(
     selection=dg.AssetSelection.assets(monitoring_history),
     partitions_def=dataset_partitions,
     description="Rebuild a dataset's monitoring history from its batches' drift and performance results.",
+    executor_def=short_steps_executor,
 )

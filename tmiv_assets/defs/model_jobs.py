@@ -12,6 +12,7 @@ from pydantic import Field
 from tmiv_assets.defs.assets.data import trained_with
 from tmiv_assets.defs.assets.deploy import champion_history, champion_or_failure, history_metadata
 from tmiv_assets.defs.assets.monitoring import ab_comparison
+from tmiv_assets.defs.executors import short_steps_executor
 from tmiv_assets.defs.metadata import bad_input_as_failure, markdown_table
 from tmiv_assets.ml.data.ingest import read_table, require_columns, validate_batch
 from tmiv_assets.ml.deploy.serving import predict_rows
@@ -72,17 +73,18 @@ def archive_version(context: dg.OpExecutionContext, config: LifecycleConfig, reg
     yield from _decide(context, config, registry, "archive")
 
 
-@dg.job(description="Make a registered model version the champion.")
+@dg.job(executor_def=short_steps_executor, description="Make a registered model version the champion.")
 def promote_model():
     promote_version()
 
 
-@dg.job(description="Roll the champion back to the previous one (or a named version).")
+@dg.job(executor_def=short_steps_executor,
+        description="Roll the champion back to the previous one (or a named version).")
 def rollback_model():
     rollback_champion()
 
 
-@dg.job(description="Archive a model version.")
+@dg.job(executor_def=short_steps_executor, description="Archive a model version.")
 def archive_model():
     archive_version()
 
@@ -128,7 +130,7 @@ def predict_rows_of_file(context: dg.OpExecutionContext, config: PredictFileConf
                                   description=f"{path} with model v{version}", metadata=metadata)
 
 
-@dg.job(description="Predict a file of rows with the champion (or a named version).")
+@dg.job(executor_def=short_steps_executor, description="Predict a file of rows with the champion (or a named version).")
 def predict_file():
     predict_rows_of_file()
 
@@ -162,6 +164,7 @@ def conclude_ab_test_op(context: dg.OpExecutionContext, config: ConcludeABTestCo
     yield history_event(registry, config.dataset)
 
 
-@dg.job(description="End an A/B test: promote a significantly better challenger, or keep the champion.")
+@dg.job(executor_def=short_steps_executor,
+        description="End an A/B test: promote a significantly better challenger, or keep the champion.")
 def conclude_ab_test():
     conclude_ab_test_op()
