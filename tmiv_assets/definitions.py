@@ -1,6 +1,5 @@
 """Everything the platform defines, in one place."""
 
-
 import dagster as dg
 
 from tmiv_assets.defs.assets.automl import model_candidates, model_leaderboard

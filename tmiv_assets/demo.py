@@ -40,7 +40,7 @@ from tmiv_assets.defs.sensors import (
 # The demo reads results outside any run, so it needs the resources with their paths resolved.
 RESOURCES = build_resources(home=os.environ["TMIV_HOME"], data_dir=os.environ["TMIV_DATA_DIR"])
 # Independent partitions run side by side, as the daemon would run them (dagster.yaml allows 4 runs at once);
-# three keep two cores busy through the steps' own I/O without starving the AutoML searches.
+# four keep two cores busy through the steps' own I/O, and the forecasts need not wait for a pipeline to finish.
 CONCURRENT_RUNS = 4
 # Step-level INFO lines (what each asset did); DEBUG engine events stay in the run history.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}

@@ -115,11 +115,10 @@ def model_contributions(model, method: str, rows: np.ndarray, background: np.nda
         base = np.broadcast_to(centre @ coefficients.T + np.atleast_1d(model.intercept_),
                                (len(rows), len(coefficients)))
         return _margin_to_probability(values, base) if classifier else (values, base)
-    if method == "tree":
-        explanation = shap.TreeExplainer(model)(rows, check_additivity=False)  # a forest's output is the probability
-    else:
+    if method != "tree":
         return permutation_contributions(lambda masked: model_output(model, masked, classifier), rows,
                                          background[:PERMUTATION_BACKGROUND], PERMUTATIONS, seed)
+    explanation = shap.TreeExplainer(model)(rows, check_additivity=False)  # a forest's output is the probability
     values, base = np.asarray(explanation.values, dtype=float), np.asarray(explanation.base_values, dtype=float)
     if values.ndim == 2:
         values = values[:, :, None]
