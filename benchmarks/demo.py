@@ -23,7 +23,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"Wall time: ([\d.]+)s\. (\d+) runs took ([\d.]+)s together .*?, ([\d.]+)s of it inside asset "
                      r"steps: orchestration ([\d.]+)%")
-STAGE = re.compile(r"^\| ([a-z_ ]+) \| (\d+) \| ([\d.]+) \|$", re.MULTILINE)
+STAGE = re.compile(r"^\| ([a-z_ ]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", re.MULTILINE)
 
 
 def run_demo(home: Path, *flags: str) -> dict:
@@ -42,7 +42,7 @@ def run_demo(home: Path, *flags: str) -> dict:
     wall, runs, run_s, step_s, orchestration = SUMMARY.search(completed.stdout).groups()
     return {"wall_s": round(seconds, 1), "demo_wall_s": float(wall), "runs": int(runs), "runs_s": float(run_s),
             "in_steps_s": float(step_s), "orchestration_pct": float(orchestration),
-            "stages_s": {name: float(s) for name, _, s in STAGE.findall(completed.stdout)}}
+            "stages_s": {name: float(s) for name, _, _, s in STAGE.findall(completed.stdout)}}
 
 
 def main() -> None:

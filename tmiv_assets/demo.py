@@ -11,6 +11,8 @@ Each step evaluates the real sensor, then executes the runs it requests on the p
    with it, and its realised score on the rows no version trained on sends the champion back
 5. `monitoring_history_sensor` -> `refresh_monitoring`: each dataset's drift, estimated and realised
    performance and decisions over its batch days
+Steps 2-4 start once the pipelines of the datasets with batches are done, while the others still run, as they would
+under the daemon; step 5 waits for every run.
 """
 
 import argparse
@@ -19,7 +21,8 @@ import multiprocessing
 import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
@@ -42,15 +45,33 @@ RESOURCES = build_resources(home=os.environ["TMIV_HOME"], data_dir=os.environ["T
 # Independent partitions run side by side, as the daemon would run them (dagster.yaml allows 4 runs at once);
 # four keep two cores busy through the steps' own I/O, and the forecasts need not wait for a pipeline to finish.
 CONCURRENT_RUNS = 4
+# The datasets with incoming batches start the chain every later stage waits on (score, drift, retrain, drill):
+# their runs get the cores first, and the other datasets and the series run beside them at this niceness, on what
+# is left, instead of slowing that chain by half.
+BACKGROUND_NICENESS = 10
 # Step-level INFO lines (what each asset did); DEBUG engine events stay in the run history.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 # The runs already share the cores between them, so each runs its steps in its own process: no step start-up.
 STEPS_IN_PROCESS = {"execution": {"config": {"steps_in_process": True}}}
 
 
-def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, pool: ProcessPoolExecutor,
-               run_config: dict) -> list[str]:
-    """Evaluate `sensor` once, apply its partition requests and execute its runs as the code location's runs."""
+@dataclass(frozen=True)
+class Pools:
+    """Processes forked once the project is imported, which execute every run of the demo."""
+
+    chain: ProcessPoolExecutor
+    """Runs of the datasets with incoming batches."""
+    background: ProcessPoolExecutor
+    """Every other run, at BACKGROUND_NICENESS."""
+
+    def for_partition(self, partition: str) -> ProcessPoolExecutor:
+        return self.chain if RESOURCES["source"].batch_days(partition) else self.background
+
+
+def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, pool: Pools,
+               run_config: dict) -> dict[str, Future]:
+    """Evaluate `sensor` once, apply its partition requests and submit its runs as the code location's runs: a
+    future per dataset or series, of its runs' (outcome line, run id)."""
     context = dg.build_sensor_context(instance=instance, sensor_name=sensor.name, definitions=defs,
                                       resources={key: RESOURCES[key] for key in sensor.required_resource_keys})
     result = sensor(context)
@@ -58,26 +79,25 @@ def run_sensor(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, pool: 
     if skipped is not None:
         print(f"  {sensor.name}: skipped ({skipped.skip_message})")
     if isinstance(result, dg.SkipReason):
-        return []
+        return {}
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     requests = [(request.job_name or sensor.job_name, request.partition_key,
                  {**request.tags, "dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key})
                 for request in result.run_requests]
-    return [outcome for outcome, _ in execute_side_by_side(pool, requests, run_config)]
+    return submit_side_by_side(pool, requests, run_config)
 
 
-def execute_side_by_side(pool: ProcessPoolExecutor, requests: list[tuple[str, str | None, dict[str, str]]],
-                         run_config: dict) -> list[tuple[str, str]]:
-    """Execute the runs, those of different datasets or series side by side (CONCURRENT_RUNS at a time), those
-    of one dataset in order (its batches share the prediction log and the champion); (outcome line, run id) of
-    each. Dagster's run orchestration is not thread-safe, so each dataset's runs go to one of `pool`'s
-    processes."""
+def submit_side_by_side(pool: Pools, requests: list[tuple[str, str | None, dict[str, str]]],
+                        run_config: dict) -> dict[str, Future]:
+    """Submit the runs, those of different datasets or series side by side (CONCURRENT_RUNS at a time), those of
+    one dataset in order (its batches share the prediction log and the champion): a future per dataset or series.
+    Dagster's run orchestration is not thread-safe, so each dataset's runs go to one of the pools' processes."""
     by_partition: dict[str, list] = {}
     for request in requests:
         by_partition.setdefault((request[1] or "").split("|")[0], []).append(request)
-    return [outcome for outcomes in pool.map(partial(execute_in_order, run_config=run_config), by_partition.values())
-            for outcome in outcomes]
+    return {partition: pool.for_partition(partition).submit(execute_in_order, runs, run_config)
+            for partition, runs in by_partition.items()}
 
 
 def execute_in_order(requests: list[tuple[str, str | None, dict[str, str]]],
@@ -105,7 +125,7 @@ def gate_outcome(instance: dg.DagsterInstance, run_id: str) -> str | None:
 DRILL_DATASET, DRILL_DAY = "flights", "2013-07-22"  # labelled; the retrain held out a fifth of its rows
 
 
-def rollback_drill(instance: dg.DagsterInstance, pool: ProcessPoolExecutor, run_config: dict) -> list[str]:
+def rollback_drill(instance: dg.DagsterInstance, pool: Pools, run_config: dict) -> dict[str, Future]:
     """Promote the newest leaderboard's no-skill baseline as if by drift, re-score a labelled batch with it as an
     ordinary `score_batch` run, and report what `model_performance` decided."""
     registry, store = RESOURCES["registry"], RESOURCES["store"]
@@ -118,15 +138,22 @@ def rollback_drill(instance: dg.DagsterInstance, pool: ProcessPoolExecutor, run_
     registry.promote(DRILL_DATASET, weak.version, trigger="drift",
                      reason="rollback drill: the no-skill baseline promoted as if by a retrain")
     partition = f"{DRILL_DATASET}|{DRILL_DAY}"
-    [(line, run_id)] = execute_side_by_side(pool, [("score_batch", partition, {"tmiv/drill": "rollback"})],
-                                            run_config)
+    [(line, run_id)] = submit_side_by_side(pool, [("score_batch", partition, {"tmiv/drill": "rollback"})],
+                                           run_config)[DRILL_DATASET].result()
     performance = [event.step_materialization_data.materialization for event in run_events(
         instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
         if event.step_materialization_data.materialization.asset_key == model_performance.key]
     outcome = {k: v.value for k, v in performance[0].metadata.items()}
     print(f"  score_batch[{partition}] with v{weak.version}: {metric} {outcome.get(f'live_{metric}', 'n/a')}; "
           f"{outcome['rollback']}; champion now v{registry.champion(DRILL_DATASET).version}")
-    return [line] if "rolled_back_to" in outcome else [line, f"FAILED: the drill's v{weak.version} was not rolled back"]
+    failed = [] if "rolled_back_to" in outcome else [(f"FAILED: the drill's v{weak.version} was not rolled back", "")]
+    return {DRILL_DATASET: done_future([(line, run_id), *failed])}
+
+
+def done_future(outcomes: list[tuple[str, str]]) -> Future:
+    future = Future()
+    future.set_result(outcomes)
+    return future
 
 
 def _score(row: dict, metric: str) -> str:
@@ -207,27 +234,42 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     started, since = time.perf_counter(), datetime.now(UTC)
-    failures, stages = [], []
-    # One pool for the whole demo, forked once the project is imported; its processes execute every run.
-    with dg.DagsterInstance.get() as instance, ProcessPoolExecutor(
-            CONCURRENT_RUNS, mp_context=multiprocessing.get_context("fork")) as pool:
-        for name, stage in [*((sensor.name, partial(run_sensor, sensor, instance, pool, run_config)) for sensor in (
-                new_data_files_sensor, incoming_batches_sensor, drift_retrain_sensor, performance_retrain_sensor)),
-                            ("rollback drill", partial(rollback_drill, instance, pool, run_config)),
-                            (monitoring_history_sensor.name,
-                             partial(run_sensor, monitoring_history_sensor, instance, pool, run_config))]:
-            print(name, flush=True)
-            stage_started = time.perf_counter()
-            outcomes = stage()
-            runs = sum(not o.startswith("FAILED:") for o in outcomes)
-            stages.append((name, runs, time.perf_counter() - stage_started))
-            failures += [o for o in outcomes if "FAILED" in o]
+    stages: list[tuple[str, float, dict[str, Future]]] = []  # name, start, a future per dataset or series
+    finished: dict[Future, float] = {}
+
+    def stage(name: str, submit) -> dict[str, Future]:
+        print(name, flush=True)
+        stages.append((name, time.perf_counter(), submit()))
+        for future in stages[-1][2].values():
+            future.add_done_callback(lambda done: finished.setdefault(done, time.perf_counter()))
+        return stages[-1][2]
+
+    fork = multiprocessing.get_context("fork")
+    with dg.DagsterInstance.get() as instance, ProcessPoolExecutor(1, mp_context=fork) as chain, ProcessPoolExecutor(
+            CONCURRENT_RUNS - 1, mp_context=fork, initializer=os.nice, initargs=(BACKGROUND_NICENESS,)) as background:
+        pool = Pools(chain, background)
+        first = stage(new_data_files_sensor.name,
+                      partial(run_sensor, new_data_files_sensor, instance, pool, run_config))
+        # As the daemon would: a dataset's batches are scored once its own pipeline is done, while the other
+        # datasets and series still train; the monitoring history waits for everything.
+        wait([future for partition, future in first.items() if pool.for_partition(partition) is chain])
+        for name, submit in [*((sensor.name, partial(run_sensor, sensor, instance, pool, run_config)) for sensor in (
+                incoming_batches_sensor, drift_retrain_sensor, performance_retrain_sensor)),
+                             ("rollback drill", partial(rollback_drill, instance, pool, run_config))]:
+            wait(stage(name, submit).values())
+        wait(first.values())
+        wait(stage(monitoring_history_sensor.name,
+                   partial(run_sensor, monitoring_history_sensor, instance, pool, run_config)).values())
         summary(instance)
         runs, run_s, step_s = time_in_steps(instance, since)
     wall = time.perf_counter() - started
-    print("\n| stage | runs | wall s |\n|---|---|---|")
-    for name, runs_in_stage, seconds in stages:
-        print(f"| {name} | {runs_in_stage} | {seconds:.1f} |")
+    outcomes = [line for _, _, futures in stages for future in futures.values() for line, _ in future.result()]
+    failures = [line for line in outcomes if "FAILED" in line]
+    print("\n| stage | runs | started at s | wall s |\n|---|---|---|---|")
+    for name, stage_started, futures in stages:
+        lines = [line for future in futures.values() for line, _ in future.result() if not line.startswith("FAILED:")]
+        ended = max((finished[future] for future in futures.values()), default=stage_started)
+        print(f"| {name} | {len(lines)} | {stage_started - started:.1f} | {ended - stage_started:.1f} |")
     print(f"\nWall time: {wall:.1f}s. {runs} runs took {run_s:.1f}s together (side by side), {step_s:.1f}s of it "
           f"inside asset steps: orchestration {1 - step_s / run_s:.1%} of the runs' time.")
     if failures:

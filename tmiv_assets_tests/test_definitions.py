@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tmiv_assets.definitions import defs
+from tmiv_assets.defs.assets.automl import TrainingConfig
 from tmiv_assets.defs.launch import workspace_location
 from tmiv_assets.defs.metadata import markdown_table
 from tmiv_assets.ml.plots import missing_values_plot
@@ -64,6 +65,14 @@ def test_shipped_run_configs_are_valid_for_the_training_jobs(path, job):
     result = dg.validate_run_config(defs.resolve_job_def(job), yaml.safe_load(path.read_text()))
     # The graph asset maps its config onto each of its steps.
     assert result["ops"]["model_candidates.assemble_candidates"]["config"]["time_budget_s"] > 0
+
+
+def test_the_default_search_budget_is_sized_to_the_training_rows():
+    sized = TrainingConfig()
+    assert sized.budget_for(500, 10) == pytest.approx(10.125)  # small sets: 10 s buys hundreds of trials
+    assert sized.budget_for(20_000, 19) == pytest.approx(19.5)
+    assert sized.budget_for(1_000_000, 50) == 120
+    assert TrainingConfig(time_budget_s=7).budget_for(1_000_000, 50) == 7  # a configured budget is kept
 
 
 @pytest.mark.parametrize("job", LIFECYCLE_JOBS)

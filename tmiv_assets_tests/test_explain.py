@@ -103,6 +103,12 @@ def test_permutation_importance_ranks_the_informative_input_column_first():
     regression = Pipeline([("estimator", Ridge())]).fit(X, X["signal"] * 3)
     rmse = input_importance(regression, X, X["signal"] * 3, "regression", "rmse", repeats=3)
     assert rmse.loc[0, "feature"] == "signal" and rmse.loc[0, "importance_mean"] > 1  # RMSE grows: a positive drop
+    # Larger sets are scored on one seeded sample of max_rows rows: the baseline and every shuffle on the same rows.
+    capped = input_importance(model, X, y, "binary", "roc_auc", positive_class="yes", repeats=3, max_rows=100)
+    sample = X.sample(100, random_state=0)
+    pd.testing.assert_frame_equal(capped, input_importance(model, sample, y.loc[sample.index], "binary", "roc_auc",
+                                                           positive_class="yes", repeats=3))
+    assert not capped.equals(table)
 
 
 def test_lime_explains_rows_with_categorical_and_missing_inputs_reproducibly():

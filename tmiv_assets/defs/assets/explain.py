@@ -12,7 +12,7 @@ from tmiv_assets.defs.assets.deploy import champion_model, champion_or_failure, 
 from tmiv_assets.defs.metadata import engine_errors_as_failure, figures_markdown, markdown_table
 from tmiv_assets.defs.partitions import dataset_partitions
 from tmiv_assets.ml.explain.fairness import FairnessSettings, assess
-from tmiv_assets.ml.explain.importance import input_importance
+from tmiv_assets.ml.explain.importance import IMPORTANCE_ROWS, input_importance
 from tmiv_assets.ml.explain.lime_explanations import explain_rows
 from tmiv_assets.ml.explain.shap_values import explain_pipeline
 from tmiv_assets.ml.explain.what_if import WhatIfSettings, analyse
@@ -107,7 +107,7 @@ def fairness_report(context: dg.AssetExecutionContext, store: FeatureStore,
 def permutation_importance(context: dg.AssetExecutionContext, store: FeatureStore,
                            registry: ModelRegistry) -> dg.MaterializeResult:
     """How much the champion's test metric drops when each input column is shuffled on its held-out test rows
-    (five shuffles, mean and spread)."""
+    (up to 2,000 of them; five shuffles, mean and spread)."""
     name = context.partition_key
     champion = champion_or_failure(registry, name)
     rows, y, spec = held_out_test_rows(version_split(store, champion))
@@ -118,7 +118,7 @@ def permutation_importance(context: dg.AssetExecutionContext, store: FeatureStor
                      f"({metric} drop {table['importance_mean'].iloc[0]:.4f})")
     plot = importance_plot(table, value="importance_mean", label=f"{metric} lost when the column is shuffled")
     return dg.MaterializeResult(metadata={
-        "champion_version": int(champion.version), "metric": metric, "test_rows": len(rows),
+        "champion_version": int(champion.version), "metric": metric, "test_rows": min(len(rows), IMPORTANCE_ROWS),
         "top_feature": table["feature"].iloc[0], "importance": markdown_table(table),
         "plot": dg.MetadataValue.md(figure_to_markdown(plot, "permutation importance"))})
 

@@ -30,6 +30,9 @@ NUMERIC_POINTS = 11  # candidate values per numeric column: its 0, 10, ..., 100t
 MAX_CATEGORIES = 12
 BEAM = 5
 ICE_ROWS = 50
+# Rows each partial-dependence point averages over: every grid point predicts all of them, and the average of a
+# thousand rows moves by well under the curve's line width.
+DEPENDENCE_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,7 @@ def _partial_dependence(model, reference: pd.DataFrame, features: list[str], cla
                    or pd.api.types.is_bool_dtype(reference[c])]
     numeric = [c for c in features if c not in categorical]
     rows = reference.dropna(subset=numeric)  # the grid and each ICE curve need the plotted value
+    rows = rows.sample(min(len(rows), DEPENDENCE_ROWS), random_state=0)
     # scikit-learn refuses integer columns (its grid would be rounded): plot them as floats
     rows = rows.astype({c: float for c in numeric if pd.api.types.is_integer_dtype(rows[c])})
     target, explained = None, "prediction"
