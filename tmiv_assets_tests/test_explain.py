@@ -9,8 +9,13 @@ import xgboost
 from catboost import CatBoostClassifier
 from lightgbm import LGBMClassifier
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine, make_classification, make_regression
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
@@ -19,7 +24,11 @@ from xgboost import XGBRegressor
 
 from tmiv_assets.ml.automl.catalog import XGBLabelClassifier
 from tmiv_assets.ml.automl.ensembles import FoldBagClassifier, FoldBagRegressor
-from tmiv_assets.ml.explain.contributions import margin_contributions, permutation_contributions
+from tmiv_assets.ml.explain.contributions import (
+    ensemble_contributions,
+    margin_contributions,
+    permutation_contributions,
+)
 from tmiv_assets.ml.explain.importance import input_importance
 from tmiv_assets.ml.explain.shap_values import explain_pipeline, reason_codes
 from tmiv_assets.ml.explain.tree_shap import fast_margin_contributions
@@ -229,3 +238,19 @@ def test_permutation_sampling_is_exact_in_sum_and_converges_to_the_exact_shapley
     assert np.allclose(sampled, permutation_contributions(model, rows, background, passes=300, seed=0)[0])
     linear, _ = permutation_contributions(lambda x: (x @ [1.0, -2.0, 0.5, 3.0])[:, None], rows, background, 1)
     assert np.allclose(linear[:, :, 0], (rows - background.mean(axis=0)) * [1.0, -2.0, 0.5, 3.0])
+
+
+@pytest.mark.parametrize("classes", [2, 3, None], ids=["binary", "multiclass", "regression"])
+def test_histogram_gradient_boosting_is_explained_exactly_through_its_margin(classes):
+    if classes is None:
+        X, y = make_regression(600, 6, n_informative=3, random_state=0)
+        model = HistGradientBoostingRegressor(max_iter=40, random_state=0).fit(X, y)
+    else:
+        X, y = make_classification(600, 6, n_informative=4, n_classes=classes, random_state=0)
+        model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(X, y)
+    explained = ensemble_contributions(model, X[:200], X[200:300])
+    # shap's TreeSHAP of the margin, carried into probability: exact, not the permutation fallback.
+    assert explained.methods == {f"0:{type(model).__name__}": "tree_margin"}
+    assert explained.additivity_error < 1e-9 * max(1.0, np.abs(y).max())
+    if classes is None:  # the margin is the prediction: shap's own values
+        np.testing.assert_allclose(explained.values[:, :, 0], shap.TreeExplainer(model)(X[:200]).values, atol=1e-9)

@@ -61,3 +61,31 @@ def test_the_tabular_encoder_equals_a_column_transformer_of_imputers_scalers_and
     assert encoded.flags["C_CONTIGUOUS"] and encoded.dtype == np.float64
     assert [n.replace("infrequent_sklearn", "infrequent") for n in reference.get_feature_names_out()] == list(
         ours.get_feature_names_out())
+
+
+def test_the_served_model_predicts_a_large_batch_in_chunks_exactly_as_at_once(monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from tmiv_assets.ml.automl.ensembles import FoldBagClassifier
+    from tmiv_assets.ml.deploy import serving
+    from tmiv_assets.ml.features.builder import FeatureBuilder
+    from tmiv_assets.ml.features.preprocessing import make_preprocessor
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"id": range(1000), "amount": rng.normal(size=1000), "city": rng.choice(list("abcd"), 1000),
+                      "at": pd.date_range("2024-01-01", periods=1000, freq="h")})
+    y = pd.Series(np.where(X["amount"] + (X["city"] == "a") > 0.3, "yes", "no"))
+    builder = FeatureBuilder(time_column="at", drop_columns=("id",)).fit(X)
+    preprocess = make_preprocessor().fit(builder.transform(X))
+    encoded = preprocess.transform(builder.transform(X))
+    bag = FoldBagClassifier([("linear", 1.0, [LogisticRegression().fit(encoded, y.eq("yes").astype(int))])],
+                            classes=np.array(["no", "yes"]))
+    served = serving.serving_pipeline(builder, Pipeline([("preprocess", preprocess), ("estimator", bag)]))
+    whole = served.predict_proba(X)
+    monkeypatch.setattr(serving, "SERVING_CHUNK_ROWS", 128)  # eight chunks, the last one short
+    np.testing.assert_array_equal(served.predict_proba(X), whole)
+    rows = serving.predict_rows(served, X, "binary", positive_class="yes", keep=["id"])
+    # One pass of the bag gives the class too: the same class its predict returns.
+    assert (rows["prediction"] == Pipeline.predict(served, X)).all() and rows["prediction"].nunique() == 2
+    np.testing.assert_array_equal(rows["probability_yes"], whole[:, 1])
