@@ -96,10 +96,10 @@ def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) ->
     store.save("forecast_leaderboard", name, board, lineage)
     version = store.save("forecast_backtest", name, auto.fold_forecasts_, lineage)
     best = board.iloc[0]
-    context.log.info(f"Backtest of {name}: best {best['model']} (mean MASE {best['mase']:.3f}) of "
-                     f"{int((board['status'] == 'ok').sum())} models over {auto.fold_scores_['fold'].nunique()} folds")
+    context.log.info(f"Backtest of {name}: chose {auto.choice_} ({int((board['status'] == 'ok').sum())} models over "
+                     f"{auto.fold_scores_['fold'].nunique()} folds)")
     return dg.MaterializeResult(metadata={
-        "best_model": best["model"], "best_mase": float(best["mase"]),
+        "best_model": best["model"], "best_mase": float(best["mase"]), "choice": auto.choice_,
         "folds": int(auto.fold_scores_["fold"].nunique()), "leaderboard": markdown_table(board.round(4)),
         "fold_scores": markdown_table(auto.fold_scores_.round(4)),
         "plot": dg.MetadataValue.md(figure_to_markdown(

@@ -1,10 +1,14 @@
-"""Automatic model choice per series: backtest every candidate, keep the best by mean MASE, calibrate its intervals.
+"""Automatic model choice per series: backtest every candidate, choose by mean MASE, calibrate its intervals.
 
 `AutoForecaster.fit` runs the rolling-origin backtest (backtest.py) over the candidates of models.py and the
-median_top3 combination, picks the lowest mean MASE — MASE because it is scale-free and compares a model with the
-seasonal naive forecast, so one rule works for every series — then refits the chosen model (or the combination's
-three members) on the whole series. `predict` returns that forecast with the interval half-widths multiplied by the
-conformal factor from the chosen model's backtest errors, so the nominal level is what the backtest delivered.
+median_top3 combination, ranks them by mean MASE — MASE because it is scale-free and compares a model with the
+seasonal naive forecast, so one rule works for every series — and chooses AutoARIMA unless the best model beats it
+clearly: a mean MASE at least SWITCH_MARGIN lower and a lower MASE in every fold. Three folds of a short series
+rank close models by chance: on the benchmark's 23 non-weekly series the lowest backtest MASE alone gave a holdout
+MASE of 1.109 against AutoARIMA's 1.031, the clear-win rule 1.002. Then it refits the chosen model (or the
+combination's three members) on the whole series. `predict` returns that forecast with the interval half-widths
+multiplied by the conformal factor from the chosen model's backtest errors, so the nominal level is what the
+backtest delivered.
 
 Decisions for degenerate input: a constant series, or one too short for a single fold of MIN_TRAIN training points
 plus the horizon, raises a ValueError saying so (there is no model choice to make, and no honest score). A series
@@ -44,6 +48,30 @@ if TYPE_CHECKING:
     from tmiv_assets.ml.data.spec import SeriesSpec
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "auto_arima"
+SWITCH_MARGIN = 0.2  # a fifth lower mean backtest MASE, and lower in every fold, to choose another model
+
+
+def prefer_default(board: pd.DataFrame, scores: pd.DataFrame, default: str = DEFAULT_MODEL,
+                   margin: float = SWITCH_MARGIN) -> tuple[pd.DataFrame, str]:
+    """The leaderboard with `default` moved first unless the best model beats it clearly (a mean MASE at least
+    `margin` lower, and lower in every fold), and why the first model is chosen."""
+    ok = board[board["status"] == "ok"]
+    best = ok.iloc[0]
+    if default not in set(ok["model"]) or best["model"] == default:
+        return board, f"{best['model']}: the lowest mean backtest MASE"
+    incumbent = ok[ok["model"] == default].iloc[0]
+    folds = scores.pivot_table(index="fold", columns="model", values="mase")
+    every_fold = bool((folds[best["model"]] < folds[default]).all())
+    lower = 1 - best["mase"] / incumbent["mase"]
+    if lower >= margin and every_fold:
+        return board, (f"{best['model']}: mean backtest MASE {lower:.0%} below {default}'s and lower in every fold")
+    reason = f"{lower:.0%} lower" if not every_fold else f"only {lower:.0%} lower"
+    reordered = pd.concat([board[board["model"] == default], board[board["model"] != default]], ignore_index=True)
+    return reordered, (f"{default}: the best, {best['model']} (mean MASE {best['mase']:.3f}), is {reason}"
+                       f"{', not in every fold' if not every_fold else ''}; another model needs {margin:.0%} lower "
+                       "and every fold")
 
 
 class AutoForecaster:
@@ -100,6 +128,7 @@ class AutoForecaster:
             reasons = "; ".join(f"{model}: {status}" for model, status in result.status.items())
             raise ValueError(f"no model can forecast this series of {len(y)} points ({reasons})")
         self.fold_scores_ = result.scores
+        self.leaderboard_, self.choice_ = prefer_default(self.leaderboard_, result.scores)
         self.fold_forecasts_ = result.forecasts
         self.combination_members_ = result.members
         return self
