@@ -45,8 +45,9 @@ def test_repository_series_choose_autoarima_unless_clearly_beaten_in_the_backtes
     best = ok.loc[ok["mase"].idxmin(), "model"]
     scores = forecaster.fold_scores_
     folds = scores.pivot_table(index="fold", columns="model", values="mase")
-    clear = (ok["mase"].min() <= 0.8 * ok.set_index("model").loc["auto_arima", "mase"]
-             and (folds[best] < folds["auto_arima"]).all())
+    clear = ((ok["mase"].min() <= 0.8 * ok.set_index("model").loc["auto_arima", "mase"]
+              and (folds[best] < folds["auto_arima"]).all())
+             or (folds["auto_arima"] > folds["seasonal_naive"]).all())
     assert forecaster.chosen_ == (best if clear else "auto_arima") == board["model"].iloc[0]
     assert forecaster.choice_.startswith(forecaster.chosen_)
     chosen = board.set_index("model").loc[forecaster.chosen_]
@@ -111,6 +112,9 @@ def test_another_model_replaces_autoarima_only_with_a_fifth_lower_mase_in_every_
                                                      "not in every fold; another model needs 20% lower and every fold")
     assert choice((0.85, 0.9, 0.9))[0] == "auto_arima"  # lower in every fold, but only by 12%
     assert choice((0.85, 0.9, 0.9), models=("theta", "auto_ets"))[0] == "theta"  # no AutoARIMA: the lowest MASE
+    # AutoARIMA worse than the seasonal naive forecast in every fold is clearly beaten too.
+    assert choice((0.85, 0.9, 0.9), models=("seasonal_naive", "auto_arima"))[0] == "seasonal_naive"
+    assert choice((0.85, 0.9, 1.1), models=("seasonal_naive", "auto_arima"))[0] == "auto_arima"
 
 
 def test_backtest_never_sees_the_future():
