@@ -44,7 +44,7 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
     if grow_until is not None and not time_boxed(estimator, X_valid):
         grow_until = None
     stop = grow_until if grow_until is not None else deadline  # grow_until never lies past the deadline
-    if _is_boosting(estimator):
+    if module in ("lightgbm", "catboost", "xgboost") or type(estimator).__name__.startswith("XGB"):
         fit = {"lightgbm": _fit_lightgbm, "catboost": _fit_catboost}.get(module, _fit_xgboost)
         fit(estimator, X, y, X_valid, y_valid, stop)
         if deadline is not None and time.monotonic() > deadline:
@@ -69,7 +69,10 @@ def time_boxed(estimator, X_valid=None) -> bool:
     """Whether the model's size is a ceiling it may stop short of: boosting that stops early on its validation
     fold, forests and histogram boosting. Boosting configured below EARLY_STOPPING_FROM rounds (the library
     defaults) trains exactly as configured."""
-    return _wants_early_stopping(estimator, X_valid) if _is_boosting(estimator) else _grows_in_chunks(estimator)
+    module = type(estimator).__module__.split(".")[0]
+    if module in ("lightgbm", "catboost", "xgboost") or type(estimator).__name__.startswith("XGB"):
+        return _wants_early_stopping(estimator, X_valid)
+    return _grows_in_chunks(estimator)
 
 
 def model_size(estimator) -> int:
@@ -111,12 +114,6 @@ def refit_rounds(rounds: list[int | None], train_share: float) -> int | None:
 def rounds_parameter(params: dict) -> str:
     """CatBoost calls the number of rounds `iterations` and refuses `n_estimators` beside it."""
     return "iterations" if "iterations" in params else "n_estimators"
-
-
-def _is_boosting(estimator) -> bool:
-    """LightGBM, CatBoost or XGBoost (also our label-accepting XGBoost classifier)."""
-    module = type(estimator).__module__.split(".")[0]
-    return module in ("lightgbm", "catboost", "xgboost") or type(estimator).__name__.startswith("XGB")
 
 
 def _grows_in_chunks(estimator) -> bool:
