@@ -246,10 +246,7 @@ def test_a_family_needing_more_rounds_than_its_time_is_time_boxed_not_dropped():
     trained = lightgbm[lightgbm["state"] == "COMPLETE"]
     assert len(trained) >= 1  # 500,000 rounds at a learning rate of 0.0005 never converge: each fold stopped growing
     assert trained["time_boxed"].str.contains(r"fold 5/5: stopped growing at its time share after \d+ rounds").all()
-    board = model.leaderboard().set_index("model")
-    assert np.isfinite(board.loc["lightgbm", "cv_roc_auc_mean"])
-    # its first trial took 40% of the search; what is left cannot double that, so it is not tuned
-    assert board.loc["lightgbm", "why_stopped"].startswith("first trial time-boxed at")
+    assert np.isfinite(model.leaderboard().set_index("model").loc["lightgbm", "cv_roc_auc_mean"])
 
 
 @pytest.mark.parametrize(("make", "size"), [

@@ -40,7 +40,6 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
     """Fit `estimator` on X, y before the monotonic `deadline`; raise DeadlineReached when it cannot. A model
     that can stop growing (see `time_boxed`) stops at `grow_until` and is kept; `time_boxed_` then says so."""
     module = type(estimator).__module__.split(".")[0]
-    stopped_growing = False
     if grow_until is not None and not time_boxed(estimator, X_valid):
         grow_until = None
     stop = grow_until if grow_until is not None else deadline  # grow_until never lies past the deadline
@@ -51,7 +50,7 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
             raise DeadlineReached(f"{type(estimator).__name__} stopped at the deadline after "
                                   f"{model_size(estimator)} rounds")
     elif _grows_in_chunks(estimator):
-        stopped_growing = _fit_in_chunks(estimator, X, y, deadline, grow_until)
+        _fit_in_chunks(estimator, X, y, deadline, grow_until)
     elif "deadline" in estimator.get_params():
         estimator.set_params(deadline=deadline).fit(X, y)
         if estimator.stopped_reason_.startswith("deadline"):
@@ -60,7 +59,7 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
         estimator.fit(X, y)
     if deadline is not None and time.monotonic() > deadline:
         raise DeadlineReached(f"{type(estimator).__name__} finished after the deadline")
-    if grow_until is not None and (stopped_growing or time.monotonic() > grow_until):
+    if grow_until is not None and time.monotonic() > grow_until:
         estimator.time_boxed_ = f"stopped growing at its time share after {model_size(estimator)} rounds"
     return estimator
 
@@ -175,16 +174,15 @@ def _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline) -> None:
     estimator.set_params(callbacks=None, early_stopping_rounds=None)  # picklable, and refits run plain
 
 
-def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> bool:
+def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> None:
     """Forests add trees, histogram boosting adds iterations, a chunk at a time, looking at the clock between.
     Chunks after the first are sized to the time left at the pace measured so far (up to CHUNK): past
-    `grow_until` the model is kept as grown (returns True); a chunk that would end past the deadline is not
-    started."""
+    `grow_until` the model is kept as grown; a chunk that would end past the deadline is not started."""
     size = "n_estimators" if "n_estimators" in estimator.get_params() else "max_iter"
     target = estimator.get_params()[size]
     if deadline is None and grow_until is None:
         estimator.fit(X, y)
-        return False
+        return
     estimator.set_params(warm_start=True)
     grown, started, step = 0, time.monotonic(), FIRST_CHUNK
     while grown < target:
@@ -195,10 +193,8 @@ def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> bool:
         now = time.monotonic()
         pace = (now - started) / grown
         if grow_until is not None and now + pace > grow_until:
-            estimator.set_params(warm_start=False)
-            return True
+            break
         if deadline is not None and now + pace > deadline:
             raise DeadlineReached(f"{type(estimator).__name__} stopped at the deadline after {grown} of {target}")
         step = max(1, min(CHUNK, int((min(t for t in (grow_until, deadline) if t is not None) - now) / pace)))
     estimator.set_params(warm_start=False)
-    return False

@@ -32,7 +32,6 @@ CHEAP_TRIAL_SHARE = 0.005  # a family whose trial costs under this share of the 
 CHEAP_TUNING_SHARE = 0.03
 CHEAP_TUNING_TRIALS = 12
 BOXED_FOLD_MINIMUM = 0.5  # a time-boxed fold starts when half of its predecessors' mean time is left
-BOXED_TUNING_GROWTH = 2.0  # a time-boxed family is tuned when its share is at least this many first trials
 BOXED_FOLD_GROWTH = 0.85  # of a fold's even share of the family's time left: the rest is for its last round
 # (a CatBoost round on 10,000 rows takes tens of milliseconds) and the fold's prediction
 SEED_STRIDE = 7919  # sampler seed offset per search worker, so workers sharing a study propose different trials
@@ -193,7 +192,7 @@ class _FamilySearch:
             per_fold = [oof_score(c.metric, c.task, _codes(c)[v], full[v], _labels(c)) for _, v in c.folds]
             self.best = {"value": score, "params": params, "oof": oof, "std": float(np.std(per_fold)),
                          "seconds": float(sum(fold_seconds)), "fold_seconds": float(np.mean(fold_seconds)),
-                         "models": models, "rounds": rounds, "time_boxed": "time_boxed" in trial.user_attrs}
+                         "models": models, "rounds": rounds}
         return value
 
     def _cross_validate(self, trial: optuna.Trial, params: dict) -> tuple[np.ndarray, list[float], list, list]:
@@ -289,8 +288,7 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     for search in searches:
         if search.study.trials and search.best is None:
             search.why = "no trial finished: every one failed or was stopped at the time limit"
-    candidates = [s for s in ranked if s.tunable or len(s.family.starts) > 1]
-    chosen = candidates[:tuned]
+    chosen = [s for s in ranked if s.tunable or len(s.family.starts) > 1][:tuned]
     # Cost-frugal: a family outside the top whose whole trial is nearly free (linear models, naive Bayes on
     # small data) gets a few trials anyway; its tuned version often earns an ensemble weight. The choice
     # depends on measured seconds, so a search capped by max_trials (the reproducible mode) skips it.
@@ -301,21 +299,9 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             search.run(CHEAP_TUNING_TRIALS, time.monotonic() + CHEAP_TUNING_SHARE * remaining)
             search.why = (f"cheap: {len(search.study.trials)} trials at {search.best['seconds']:.2f}s each, "
                           "not tuned further")
-    # A family whose first trial was time-boxed needs more than that time to converge: it is tuned only when
-    # its share at least doubles it (growth as in FLAML's cost-frugal search); otherwise the slot and the
-    # time pass to the next family in the ranking.
-    slots = tuned
-    for position, search in enumerate(candidates):
-        if slots == 0:
-            break
+    for position, search in enumerate(chosen):
         remaining = max(0.0, deadline - time.monotonic())
-        planned = candidates[position:position + slots]
-        share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in planned)
-        if search.best["time_boxed"] and share < BOXED_TUNING_GROWTH * search.best["seconds"]:
-            search.why = (f"first trial time-boxed at {search.best['seconds']:.1f}s; a {share:.1f}s share could "
-                          "not double it: not tuned")
-            continue
-        slots -= 1
+        share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in chosen[position:])
         # Split over workers, the cap counts all of their tuning trials (the first pass ran one per worker);
         # a lone search adds max_trials to whatever its study already holds.
         total = None if context.max_trials is None or context.workers == 1 else context.workers + context.max_trials
