@@ -19,7 +19,6 @@ from tmiv_assets.ml.automl.fitting import (
     fit_within,
     refit_rounds,
     rounds_parameter,
-    time_boxed,
 )
 from tmiv_assets.ml.automl.tuning import COSTS, create_study, make_sampler, score_of
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof_score
@@ -31,10 +30,6 @@ FIRST_PASS_FAIR_SHARES = 2.0  # a family's first trial may take up to twice its 
 CHEAP_TRIAL_SHARE = 0.005  # a family whose trial costs under this share of the time left is tuned anyway
 CHEAP_TUNING_SHARE = 0.03
 CHEAP_TUNING_TRIALS = 12
-LATER_TRIAL_SHARE = 0.5  # a family's trials after its first may take half of the family's time left
-BOXED_FOLD_MINIMUM = 0.5  # a time-boxed fold starts when half of its predecessors' mean time is left
-BOXED_FOLD_GROWTH = 0.85  # of a fold's even share of the trial's time left: the rest is for its last round
-# (a CatBoost round on 10,000 rows takes tens of milliseconds) and the fold's prediction
 SEED_STRIDE = 7919  # sampler seed offset per search worker, so workers sharing a study propose different trials
 
 
@@ -203,33 +198,23 @@ class _FamilySearch:
         y = _codes(c)
         oof = np.full((len(y), len(c.classes) if c.classes is not None else 1), np.nan)
         seconds, seen, models, rounds, predict_seconds = [], [], [], [], 0.0
-        # Models that only need more rounds than the time allows are time-boxed, fold by fold: the family's
-        # first trial may use all of its time, later ones half of what is left. A search capped by
-        # max_trials (the reproducible mode) never depends on the clock this way.
-        now = time.monotonic()
-        trial_limit = self.limit if self.best is None else now + LATER_TRIAL_SHARE * (self.limit - now)
         for step, (train, valid) in enumerate(c.folds):
             trial.set_user_attr("folds_trained", step)
-            model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
-            X_valid = c.X[valid]
-            now = time.monotonic()
-            boxed = c.max_trials is None and time_boxed(model, X_valid)
-            expected = (np.mean(seconds) if seconds else self.fold_seconds) * (BOXED_FOLD_MINIMUM if boxed else 1.0)
-            if self.tracker.best is not None and expected and now + expected > (trial_limit if boxed else self.limit):
+            expected = np.mean(seconds) if seconds else self.fold_seconds
+            if self.tracker.best is not None and expected and time.monotonic() + expected > self.limit:
                 reason = f"fold {step + 1}/{len(c.folds)}: the fold would overrun the time budget"
                 trial.set_user_attr("pruned_reason", reason)
                 if step == 0:  # the family's next trial would not fit either: end its search here
                     self.study.stop()
                 raise optuna.TrialPruned(reason)
-            started = now
-            grow_until = now + BOXED_FOLD_GROWTH * (trial_limit - now) / (len(c.folds) - step) if boxed else None
+            started = time.monotonic()
+            model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
+            X_valid = c.X[valid]
             try:
-                fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit, grow_until=grow_until)
+                fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit)
             except DeadlineReached as stopped:
                 trial.set_user_attr("pruned_reason", f"fold {step + 1}/{len(c.folds)}: {stopped}")
                 raise optuna.TrialPruned(str(stopped)) from stopped
-            if hasattr(model, "time_boxed_"):
-                trial.set_user_attr("time_boxed", f"fold {step + 1}/{len(c.folds)}: {model.time_boxed_}")
             predicting = time.perf_counter()
             oof[valid] = model.predict_proba(X_valid) if c.classes is not None else model.predict(X_valid)[:, None]
             predict_seconds += time.perf_counter() - predicting
