@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from catboost import CatBoostClassifier
 from lightgbm import LGBMClassifier
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.ensemble import RandomForestClassifier
@@ -17,7 +18,7 @@ from tmiv_assets.ml.automl.catalog import CATALOG, XGBLabelClassifier, families_
 from tmiv_assets.ml.automl.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline, training_histories
-from tmiv_assets.ml.automl.fitting import DeadlineReached, best_rounds, fit_within
+from tmiv_assets.ml.automl.fitting import FIRST_CHUNK, DeadlineReached, best_rounds, fit_within, model_size
 from tmiv_assets.ml.automl.tuning import COSTS, make_sampler, study_plots
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
 from tmiv_assets.ml.metrics import score_model
@@ -217,12 +218,15 @@ def test_time_ordered_cv_pinned_params_scaler_and_training_curves(tmp_path):
     assert any(name.startswith("training_curve_") for name in evaluation_plots(model.best_pipeline_, X, y, "binary"))
 
 
+SLOW_LIGHTGBM = {"n_estimators": 500_000, "learning_rate": 0.0005, "num_leaves": 255, "min_child_samples": 1}
+
+
 def test_budget_is_a_contract_a_slow_family_is_stopped_not_awaited():
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    slow = {"n_estimators": 500_000, "learning_rate": 0.0005, "num_leaves": 255, "min_child_samples": 1}
     started = time.monotonic()
-    model = AutoML(time_budget_s=6, seed=0, n_jobs=1, include=["lightgbm", "linear"],
-                   pinned_params={"lightgbm": slow}).fit(X, y)
+    # max_trials: the reproducible mode, where no model is time-boxed, so the slow family meets the hard deadline
+    model = AutoML(time_budget_s=6, seed=0, n_jobs=1, include=["lightgbm", "linear"], max_trials=50,
+                   pinned_params={"lightgbm": SLOW_LIGHTGBM}).fit(X, y)
     assert time.monotonic() - started <= 6 * 1.1
     lightgbm = model.trials_[model.trials_["family"] == "lightgbm"]
     assert (lightgbm["state"] == "PRUNED").all() and lightgbm["pruned_reason"].str.contains("deadline").all()
@@ -230,6 +234,49 @@ def test_budget_is_a_contract_a_slow_family_is_stopped_not_awaited():
     board = model.leaderboard().set_index("model")
     assert board.loc["lightgbm", "why_stopped"].startswith("no trial finished")
     assert model.predict_proba(X.head(3)).shape == (3, 2)
+
+
+def test_a_family_needing_more_rounds_than_its_time_is_time_boxed_not_dropped():
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    started = time.monotonic()
+    model = AutoML(time_budget_s=6, seed=0, n_jobs=1, include=["lightgbm", "linear"],
+                   pinned_params={"lightgbm": SLOW_LIGHTGBM}).fit(X, y)
+    assert time.monotonic() - started <= 6 * 1.1
+    lightgbm = model.trials_[model.trials_["family"] == "lightgbm"]
+    trained = lightgbm[lightgbm["state"] == "COMPLETE"]
+    assert len(trained) >= 1  # 500,000 rounds at a learning rate of 0.0005 never converge: each fold stopped growing
+    assert trained["time_boxed"].str.contains(r"fold 5/5: stopped growing at its time share after \d+ rounds").all()
+    board = model.leaderboard().set_index("model")
+    assert np.isfinite(board.loc["lightgbm", "cv_roc_auc_mean"])
+    # its first trial took 40% of the search; what is left cannot double that, so it is not tuned
+    assert board.loc["lightgbm", "why_stopped"].startswith("first trial time-boxed at")
+
+
+@pytest.mark.parametrize(("make", "size"), [
+    (lambda size: LGBMClassifier(n_estimators=size, learning_rate=0.0005, verbose=-1), 500_000),
+    (lambda size: XGBLabelClassifier(n_estimators=size, learning_rate=0.0005, n_jobs=1), 500_000),
+    (lambda size: CatBoostClassifier(iterations=size, learning_rate=0.0005, verbose=False, thread_count=1,
+                                        allow_writing_files=False), 500_000),
+    (lambda size: RandomForestClassifier(n_estimators=size, random_state=0), 5000)])
+def test_a_model_stops_growing_at_its_time_share_and_is_kept(make, size):
+    X, y = load_breast_cancer(return_X_y=True)
+    now = time.monotonic()
+    model = fit_within(make(size), X[:400], y[:400], X[400:], y[400:], deadline=now + 60, grow_until=now + 0.5)
+    assert time.monotonic() - now < 5
+    assert 0 < model_size(model) < size and model.time_boxed_.endswith(f"after {model_size(model)} rounds")
+    assert model.predict_proba(X[400:]).shape == (len(X) - 400, 2)
+
+
+def test_library_defaults_are_never_time_boxed():
+    X, y = load_breast_cancer(return_X_y=True)
+    now = time.monotonic()
+    default = fit_within(LGBMClassifier(verbose=-1), X[:400], y[:400], X[400:], y[400:], deadline=now + 60,
+                         grow_until=now)
+    assert model_size(default) == 100 and not hasattr(default, "time_boxed_")
+    forest = fit_within(RandomForestClassifier(n_estimators=5000, random_state=0), X, y, deadline=now + 60,
+                        grow_until=now)
+    assert model_size(forest) == FIRST_CHUNK  # a forest grows one first chunk whatever the clock says
+    assert best_rounds(forest) == FIRST_CHUNK  # so the refit on all rows grows as many trees, not 5,000
 
 
 def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
@@ -254,7 +301,7 @@ def test_boosting_stops_early_on_the_validation_fold_and_at_the_deadline():
                        X[400:], y[400:])
     assert best_rounds(model) < 500
     forest = RandomForestClassifier(n_estimators=5000, random_state=0)
-    with pytest.raises(DeadlineReached, match="stopped at the deadline after 50 of 5000"):
+    with pytest.raises(DeadlineReached, match=f"stopped at the deadline after {FIRST_CHUNK} of 5000"):
         fit_within(forest, X, y, deadline=time.monotonic())
 
 

@@ -4,6 +4,11 @@ Boosting libraries stop through their callbacks (at the deadline, and early on t
 the configuration asks for many rounds); forests and histogram boosting grow in chunks with warm starts;
 scikit-learn gradient boosting through its `monitor`; the PyTorch MLP checks the clock every epoch. The
 rest cannot be interrupted and are only started when their expected cost fits (see `search`).
+
+Two clocks: at the hard `deadline` a fit is abandoned (DeadlineReached); at the soft `grow_until` a model
+whose size is only a ceiling (boosting that stops early on its validation fold, forests, histogram
+boosting) stops growing and is kept as it is, so a fit on data that needs more rounds than the time allows
+still yields the best model that time could buy instead of nothing (as AutoGluon's time-limited fits do).
 """
 
 from __future__ import annotations
@@ -22,23 +27,31 @@ EARLY_STOPPING_FROM = 500
 defaults) train exactly as configured."""
 CHUNK = 50
 """Trees (or boosting iterations) added per warm start between two looks at the clock."""
+FIRST_CHUNK = 10
+"""The first warm start's size: the clock is read early, so later chunks can be sized to the time left."""
 
 
 class DeadlineReached(Exception):
     """A fit was stopped at the deadline; its partial model is not used."""
 
 
-def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | None = None):
-    """Fit `estimator` on X, y before the monotonic `deadline`; raise DeadlineReached when it cannot."""
+def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | None = None,
+               grow_until: float | None = None):
+    """Fit `estimator` on X, y before the monotonic `deadline`; raise DeadlineReached when it cannot. A model
+    that can stop growing (see `time_boxed`) stops at `grow_until` and is kept; `time_boxed_` then says so."""
     module = type(estimator).__module__.split(".")[0]
-    if module == "lightgbm":
-        _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline)
-    elif module == "catboost":
-        _fit_catboost(estimator, X, y, X_valid, y_valid, deadline)
-    elif module == "xgboost" or type(estimator).__name__.startswith("XGB"):
-        _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline)
-    elif type(estimator).__module__.startswith("sklearn.ensemble") and "warm_start" in estimator.get_params():
-        _fit_in_chunks(estimator, X, y, deadline)
+    stopped_growing = False
+    if grow_until is not None and not time_boxed(estimator, X_valid):
+        grow_until = None
+    stop = grow_until if grow_until is not None else deadline  # grow_until never lies past the deadline
+    if _is_boosting(estimator):
+        fit = {"lightgbm": _fit_lightgbm, "catboost": _fit_catboost}.get(module, _fit_xgboost)
+        fit(estimator, X, y, X_valid, y_valid, stop)
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineReached(f"{type(estimator).__name__} stopped at the deadline after "
+                                  f"{model_size(estimator)} rounds")
+    elif _grows_in_chunks(estimator):
+        stopped_growing = _fit_in_chunks(estimator, X, y, deadline, grow_until)
     elif "deadline" in estimator.get_params():
         estimator.set_params(deadline=deadline).fit(X, y)
         if estimator.stopped_reason_.startswith("deadline"):
@@ -47,11 +60,35 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
         estimator.fit(X, y)
     if deadline is not None and time.monotonic() > deadline:
         raise DeadlineReached(f"{type(estimator).__name__} finished after the deadline")
+    if grow_until is not None and (stopped_growing or time.monotonic() > grow_until):
+        estimator.time_boxed_ = f"stopped growing at its time share after {model_size(estimator)} rounds"
     return estimator
 
 
+def time_boxed(estimator, X_valid=None) -> bool:
+    """Whether the model's size is a ceiling it may stop short of: boosting that stops early on its validation
+    fold, forests and histogram boosting. Boosting configured below EARLY_STOPPING_FROM rounds (the library
+    defaults) trains exactly as configured."""
+    return _wants_early_stopping(estimator, X_valid) if _is_boosting(estimator) else _grows_in_chunks(estimator)
+
+
+def model_size(estimator) -> int:
+    """Boosting rounds or trees the fitted model holds."""
+    for attribute in ("tree_count_", "n_estimators_", "n_iter_"):
+        if isinstance(value := getattr(estimator, attribute, None), int | np.integer):
+            return int(value)
+    if hasattr(estimator, "booster_"):
+        return int(estimator.booster_.current_iteration())
+    if hasattr(estimator, "get_booster"):
+        return int(estimator.get_booster().num_boosted_rounds())
+    return len(getattr(estimator, "estimators_", ()))
+
+
 def best_rounds(estimator) -> int | None:
-    """Rounds kept by early stopping (LightGBM / XGBoost), or None when it did not stop early."""
+    """Rounds kept by early stopping (LightGBM / XGBoost / CatBoost), the trees of a forest that stopped growing
+    at its time share, or None when it did not stop early."""
+    if hasattr(estimator, "time_boxed_") and _grows_in_chunks(estimator) and "n_estimators" in estimator.get_params():
+        return model_size(estimator)
     for attribute in ("best_iteration_", "best_iteration"):
         try:
             value = getattr(estimator, attribute)
@@ -76,6 +113,16 @@ def rounds_parameter(params: dict) -> str:
     return "iterations" if "iterations" in params else "n_estimators"
 
 
+def _is_boosting(estimator) -> bool:
+    """LightGBM, CatBoost or XGBoost (also our label-accepting XGBoost classifier)."""
+    module = type(estimator).__module__.split(".")[0]
+    return module in ("lightgbm", "catboost", "xgboost") or type(estimator).__name__.startswith("XGB")
+
+
+def _grows_in_chunks(estimator) -> bool:
+    return type(estimator).__module__.startswith("sklearn.ensemble") and "warm_start" in estimator.get_params()
+
+
 def _wants_early_stopping(estimator, X_valid) -> bool:
     params = estimator.get_params()
     return X_valid is not None and (params.get(rounds_parameter(params)) or 0) >= EARLY_STOPPING_FROM
@@ -93,9 +140,6 @@ def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline) -> None:
         estimator.fit(X, y, eval_X=(X_valid,), eval_y=(y_valid,), callbacks=callbacks)
     else:
         estimator.fit(X, y, callbacks=callbacks)
-    if deadline is not None and time.monotonic() > deadline:
-        raise DeadlineReached(f"LightGBM stopped at the deadline after {estimator.booster_.current_iteration()} "
-                              "rounds")
 
 
 class _CatBoostDeadline:
@@ -113,8 +157,6 @@ def _fit_catboost(estimator, X, y, X_valid, y_valid, deadline) -> None:
                       callbacks=callbacks)
     else:
         estimator.fit(X, y, callbacks=callbacks)
-    if deadline is not None and time.monotonic() > deadline:
-        raise DeadlineReached(f"CatBoost stopped at the deadline after {estimator.tree_count_} trees")
 
 
 class _XGBoostDeadline(TrainingCallback):
@@ -136,20 +178,30 @@ def _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline) -> None:
     estimator.set_params(callbacks=None, early_stopping_rounds=None)  # picklable, and refits run plain
 
 
-def _fit_in_chunks(estimator, X, y, deadline) -> None:
-    """Forests add trees, histogram boosting adds iterations, CHUNK at a time, looking at the clock between."""
+def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> bool:
+    """Forests add trees, histogram boosting adds iterations, a chunk at a time, looking at the clock between.
+    Chunks after the first are sized to the time left at the pace measured so far (up to CHUNK): past
+    `grow_until` the model is kept as grown (returns True); a chunk that would end past the deadline is not
+    started."""
     size = "n_estimators" if "n_estimators" in estimator.get_params() else "max_iter"
     target = estimator.get_params()[size]
-    if deadline is None:
+    if deadline is None and grow_until is None:
         estimator.fit(X, y)
-        return
+        return False
     estimator.set_params(warm_start=True)
-    grown = 0
+    grown, started, step = 0, time.monotonic(), FIRST_CHUNK
     while grown < target:
-        grown = min(target, grown + CHUNK)
+        grown = min(target, grown + step)
         estimator.set_params(**{size: grown}).fit(X, y)
-        if getattr(estimator, "n_iter_", grown) < grown:  # histogram boosting stopped early by itself
+        if getattr(estimator, "n_iter_", grown) < grown or grown == target:  # histogram boosting stopped itself
             break
-        if grown < target and time.monotonic() > deadline:
+        now = time.monotonic()
+        pace = (now - started) / grown
+        if grow_until is not None and now + pace > grow_until:
+            estimator.set_params(warm_start=False)
+            return True
+        if deadline is not None and now + pace > deadline:
             raise DeadlineReached(f"{type(estimator).__name__} stopped at the deadline after {grown} of {target}")
+        step = max(1, min(CHUNK, int((min(t for t in (grow_until, deadline) if t is not None) - now) / pace)))
     estimator.set_params(warm_start=False)
+    return False

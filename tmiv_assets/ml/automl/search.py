@@ -19,6 +19,7 @@ from tmiv_assets.ml.automl.fitting import (
     fit_within,
     refit_rounds,
     rounds_parameter,
+    time_boxed,
 )
 from tmiv_assets.ml.automl.tuning import COSTS, create_study, make_sampler, score_of
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof_score
@@ -30,6 +31,10 @@ FIRST_PASS_FAIR_SHARES = 2.0  # a family's first trial may take up to twice its 
 CHEAP_TRIAL_SHARE = 0.005  # a family whose trial costs under this share of the time left is tuned anyway
 CHEAP_TUNING_SHARE = 0.03
 CHEAP_TUNING_TRIALS = 12
+BOXED_FOLD_MINIMUM = 0.5  # a time-boxed fold starts when half of its predecessors' mean time is left
+BOXED_TUNING_GROWTH = 2.0  # a time-boxed family is tuned when its share is at least this many first trials
+BOXED_FOLD_GROWTH = 0.85  # of a fold's even share of the family's time left: the rest is for its last round
+# (a CatBoost round on 10,000 rows takes tens of milliseconds) and the fold's prediction
 SEED_STRIDE = 7919  # sampler seed offset per search worker, so workers sharing a study propose different trials
 
 
@@ -188,33 +193,44 @@ class _FamilySearch:
             per_fold = [oof_score(c.metric, c.task, _codes(c)[v], full[v], _labels(c)) for _, v in c.folds]
             self.best = {"value": score, "params": params, "oof": oof, "std": float(np.std(per_fold)),
                          "seconds": float(sum(fold_seconds)), "fold_seconds": float(np.mean(fold_seconds)),
-                         "models": models, "rounds": rounds}
+                         "models": models, "rounds": rounds, "time_boxed": "time_boxed" in trial.user_attrs}
         return value
 
     def _cross_validate(self, trial: optuna.Trial, params: dict) -> tuple[np.ndarray, list[float], list, list]:
         """Out-of-fold predictions, fold models and their early-stopping rounds; pruned on the running fold
-        score (median rule), skipped when a fold is expected to overrun the limit, stopped when one does."""
+        score (median rule), skipped when a fold is expected to overrun the limit, stopped when one does;
+        a family's first, time-boxed trial stops growing at each fold's share of its time and is kept."""
         c = self.context
         y = _codes(c)
         oof = np.full((len(y), len(c.classes) if c.classes is not None else 1), np.nan)
         seconds, seen, models, rounds, predict_seconds = [], [], [], [], 0.0
+        # A family's first trial is time-boxed fold by fold when its model only needs more rounds than the
+        # time allows, so the family is not dropped; later trials compete with converged models, and one that
+        # cannot finish is stopped (truncated ones would mislead the sampler). A search capped by max_trials
+        # (the reproducible mode) never depends on the clock this way.
+        first = self.best is None and c.max_trials is None
         for step, (train, valid) in enumerate(c.folds):
             trial.set_user_attr("folds_trained", step)
-            expected = np.mean(seconds) if seconds else self.fold_seconds
-            if self.tracker.best is not None and expected and time.monotonic() + expected > self.limit:
+            model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
+            X_valid = c.X[valid]
+            now = time.monotonic()
+            boxed = first and time_boxed(model, X_valid)
+            expected = (np.mean(seconds) if seconds else self.fold_seconds) * (BOXED_FOLD_MINIMUM if boxed else 1.0)
+            if self.tracker.best is not None and expected and now + expected > self.limit:
                 reason = f"fold {step + 1}/{len(c.folds)}: the fold would overrun the time budget"
                 trial.set_user_attr("pruned_reason", reason)
                 if step == 0:  # the family's next trial would not fit either: end its search here
                     self.study.stop()
                 raise optuna.TrialPruned(reason)
-            started = time.monotonic()
-            model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
-            X_valid = c.X[valid]
+            started = now
+            grow_until = now + BOXED_FOLD_GROWTH * (self.limit - now) / (len(c.folds) - step) if boxed else None
             try:
-                fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit)
+                fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit, grow_until=grow_until)
             except DeadlineReached as stopped:
                 trial.set_user_attr("pruned_reason", f"fold {step + 1}/{len(c.folds)}: {stopped}")
                 raise optuna.TrialPruned(str(stopped)) from stopped
+            if hasattr(model, "time_boxed_"):
+                trial.set_user_attr("time_boxed", f"fold {step + 1}/{len(c.folds)}: {model.time_boxed_}")
             predicting = time.perf_counter()
             oof[valid] = model.predict_proba(X_valid) if c.classes is not None else model.predict(X_valid)[:, None]
             predict_seconds += time.perf_counter() - predicting
@@ -273,7 +289,8 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     for search in searches:
         if search.study.trials and search.best is None:
             search.why = "no trial finished: every one failed or was stopped at the time limit"
-    chosen = [s for s in ranked if s.tunable or len(s.family.starts) > 1][:tuned]
+    candidates = [s for s in ranked if s.tunable or len(s.family.starts) > 1]
+    chosen = candidates[:tuned]
     # Cost-frugal: a family outside the top whose whole trial is nearly free (linear models, naive Bayes on
     # small data) gets a few trials anyway; its tuned version often earns an ensemble weight. The choice
     # depends on measured seconds, so a search capped by max_trials (the reproducible mode) skips it.
@@ -284,9 +301,21 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             search.run(CHEAP_TUNING_TRIALS, time.monotonic() + CHEAP_TUNING_SHARE * remaining)
             search.why = (f"cheap: {len(search.study.trials)} trials at {search.best['seconds']:.2f}s each, "
                           "not tuned further")
-    for position, search in enumerate(chosen):
+    # A family whose first trial was time-boxed needs more than that time to converge: it is tuned only when
+    # its share at least doubles it (growth as in FLAML's cost-frugal search); otherwise the slot and the
+    # time pass to the next family in the ranking.
+    slots = tuned
+    for position, search in enumerate(candidates):
+        if slots == 0:
+            break
         remaining = max(0.0, deadline - time.monotonic())
-        share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in chosen[position:])
+        planned = candidates[position:position + slots]
+        share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in planned)
+        if search.best["time_boxed"] and share < BOXED_TUNING_GROWTH * search.best["seconds"]:
+            search.why = (f"first trial time-boxed at {search.best['seconds']:.1f}s; a {share:.1f}s share could "
+                          "not double it: not tuned")
+            continue
+        slots -= 1
         # Split over workers, the cap counts all of their tuning trials (the first pass ran one per worker);
         # a lone search adds max_trials to whatever its study already holds.
         total = None if context.max_trials is None or context.workers == 1 else context.workers + context.max_trials

@@ -75,18 +75,20 @@ def score_of(trial: optuna.trial.FrozenTrial) -> float | None:
 
 def trials_frame(study: optuna.Study, family: str) -> pd.DataFrame:
     """One row per trial: number, the search worker that ran it, state, value, seconds, folds trained, whether it
-    was skipped before training, params and why it was pruned or stopped."""
+    was skipped before training, params, why it was pruned or stopped, and where it stopped growing at its time
+    share (the last time-boxed fold)."""
     rows = [{"family": family, "number": t.number, "worker": t.user_attrs.get("worker", 0), "state": t.state.name,
              "value": score_of(t),
              "seconds": t.duration.total_seconds() if t.duration else None,
              "folds_trained": t.user_attrs.get("folds_trained"),
              # Pruned before any fold trained: skipped, not searched.
              "skipped": t.state.name == "PRUNED" and not t.user_attrs.get("folds_trained"),
-             "pruned_reason": t.user_attrs.get("pruned_reason"), "params": repr(t.params),
+             "pruned_reason": t.user_attrs.get("pruned_reason"), "time_boxed": t.user_attrs.get("time_boxed"),
+             "params": repr(t.params),
              **{cost: t.user_attrs.get(cost) for cost in COSTS.values()}}
             for t in study.trials if t.state.is_finished()]
     return pd.DataFrame(rows, columns=["family", "number", "worker", "state", "value", "seconds", "folds_trained",
-                                       "skipped", "pruned_reason", "params", *COSTS.values()])
+                                       "skipped", "pruned_reason", "time_boxed", "params", *COSTS.values()])
 
 
 def study_plots(study: optuna.Study) -> dict[str, plt.Figure]:
