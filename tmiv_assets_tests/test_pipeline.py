@@ -332,14 +332,14 @@ def test_forecast_horizon_and_interval_order(pipeline, series, horizon):
     # The choice beats the baseline it scales by, or is AutoARIMA, which no model beat clearly and which is not
     # worse than the seasonal naive forecast in every fold (uk_driver_deaths: better in two of three).
     assert metadata["backtest_mase"] < metadata["seasonal_naive_mase"] or backtest["choice"].startswith("auto_arima:")
-    assert backtest["best_model"] == metadata["chosen_model"].split(" ")[0]  # refitted from the stored backtest
-    assert backtest["best_mase"] == metadata["backtest_mase"] and "![" in backtest["plot"]
+    assert backtest["chosen_model"] == metadata["chosen_model"].split(" ")[0]  # refitted from the stored backtest
+    assert backtest["chosen_mase"] == metadata["backtest_mase"] and "![" in backtest["plot"]
     if series == "uk_driver_deaths":  # its spec names a GRU: from scratch, and pre-trained on air_passengers
         for network in ("gru", "gru_transfer"):
             assert re.search(rf"\| {network} +\| +\d", backtest["leaderboard"]), backtest["leaderboard"]
     run = mlflow.MlflowClient(ModelRegistry(home=str(pipeline.home)).tracking_uri).get_run(metadata["mlflow_run_id"])
-    assert run.data.params["chosen_model"] == backtest["best_model"]
-    assert run.data.metrics[f"backtest_mase_{backtest['best_model']}"] == pytest.approx(metadata["backtest_mase"])
+    assert run.data.params["chosen_model"] == backtest["chosen_model"]
+    assert run.data.metrics[f"backtest_mase_{backtest['chosen_model']}"] == pytest.approx(metadata["backtest_mase"])
 
 
 def test_series_diagnostics_find_air_passengers_trending_and_seasonal(pipeline):

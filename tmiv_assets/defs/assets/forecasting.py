@@ -95,15 +95,15 @@ def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) ->
                "season_length": auto.season_length_, "pretraining": {s: v for s, (_, v) in others.items()}}
     store.save("forecast_leaderboard", name, board, lineage)
     version = store.save("forecast_backtest", name, auto.fold_forecasts_, lineage)
-    best = board.iloc[0]
+    chosen = board.iloc[0]  # the leaderboard lists the chosen model (or combination) first
     context.log.info(f"Backtest of {name}: chose {auto.choice_} ({int((board['status'] == 'ok').sum())} models over "
                      f"{auto.fold_scores_['fold'].nunique()} folds)")
     return dg.MaterializeResult(metadata={
-        "best_model": best["model"], "best_mase": float(best["mase"]), "choice": auto.choice_,
+        "chosen_model": chosen["model"], "chosen_mase": float(chosen["mase"]), "choice": auto.choice_,
         "folds": int(auto.fold_scores_["fold"].nunique()), "leaderboard": markdown_table(board.round(4)),
         "fold_scores": markdown_table(auto.fold_scores_.round(4)),
         "plot": dg.MetadataValue.md(figure_to_markdown(
-            backtest_plot(series, auto.fold_forecasts_, best["model"]), f"{name} backtest")),
+            backtest_plot(series, auto.fold_forecasts_, chosen["model"]), f"{name} backtest")),
         **stored_version_metadata(version)})
 
 
@@ -111,7 +111,7 @@ def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) ->
           kinds={"statsforecast", "prophet", "mlflow"})
 def forecast(context: dg.AssetExecutionContext, store: FeatureStore, artifacts: ArtifactStore,
              mlflow: dg.ResourceParam[MlFlow]) -> dg.MaterializeResult:
-    """The backtest's best model refitted on the whole series: the spec's horizon with a 95% interval scaled so
+    """The backtest's chosen model refitted on the whole series: the spec's horizon with a 95% interval scaled so
     the backtest's coverage matches; logged to MLflow."""
     name = context.partition_key
     lineage = store.lineage("forecast_backtest", name)
