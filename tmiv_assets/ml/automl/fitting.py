@@ -189,19 +189,19 @@ def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> bool:
         estimator.fit(X, y)
         return False
     estimator.set_params(warm_start=True)
-    grown, started, step = 0, time.monotonic(), FIRST_CHUNK
-    while grown < target:
-        grown = min(target, grown + step)
-        estimator.set_params(**{size: grown}).fit(X, y)
-        if getattr(estimator, "n_iter_", grown) < grown or grown == target:  # histogram boosting stopped itself
-            break
-        now = time.monotonic()
-        pace = (now - started) / grown
-        if grow_until is not None and now + pace > grow_until:
-            estimator.set_params(warm_start=False)
-            return True
-        if deadline is not None and now + pace > deadline:
-            raise DeadlineReached(f"{type(estimator).__name__} stopped at the deadline after {grown} of {target}")
-        step = max(1, min(CHUNK, int((min(t for t in (grow_until, deadline) if t is not None) - now) / pace)))
-    estimator.set_params(warm_start=False)
-    return False
+    try:
+        grown, started, step = 0, time.monotonic(), FIRST_CHUNK
+        while True:
+            grown = min(target, grown + step)
+            estimator.set_params(**{size: grown}).fit(X, y)
+            if grown == target or getattr(estimator, "n_iter_", grown) < grown:  # grown, or stopped by itself
+                return False
+            now = time.monotonic()
+            pace = (now - started) / grown
+            if grow_until is not None and now + pace > grow_until:
+                return True
+            if deadline is not None and now + pace > deadline:
+                raise DeadlineReached(f"{type(estimator).__name__} stopped at the deadline after {grown} of {target}")
+            step = max(1, min(CHUNK, int((min(t for t in (grow_until, deadline) if t is not None) - now) / pace)))
+    finally:
+        estimator.set_params(warm_start=False)  # refits and later fits start from scratch
