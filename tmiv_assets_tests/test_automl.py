@@ -218,6 +218,26 @@ def test_time_ordered_cv_pinned_params_scaler_and_training_curves(tmp_path):
     assert any(name.startswith("training_curve_") for name in evaluation_plots(model.best_pipeline_, X, y, "binary"))
 
 
+def test_a_pooled_high_cardinality_column_reaches_the_models_target_encoded_except_on_time_ordered_rows():
+    # 60 cities on 60 price levels, 75 training rows each: one-hot keeps 29 and pools the rest into one column
+    rng = np.random.default_rng(0)
+    level = rng.integers(0, 60, 6000)
+    X = pd.DataFrame({"city": [f"c{k}" for k in level], "rooms": rng.integers(1, 6, 6000).astype(float)})
+    y = pd.Series(level * 10.0 + X["rooms"] * 5 + rng.normal(size=6000))
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
+    settings = {"task": "regression", "time_budget_s": 30, "seed": 0, "n_jobs": 1, "include": ["lightgbm"],
+                "max_trials": 0, "n_folds": 3}
+    shuffled = AutoML(**settings).fit(X_train, y_train)
+    names = list(shuffled.preprocessor_.get_feature_names_out())
+    assert "city_infrequent" in names and names[-1] == "city_target"
+    times = pd.Series(pd.date_range("2024-01-01", periods=len(X_train), freq="h"))
+    ordered = AutoML(**settings).fit(X_train, y_train, times=times)
+    assert "city_target" not in ordered.preprocessor_.get_feature_names_out()
+    # LightGBM's defaults on the encoded cities against the same on pooled ones
+    errors = [score_model(m.best_pipeline_, X_test, y_test, "regression")["rmse"] for m in (shuffled, ordered)]
+    assert errors[0] < 0.5 * errors[1], errors
+
+
 SLOW_LIGHTGBM = {"n_estimators": 500_000, "learning_rate": 0.0005, "num_leaves": 255, "min_child_samples": 1}
 
 

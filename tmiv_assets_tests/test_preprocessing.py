@@ -89,3 +89,60 @@ def test_the_served_model_predicts_a_large_batch_in_chunks_exactly_as_at_once(mo
     # One pass of the bag gives the class too: the same class its predict returns.
     assert (rows["prediction"] == Pipeline.predict(served, X)).all() and rows["prediction"].nunique() == 2
     np.testing.assert_array_equal(rows["probability_yes"], whole[:, 1])
+
+
+def cities(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+    """60 cities, each on its own price level, two of them rarer than MIN_TARGET_ENCODED_ROWS; one number."""
+    city = rng.choice([f"city{k:02d}" for k in range(58)], size=rows).astype(object)
+    city[:60] = np.repeat(["hamlet", "village"], 30)  # 30 rows each: rarer than the encoder's minimum
+    return pd.DataFrame({"city": city, "rooms": rng.integers(1, 6, rows).astype(float)})
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_pooled_categories_are_target_encoded_as_scikit_learns_target_encoder(task):
+    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.preprocessing import TargetEncoder
+
+    from tmiv_assets.ml.features.preprocessing import MIN_TARGET_ENCODED_ROWS, TARGET_TYPE_OF
+
+    rng = np.random.default_rng(1)
+    X = cities(rng, 4000)
+    level = X["city"].str[-2:].map(lambda s: int(s) if s.isdigit() else 0)
+    y = level * 10.0 + X["rooms"] + rng.normal(size=4000)
+    if task == "multiclass":
+        y = pd.Series(np.array(["low", "mid", "high"])[np.digitize(y, [200.0, 400.0])])
+    ours = TabularEncoder(target_type=TARGET_TYPE_OF[task], random_state=3)
+    encoded = ours.fit_transform(X, y)
+    suffixes = ["target"] if task == "regression" else ["target_high", "target_low", "target_mid"]
+    target_names = [f"city_{s}" for s in suffixes]
+    assert list(ours.get_feature_names_out()[-len(suffixes):]) == target_names
+
+    # The reference: the same folds, the two rare cities as one value
+    assert (X["city"].value_counts() < MIN_TARGET_ENCODED_ROWS).sum() == 2
+    values = X[["city"]].where(~X["city"].isin(["hamlet", "village"]), "rare").to_numpy()
+    folds = (KFold if task == "regression" else StratifiedKFold)(5, shuffle=True, random_state=3)
+    reference = TargetEncoder(target_type=TARGET_TYPE_OF[task], cv=folds)
+    expected = reference.fit_transform(values, y)
+    scale = (y.mean(), y.std(ddof=0)) if task == "regression" else (0.0, 1.0)
+    np.testing.assert_allclose(encoded[:, -len(suffixes):], (expected - scale[0]) / scale[1], rtol=1e-10)
+    # Served rows use all training rows' statistics; an unseen city is encoded as the rare ones
+    test = pd.DataFrame({"city": ["city07", "atlantis", "hamlet", np.nan], "rooms": [2.0, 3.0, 1.0, 2.0]})
+    served = ours.transform(test)[:, -len(suffixes):]
+    test_values = test[["city"]].fillna(X["city"].mode()[0]).replace({"atlantis": "rare", "hamlet": "rare"})
+    np.testing.assert_allclose(served, (reference.transform(test_values.to_numpy()) - scale[0]) / scale[1],
+                               rtol=1e-10)
+    np.testing.assert_array_equal(served[1], served[2])
+    # Cross-fitted training rows differ from what the full statistics give them: no row saw its own target
+    assert not np.allclose(encoded[:, -len(suffixes):], ours.transform(X)[:, -len(suffixes):])
+
+
+def test_without_a_target_type_or_a_target_nothing_is_target_encoded():
+    X = cities(np.random.default_rng(2), 1000)
+    y = pd.Series(np.arange(1000.0))
+    assert "city_target" not in TabularEncoder().fit(X, y).get_feature_names_out()
+    assert "city_target" not in TabularEncoder(target_type="continuous").fit(X).get_feature_names_out()
+    small = X[X["city"].isin([f"city{k:02d}" for k in range(20)])]  # 20 cities: one-hot, nothing pooled
+    pooled_none = TabularEncoder(target_type="continuous").fit(small, y[small.index])
+    assert "city_target" not in pooled_none.get_feature_names_out()
+    with pytest.raises(ValueError, match="target_type='count'"):
+        TabularEncoder(target_type="count").fit(X, y)

@@ -32,7 +32,7 @@ from tmiv_assets.ml.automl.search import FamilyResult, SearchContext, search_fam
 from tmiv_assets.ml.automl.tuning import COSTS, SAMPLERS, make_storage, trials_frame
 from tmiv_assets.ml.data.splits import cv_folds
 from tmiv_assets.ml.features.engineering import SCALER_KINDS
-from tmiv_assets.ml.features.preprocessing import make_preprocessor
+from tmiv_assets.ml.features.preprocessing import TARGET_TYPE_OF, make_preprocessor
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, METRICS, PRIMARY_METRIC, check_metric, oof_score
 
 logger = logging.getLogger(__name__)
@@ -162,8 +162,11 @@ class AutoML(BaseEstimator):
         times = None if times is None else pd.Series(times).reset_index(drop=True)
         # One preprocessor for every fold and the final model: imputation medians and category lists seen
         # across the training rows are not label information, and encoding once saves every trial's time.
-        self.preprocessor_ = make_preprocessor(self.scaler).fit(X)
-        encoded = np.asarray(self.preprocessor_.transform(X), dtype=np.float64)
+        # Pooled categories' target encodings are, so they are cross-fitted (no row's encoding holds its own
+        # target); time-ordered rows get none, as shuffled folds would carry later targets into earlier rows.
+        target_type = None if times is not None else TARGET_TYPE_OF[self.task_]
+        self.preprocessor_ = make_preprocessor(self.scaler, target_type=target_type, random_state=self.seed)
+        encoded = np.asarray(self.preprocessor_.fit_transform(X, y), dtype=np.float64)
         self.timings_ = {"encode": time.monotonic() - started}
         self.folds_ = cv_folds(y, self.task_, self._n_folds(encoded.shape), self.seed, times)
         self.cv_strategy_ = ("time-ordered " if times is not None else "") + (

@@ -5,10 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import TargetEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from tmiv_assets.ml.features.engineering import calendar_features, make_scaler
+
+MIN_TARGET_ENCODED_ROWS = 50
+"""Rarer categories share one target encoding: on a handful of rows each (4,000 tail numbers) their own
+encodings are noise that tree models split on."""
+RARE_CATEGORY = "\x00rare"  # a value no text column holds
+TARGET_TYPES = ("binary", "multiclass", "continuous")
+"""What TabularEncoder's target encoding takes; a task's is TARGET_TYPE_OF[task]."""
+TARGET_TYPE_OF = {"binary": "binary", "multiclass": "multiclass", "regression": "continuous"}
 
 
 class TabularTypes(TransformerMixin, BaseEstimator):
@@ -104,17 +114,40 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     """Numbers median-imputed and scaled, then categories one-hot encoded (FrequentCategoriesOneHot), written
     straight into one row-major float64 matrix.
 
+    With a `target_type` ('binary', 'multiclass' or 'continuous') and a target to fit on, a column whose rare
+    categories were pooled also gets scikit-learn's TargetEncoder columns (`<column>_target`, one per class
+    for multiclass targets), so the pooled categories keep what they say about the target: 46 cities are
+    not one value. `fit_transform` encodes the training rows cross-fitted (no row sees its own target);
+    `transform` uses the statistics of all training rows. Continuous targets' encodings are standardized.
+
     It computes what a ColumnTransformer of SimpleImputer + scaler and the category encoder does, without
     stacking column blocks of different memory layouts, which took about 1 s per million rows of the served
     model's predict (benchmarks/serving.py).
     """
 
-    def __init__(self, scaler: str = "standard", max_categories: int = 30):
+    def __init__(self, scaler: str = "standard", max_categories: int = 30, target_type: str | None = None,
+                 random_state: int = 0):
         self.scaler = scaler
         self.max_categories = max_categories
+        self.target_type = target_type
+        self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y=None) -> TabularEncoder:
+        self._fit(_frame(X), y, cross_fitted=False)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y=None, **fit_params) -> np.ndarray:
         X = _frame(X)
+        targets = self._fit(X, y, cross_fitted=True)
+        out = self._encode(X)
+        if targets is not None:
+            out[:, -targets.shape[1]:] = targets
+        return out
+
+    def _fit(self, X: pd.DataFrame, y, cross_fitted: bool) -> np.ndarray | None:
+        """Learns the encoding; returns the training rows' cross-fitted target encodings when asked."""
+        if self.target_type is not None and self.target_type not in TARGET_TYPES:
+            raise ValueError(f"target_type={self.target_type!r}; use one of {TARGET_TYPES} or None")
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.numeric_ = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c])]
         self.categorical_ = [c for c in X.columns if c not in set(self.numeric_)]
@@ -129,19 +162,71 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         self.categories_encoder_ = (FrequentCategoriesOneHot(self.max_categories).fit(X[self.categorical_])
                                     if self.categorical_ else None)
         categories = [] if self.categories_encoder_ is None else list(self.categories_encoder_.feature_names_out_)
-        self.feature_names_out_ = np.asarray([*self.numeric_, *categories], dtype=object)
-        return self
+        pooled = [] if self.categories_encoder_ is None else [
+            column for column, infrequent in zip(self.categorical_, self.categories_encoder_.infrequent_, strict=True)
+            if infrequent]
+        self.target_encoded_, self.target_categories_ = [], []
+        if self.target_type is not None and y is not None:
+            for column in pooled:  # those with a category common enough to have an encoding of its own
+                counts = self._text_values(X, [column])[column].value_counts()
+                if (supported := counts.index[counts >= MIN_TARGET_ENCODED_ROWS]).size:
+                    self.target_encoded_.append(column)
+                    self.target_categories_.append(supported)
+        self.target_encoder_, targets, encoded = None, None, []
+        if self.target_encoded_:
+            # TargetEncoder's own default folds (5, stratified for classes), seeded
+            folds = (KFold if self.target_type == "continuous" else StratifiedKFold)(
+                5, shuffle=True, random_state=self.random_state)
+            self.target_encoder_ = TargetEncoder(target_type=self.target_type, cv=folds)
+            values = self._encoder_input(X)
+            if cross_fitted:
+                targets = self.target_encoder_.fit_transform(values, y)
+            else:
+                self.target_encoder_.fit(values, y)
+            y_values = np.asarray(y, dtype=np.float64) if self.target_type == "continuous" else None
+            self.target_center_, self.target_scale_ = ((0.0, 1.0) if y_values is None else
+                                                       (float(y_values.mean()), float(y_values.std()) or 1.0))
+            suffixes = ([f"target_{c}" for c in self.target_encoder_.classes_] if self.target_type == "multiclass"
+                        else ["target"])
+            encoded = [f"{column}_{suffix}" for column in self.target_encoded_ for suffix in suffixes]
+            if targets is not None:
+                targets = (targets - self.target_center_) / self.target_scale_
+        self.feature_names_out_ = np.asarray([*self.numeric_, *categories, *encoded], dtype=object)
+        return targets
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")
         X = _frame(X)
+        out = self._encode(X)
+        if self.target_encoder_ is not None:
+            targets = self.target_encoder_.transform(self._encoder_input(X))
+            out[:, -targets.shape[1]:] = (targets - self.target_center_) / self.target_scale_
+        return out
+
+    def _encode(self, X: pd.DataFrame) -> np.ndarray:
+        """Numbers and one-hot categories; the target encodings' columns, last, are left at zero."""
         out = np.zeros((len(X), len(self.feature_names_out_)), dtype=np.float64)
         if self.numeric_:
             numbers = self._filled(self._numbers(X))
             out[:, : len(self.numeric_)] = numbers if self.scaler_ == "passthrough" else self.scaler_.transform(numbers)
         if self.categories_encoder_ is not None:
-            self.categories_encoder_.encode_into(X[self.categorical_], out[:, len(self.numeric_):])
+            end = len(self.numeric_) + len(self.categories_encoder_.feature_names_out_)
+            self.categories_encoder_.encode_into(X[self.categorical_], out[:, len(self.numeric_):end])
         return out
+
+    def _text_values(self, X: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        """Categories as text, a missing value as the column's most frequent category (as in the one-hot
+        part); text, because TargetEncoder cannot order mixed value types."""
+        fills = dict(zip(self.categorical_, self.categories_encoder_.fill_values_, strict=True))
+        return pd.DataFrame({c: X[c].astype(object).where(X[c].notna(), fills[c]).astype(str) for c in columns})
+
+    def _encoder_input(self, X: pd.DataFrame) -> np.ndarray:
+        """The target-encoded columns as text, categories rarer than MIN_TARGET_ENCODED_ROWS in training (and
+        unseen ones) as one value."""
+        values = self._text_values(X, self.target_encoded_)
+        for column, kept in zip(self.target_encoded_, self.target_categories_, strict=True):
+            values[column] = values[column].where(values[column].isin(kept), RARE_CATEGORY)
+        return values.to_numpy()
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return self.feature_names_out_
@@ -153,7 +238,10 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         return np.where(np.isnan(numbers), self.medians_, numbers)
 
 
-def make_preprocessor(scaler: str = "standard", max_categories: int = 30) -> Pipeline:
+def make_preprocessor(scaler: str = "standard", max_categories: int = 30, target_type: str | None = None,
+                      random_state: int = 0) -> Pipeline:
     """Types, then median imputation and scaling of numbers, and one-hot encoding of categories with rare
-    ones pooled (a long tail such as 100 airports stays a few dozen columns); fitted on training rows only."""
-    return Pipeline([("types", TabularTypes()), ("encode", TabularEncoder(scaler, max_categories))])
+    ones pooled (a long tail such as 100 airports stays a few dozen columns); with a `target_type`, pooled
+    columns are target-encoded too (TabularEncoder). Fitted on training rows only."""
+    return Pipeline([("types", TabularTypes()),
+                     ("encode", TabularEncoder(scaler, max_categories, target_type, random_state))])
