@@ -104,6 +104,9 @@ def readme_shell_commands() -> list[str]:
     return [register, *commands]
 
 
+# The whole README end to end (three datasets, forecasting, serving, every notebook) beside another worker's
+# tests on two cores: 420-790 s measured, so the suite's 900 s would fail it on a slow day, not on a hang.
+@pytest.mark.timeout(1800)
 def test_every_shell_command_in_the_readme_runs_as_written(environment, monkeypatch):
     with persistent_instance(environment) as instance:  # what the sensor would have registered
         instance.add_dynamic_partitions("dataset", ["flights", "cps1985"])
