@@ -189,7 +189,9 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         if self.high_cardinality == "target" and self.high_cardinality_columns_ and y is None:
             raise ValueError(f"target encoding of {self.high_cardinality_columns_} needs y; pass y to fit "
                              "or use high_cardinality='ordinal'")
-        high = (TargetEncoder(cv=self._folds(y)) if self.high_cardinality == "target" else
+        stratified = y is not None and type_of_target(y) not in ("continuous", "continuous-multioutput")
+        high = (TargetEncoder(cv=target_encoder_folds(stratified, self.random_state))
+                if self.high_cardinality == "target" else
                 OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1))
         self.encoder_ = ColumnTransformer(
             [("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False), self.onehot_columns_),
@@ -199,8 +201,8 @@ class CategoricalEncoder(TransformerMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self.encoder_
 
-    def _folds(self, y):
-        # Shuffled folds, stratified for class targets, as TargetEncoder's own default but seeded.
-        if y is None or type_of_target(y) in ("continuous", "continuous-multioutput"):
-            return KFold(5, shuffle=True, random_state=self.random_state)
-        return StratifiedKFold(5, shuffle=True, random_state=self.random_state)
+
+
+def target_encoder_folds(stratified: bool, random_state: int) -> KFold | StratifiedKFold:
+    """TargetEncoder's own default cross-fitting folds (5, shuffled, stratified for class targets), seeded."""
+    return (StratifiedKFold if stratified else KFold)(5, shuffle=True, random_state=random_state)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import TargetEncoder
 from sklearn.utils.validation import check_is_fitted
 
-from tmiv_assets.ml.features.engineering import calendar_features, make_scaler
+from tmiv_assets.ml.features.engineering import calendar_features, make_scaler, target_encoder_folds
 
 MIN_TARGET_ENCODED_ROWS = 50
 """Rarer categories share one target encoding: on a handful of rows each (4,000 tail numbers) their own
@@ -166,19 +165,17 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             column for column, infrequent in zip(self.categorical_, self.categories_encoder_.infrequent_, strict=True)
             if infrequent]
         self.target_encoded_, self.target_categories_ = [], []
-        if self.target_type is not None and y is not None:
-            for column in pooled:  # those with a category common enough to have an encoding of its own
-                counts = self._text_values(X, [column])[column].value_counts()
-                if (supported := counts.index[counts >= MIN_TARGET_ENCODED_ROWS]).size:
-                    self.target_encoded_.append(column)
-                    self.target_categories_.append(supported)
+        text = self._text_values(X, pooled) if self.target_type is not None and y is not None else None
+        for column in [] if text is None else pooled:  # those with a category common enough for its own encoding
+            counts = text[column].value_counts()
+            if (supported := counts.index[counts >= MIN_TARGET_ENCODED_ROWS]).size:
+                self.target_encoded_.append(column)
+                self.target_categories_.append(supported)
         self.target_encoder_, targets, encoded = None, None, []
         if self.target_encoded_:
-            # TargetEncoder's own default folds (5, stratified for classes), seeded
-            folds = (KFold if self.target_type == "continuous" else StratifiedKFold)(
-                5, shuffle=True, random_state=self.random_state)
+            folds = target_encoder_folds(self.target_type != "continuous", self.random_state)
             self.target_encoder_ = TargetEncoder(target_type=self.target_type, cv=folds)
-            values = self._encoder_input(X)
+            values = self._rare_pooled(text[self.target_encoded_])
             if cross_fitted:
                 targets = self.target_encoder_.fit_transform(values, y)
             else:
@@ -199,7 +196,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         X = _frame(X)
         out = self._encode(X)
         if self.target_encoder_ is not None:
-            targets = self.target_encoder_.transform(self._encoder_input(X))
+            targets = self.target_encoder_.transform(self._rare_pooled(self._text_values(X, self.target_encoded_)))
             out[:, -targets.shape[1]:] = (targets - self.target_center_) / self.target_scale_
         return out
 
@@ -220,10 +217,9 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         fills = dict(zip(self.categorical_, self.categories_encoder_.fill_values_, strict=True))
         return pd.DataFrame({c: X[c].astype(object).where(X[c].notna(), fills[c]).astype(str) for c in columns})
 
-    def _encoder_input(self, X: pd.DataFrame) -> np.ndarray:
-        """The target-encoded columns as text, categories rarer than MIN_TARGET_ENCODED_ROWS in training (and
-        unseen ones) as one value."""
-        values = self._text_values(X, self.target_encoded_)
+    def _rare_pooled(self, values: pd.DataFrame) -> np.ndarray:
+        """The target-encoded columns' text with categories rarer than MIN_TARGET_ENCODED_ROWS in training (and
+        unseen ones) as one value: TargetEncoder's input."""
         for column, kept in zip(self.target_encoded_, self.target_categories_, strict=True):
             values[column] = values[column].where(values[column].isin(kept), RARE_CATEGORY)
         return values.to_numpy()
