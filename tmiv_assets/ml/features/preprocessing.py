@@ -165,7 +165,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             column for column, infrequent in zip(self.categorical_, self.categories_encoder_.infrequent_, strict=True)
             if infrequent]
         self.target_encoded_, self.target_categories_ = [], []
-        text = self._text_values(X, pooled) if self.target_type is not None and y is not None else None
+        text = self._text_values(X, pooled) if pooled and self.target_type is not None and y is not None else None
         for column in [] if text is None else pooled:  # those with a category common enough for its own encoding
             counts = text[column].value_counts()
             if (supported := counts.index[counts >= MIN_TARGET_ENCODED_ROWS]).size:
