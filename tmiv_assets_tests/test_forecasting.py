@@ -9,13 +9,21 @@ import pytest
 
 from tmiv_assets.ml.data.ingest import read_series
 from tmiv_assets.ml.data.spec import load_series_spec
-from tmiv_assets.ml.forecasting.auto import AutoForecaster, prefer_default
+from tmiv_assets.ml.forecasting.auto import DEFAULT_MODELS, AutoForecaster, prefer_default
 from tmiv_assets.ml.forecasting.backtest import COMBINATION, backtest, fold_origins
 from tmiv_assets.ml.forecasting.diagnostics import diagnose
-from tmiv_assets.ml.forecasting.models import COLUMNS, MODELS, fit_predict, season_length_for
+from tmiv_assets.ml.forecasting.models import (
+    CANDIDATES,
+    COLUMNS,
+    MODELS,
+    ModelSkipped,
+    family,
+    fit_predict,
+    season_length_for,
+)
 
 SERIES_DIR = Path(__file__).resolve().parents[1] / "data" / "series"
-SEASONAL = ("seasonal_naive", "auto_arima", "auto_ets", "auto_theta")
+SEASONAL = ("seasonal_naive", "auto_arima", "auto_arima_log", "auto_ets", "auto_theta")
 
 
 def _series(name: str) -> tuple[pd.Series, object]:
@@ -45,10 +53,13 @@ def test_repository_series_choose_autoarima_unless_clearly_beaten_in_the_backtes
     best = ok.loc[ok["mase"].idxmin(), "model"]
     scores = forecaster.fold_scores_
     folds = scores.pivot_table(index="fold", columns="model", values="mase")
-    clear = ((ok["mase"].min() <= 0.8 * ok.set_index("model").loc["auto_arima", "mase"]
-              and (folds[best] < folds["auto_arima"]).all())
-             or (folds["auto_arima"] > folds["seasonal_naive"]).all())
-    assert forecaster.chosen_ == (best if clear else "auto_arima") == board["model"].iloc[0]
+    arimas = ok[ok["model"].isin(DEFAULT_MODELS)]
+    default = arimas.loc[arimas["mase"].idxmin(), "model"]  # the spec's log_transform leaves auto_arima alone
+    assert default == "auto_arima" and board.set_index("model").loc["auto_arima_log", "status"].startswith("skipped")
+    clear = ((ok["mase"].min() <= 0.8 * ok.set_index("model").loc[default, "mase"]
+              and (folds[best] < folds[default]).all())
+             or (folds[default] > folds["seasonal_naive"]).all())
+    assert forecaster.chosen_ == (best if clear else default) == board["model"].iloc[0]
     assert forecaster.choice_.startswith(forecaster.chosen_)
     chosen = board.set_index("model").loc[forecaster.chosen_]
     if name == "air_passengers":
@@ -75,7 +86,7 @@ def test_combination_is_the_median_of_the_three_best_singles(fitted):
     _, forecaster = fitted["air_passengers"]
     board, members = forecaster.leaderboard_, forecaster.combination_members_
     singles = board[(board["status"] == "ok") & (board["model"] != COMBINATION)].sort_values("mase", kind="stable")
-    assert members == tuple(singles["model"][:3])
+    assert members == tuple(singles["model"][~singles["model"].map(family).duplicated()][:3])
     forecasts = forecaster.fold_forecasts_
     members = forecasts[forecasts["model"].isin(members)].pivot_table(
         index=["fold", "step"], columns="model", values="yhat")
@@ -117,9 +128,44 @@ def test_another_model_replaces_autoarima_only_with_a_fifth_lower_mase_in_every_
     assert choice((0.85, 0.9, 1.1), models=("seasonal_naive", "auto_arima"))[0] == "auto_arima"
 
 
+def test_autoarima_on_log_values_is_the_default_where_its_backtest_is_lower():
+    def choice(*folds_by_model):
+        scores = pd.DataFrame([{"model": model, "fold": fold, "mase": mase} for model, values in folds_by_model
+                               for fold, mase in enumerate(values)])
+        means = scores.groupby("model", sort=False)["mase"].mean()
+        board = pd.DataFrame({"model": means.index, "mase": means.to_numpy(), "status": "ok"}).sort_values("mase")
+        chosen, reason = prefer_default(board, scores)
+        return chosen["model"].iloc[0], reason
+
+    on_log, on_y = ("auto_arima_log", (0.8, 0.8, 0.8)), ("auto_arima", (1.0, 1.0, 1.0))
+    assert choice(on_y, on_log) == ("auto_arima_log", "auto_arima_log: the lowest mean backtest MASE")
+    # Another model is measured against the better scale: 20% below AutoARIMA on y is not enough.
+    chosen, reason = choice(on_y, on_log, ("theta", (0.7, 0.75, 0.78)))
+    assert chosen == "auto_arima_log" and "only 7% lower" in reason
+    assert choice(on_y, ("auto_arima_log", (1.1, 1.1, 1.1)), ("theta", (0.7, 0.75, 0.78)))[0] == "theta"
+
+
+def test_autoarima_log_variant_models_log_values_where_it_can():
+    y, spec = _series("air_passengers")
+    variant = fit_predict("auto_arima_log", y, 12, 12)
+    pd.testing.assert_frame_equal(variant, fit_predict("auto_arima", y, 12, 12, log_transform=True))
+    assert not np.allclose(variant["yhat"], fit_predict("auto_arima", y, 12, 12)["yhat"])
+    with pytest.raises(ModelSkipped, match="already puts every model on the log scale"):
+        fit_predict("auto_arima_log", y, 12, 12, log_transform=True)
+    with pytest.raises(ModelSkipped, match="1 zero or negative"):
+        fit_predict("auto_arima_log", y.where(y.index != y.index[5], 0.0), 12, 12)
+    with pytest.raises(ModelSkipped, match="season_length above 1"):
+        fit_predict("auto_arima_log", y, 12, 1)
+    # The combination takes the better of the two scales only, so its three members are three models.
+    result = backtest(y, 12, 12, ["auto_arima", "auto_arima_log", "auto_ets", "seasonal_naive", COMBINATION])
+    ranked = result.scores.groupby("model")["mase"].mean().drop(COMBINATION).sort_values()
+    better = ranked[["auto_arima", "auto_arima_log"]].idxmin()
+    assert result.members == tuple(model for model in ranked.index if model in {better, "auto_ets", "seasonal_naive"})
+
+
 def test_backtest_never_sees_the_future():
     y, spec = _series("air_passengers")
-    singles = list(MODELS)
+    singles = [model for model in MODELS if not CANDIDATES[model].log]  # the spec's log_transform covers them
     clean = backtest(y, spec.horizon, spec.season_length, singles, log_transform=True)
     origins = fold_origins(len(y), spec.horizon, 3, spec.season_length)
     poisoned = y.copy()
@@ -216,7 +262,7 @@ def test_long_seasons_go_to_stl_models_and_skip_seasonal_arima_and_ets():
     phase = 2 * np.pi * np.arange(len(weeks)) / 52
     y = pd.Series(100 + 10 * np.sin(phase) + np.random.default_rng(0).normal(0, 1, len(weeks)), index=weeks)
     board = AutoForecaster(horizon=13, folds=2).evaluate(y).leaderboard_.set_index("model")
-    for model in ("auto_arima", "auto_ets"):
+    for model in ("auto_arima", "auto_arima_log", "auto_ets"):
         assert board.loc[model, "status"].startswith("skipped: ") and "mstl_ets" in board.loc[model, "status"]
     assert (board.loc[["mstl_ets", "mstl_arima", "auto_theta"], "status"] == "ok").all()
     assert board.loc["mstl_ets", "mase"] < board.loc["naive", "mase"]  # it does model the season

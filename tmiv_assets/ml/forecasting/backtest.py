@@ -14,7 +14,8 @@ Scores per model and fold, on the original scale (after any log back-transform):
 
 A candidate that fails on any fold is skipped with the reason, so every scored model is compared on the same folds.
 `median_top3` is the point-wise median of the three best single models by mean MASE (bounds: the median of their
-bounds), built from the stored fold forecasts without refitting.
+bounds), built from the stored fold forecasts without refitting; a model and its log variant count once (the better
+one), so the three differ.
 
 Conformal calibration (split conformal on normalised residuals): for each backtest point the ratio of the forecast
 error to the interval half-width on the side of the actual (|actual - yhat| / (yhat_upper - yhat) above the point
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tmiv_assets.ml.forecasting.models import CANDIDATES, COLUMNS, MODELS, Candidate, ModelSkipped
+from tmiv_assets.ml.forecasting.models import CANDIDATES, COLUMNS, MODELS, Candidate, ModelSkipped, family
 
 COMBINATION = "median_top3"
 COMBINED = 3  # members of the combination
@@ -176,11 +177,16 @@ def _fold_frame(model: str, fold: int, forecast: pd.DataFrame, actual: np.ndarra
 
 def _with_combination(result: BacktestResult, scales: list[float]) -> BacktestResult:
     board = result.leaderboard()
-    singles = board.loc[(board["status"] == "ok") & (board["model"] != COMBINATION), "model"].tolist()
+    singles, families = [], set()
+    for model in board.loc[(board["status"] == "ok") & (board["model"] != COMBINATION), "model"]:
+        if family(model) not in families:  # best first: a model's better variant stands for it
+            singles.append(model)
+            families.add(family(model))
     status, seconds = dict(result.status), dict(result.seconds)
     seconds[COMBINATION] = 0.0  # no refit: built from the members' stored fold forecasts
     if len(singles) < COMBINED:
-        status[COMBINATION] = f"skipped: needs {COMBINED} models that ran, got {len(singles)} ({', '.join(singles)})"
+        status[COMBINATION] = (f"skipped: needs {COMBINED} different models that ran, got {len(singles)} "
+                               f"({', '.join(singles)})")
         return BacktestResult(result.forecasts, result.scores, status, seconds, result.origins)
     members = tuple(singles[:COMBINED])
     combined = median_combination(result.forecasts, members)
