@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from prophet.make_holidays import make_holidays_df
 
 from tmiv_assets.ml.data.ingest import read_series
-from tmiv_assets.ml.data.spec import load_series_spec
+from tmiv_assets.ml.data.spec import SpecError, load_series_spec
 from tmiv_assets.ml.forecasting.auto import DEFAULT_MODELS, AutoForecaster, prefer_default
 from tmiv_assets.ml.forecasting.backtest import COMBINATION, backtest, fold_origins
 from tmiv_assets.ml.forecasting.diagnostics import diagnose
@@ -292,3 +293,34 @@ def test_diagnostics_tell_white_noise_from_a_trending_seasonal_series(fitted):
     assert calm.stationary and calm.differences == 0 and calm.trend_strength < 0.3
     with pytest.raises(ValueError, match="non-constant"):
         diagnose(pd.Series(3.0, index=noise.index), 12)
+
+
+def test_prophet_country_holidays_from_the_spec_forecast_a_holiday_effect(tmp_path):
+    """Daily visits that jump on US holidays: Prophet with the spec's country holidays forecasts the jump on
+    Christmas, Prophet without them does not."""
+    days = pd.date_range("2018-01-01", "2020-12-10", freq="D")
+    holidays = pd.DatetimeIndex(sorted(make_holidays_df(year_list=[2018, 2019, 2020], country="US")["ds"]))
+    rng = np.random.default_rng(0)
+    visits = 100 + 10 * (days.dayofweek >= 5) + 60 * days.isin(holidays) + rng.normal(0, 3, len(days))
+    pd.DataFrame({"day": days, "visits": visits}).to_csv(tmp_path / "visits.csv", index=False)
+    body = "file: visits.csv\ntime_column: day\nvalue_column: visits\nfreq: D\nhorizon: 21\n"
+    (tmp_path / "visits.yaml").write_text(body + "prophet: {country_holidays: US, changepoint_prior_scale: 0.01}\n")
+    spec = load_series_spec(tmp_path / "visits.yaml")
+    assert spec.prophet == {"country_holidays": "US", "changepoint_prior_scale": 0.01}
+    y = read_series(spec)
+    with_holidays = AutoForecaster.from_spec(spec, models=["prophet"]).fit(y).predict()["yhat"]
+    without = AutoForecaster.from_spec(spec, models=["prophet"], prophet=None).fit(y).predict()["yhat"]
+    christmas, ordinary = pd.Timestamp("2020-12-25"), pd.Timestamp("2020-12-22")  # both weekdays
+    assert with_holidays[christmas] - with_holidays[ordinary] > 40
+    assert abs(without[christmas] - without[ordinary]) < 10
+
+    for setting, message in [("{country_holidays: Atlantis}", "not a country code"),
+                             ("{seasonality_mode: exponential}", "additive or multiplicative"),
+                             ("{changepoint_prior_scale: 0}", "positive number"),
+                             ("{holidays: US}", "prophet has an unknown setting")]:
+        (tmp_path / "visits.yaml").write_text(body + f"prophet: {setting}\n")
+        with pytest.raises(SpecError, match=message):
+            load_series_spec(tmp_path / "visits.yaml")
+    (tmp_path / "visits.yaml").write_text(body.replace("freq: D", "freq: MS") + "prophet: {country_holidays: US}\n")
+    with pytest.raises(SpecError, match="needs daily or finer data"):
+        load_series_spec(tmp_path / "visits.yaml")

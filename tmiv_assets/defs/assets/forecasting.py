@@ -47,7 +47,7 @@ def series_data(context: dg.AssetExecutionContext, source: DataSource, store: Fe
         spec = source.series_spec(name)
         series = source.read_series(spec)
     settings = {"season_length": spec.season_length or season_length_for(spec.freq), "horizon": spec.horizon,
-                "log_transform": spec.log_transform, "network": spec.network}
+                "log_transform": spec.log_transform, "network": spec.network, "prophet": spec.prophet}
     version = store.save("series_data", name, series.rename("y").rename_axis("ds").reset_index(),
                          {"file": str(spec.path), "freq": spec.freq, "settings": settings})
     return dg.MaterializeResult(metadata={

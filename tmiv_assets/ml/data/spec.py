@@ -129,13 +129,16 @@ class SeriesSpec:
     network: dict = field(default_factory=dict)
     """Sequence networks: `architectures` to backtest (none by default) and
     forecasting.neural.NetworkSettings fields (architecture of the transfer network, lookback, width, ...)."""
+    prophet: dict = field(default_factory=dict)
+    """forecasting.models.ProphetSettings fields: country_holidays, changepoint_prior_scale, seasonality_mode."""
     spec_path: Path | None = field(default=None)
 
 
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
                   "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
                   "performance", "drift", "retrain", "fairness", "what_if")
-SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform", "network")
+SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform", "network",
+                 "prophet")
 
 
 def _load_yaml(spec_path: Path, fields: tuple[str, ...]) -> dict:
@@ -324,8 +327,31 @@ def load_series_spec(spec_path: Path) -> SeriesSpec:
         horizon=_integer(raw, "horizon", spec_path, 24),
         log_transform=bool(log_transform),
         network=_network(raw, spec_path),
+        prophet=_prophet(raw, spec_path, freq),
         spec_path=spec_path,
     )
+
+
+def _prophet(raw: dict, spec_path: Path, freq: str) -> dict:
+    """The spec's `prophet` mapping, checked by building the settings it describes."""
+    from tmiv_assets.ml.forecasting.models import ProphetSettings
+
+    settings = raw.get("prophet") or {}
+    if not isinstance(settings, dict):
+        raise SpecError(f"{spec_path}: prophet must be a mapping such as {{country_holidays: US}}")
+    try:
+        ProphetSettings(**settings)
+    except TypeError as error:
+        raise SpecError(f"{spec_path}: prophet has an unknown setting ({error}); the settings are "
+                        f"{list(ProphetSettings.__dataclass_fields__)}") from error
+    except ValueError as error:
+        raise SpecError(f"{spec_path}: prophet: {error}") from error
+    step = pd.tseries.frequencies.to_offset(freq)
+    start = pd.Timestamp("2001-01-01")
+    if settings.get("country_holidays") and start + step - start > pd.Timedelta(days=1):
+        raise SpecError(f"{spec_path}: prophet.country_holidays needs daily or finer data; at freq {freq!r} the "
+                        "timestamps rarely fall on a holiday, so remove it")
+    return dict(settings)
 
 
 def _network(raw: dict, spec_path: Path) -> dict:

@@ -41,8 +41,10 @@ from tmiv_assets.ml.forecasting.models import (
     MODELS,
     Candidate,
     ModelSkipped,
+    ProphetSettings,
     family,
     network_candidate,
+    prophet_candidate,
     season_length_for,
 )
 from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, Pretrained, pretrain
@@ -91,12 +93,14 @@ class AutoForecaster:
     worse, as extra candidates that win the backtest by luck more often than they win the holdout).
     `network` also takes NetworkSettings fields for them, and `architecture`, the network pre-trained on
     `pretraining` (other series of the same frequency), fine-tuned on this series and backtested as
-    `<architecture>_transfer` beside the one trained from scratch.
+    `<architecture>_transfer` beside the one trained from scratch. `prophet` takes ProphetSettings fields
+    (country holidays, changepoint prior, seasonality mode).
     """
 
     def __init__(self, season_length: int | None = None, horizon: int = 12, folds: int = 3, level: int = 95,
                  models: list[str] | tuple[str, ...] | None = None, log_transform: bool = False,
-                 network: dict | None = None, pretraining: tuple[pd.Series, ...] | list[pd.Series] = ()):
+                 network: dict | None = None, pretraining: tuple[pd.Series, ...] | list[pd.Series] = (),
+                 prophet: dict | None = None):
         if not 0 < level < 100:
             raise ValueError(f"level is a percentage in (0, 100), got {level!r}")
         if horizon < 1 or folds < 1:
@@ -109,12 +113,14 @@ class AutoForecaster:
         self.log_transform = log_transform
         self.network = dict(network or {})
         self.pretraining = tuple(pretraining)
+        self.prophet = ProphetSettings(**(prophet or {}))
 
     @classmethod
     def from_spec(cls, spec: SeriesSpec, **overrides) -> AutoForecaster:
-        """Settings of a `SeriesSpec` (season_length, horizon, log_transform), overridable by keyword."""
+        """Settings of a `SeriesSpec` (season_length, horizon, log_transform, network, prophet), overridable by
+        keyword."""
         settings = {"season_length": spec.season_length, "horizon": spec.horizon, "log_transform": spec.log_transform,
-                    "network": spec.network}
+                    "network": spec.network, "prophet": spec.prophet}
         return cls(**(settings | overrides))
 
     def fit(self, series: pd.Series) -> AutoForecaster:
@@ -182,6 +188,8 @@ class AutoForecaster:
         """The candidates with the spec's network settings, plus the transfer network when networks are in play
         and there are pre-training series (pre-trained once)."""
         candidates = dict(CANDIDATES)
+        if self.prophet != ProphetSettings():
+            candidates["prophet"] = prophet_candidate(self.prophet)
         if set(self.network) - {"architecture", "architectures"}:
             for architecture in ARCHITECTURES:
                 candidates[architecture] = network_candidate(architecture, self._network(architecture))

@@ -13,7 +13,8 @@ by the future timestamps. The candidates span the usual baselines and the automa
   AutoETS / AutoARIMA and the last season added back; the seasonal models for seasons longer than
   LONG_SEASON (weekly data's 52), where a seasonal ARIMA search takes minutes per fit and statsforecast's ETS
   silently drops the season, so auto_arima and auto_ets skip such series with that reason;
-- prophet: trend with changepoints plus the seasonalities the frequency can show;
+- prophet: trend with changepoints plus the seasonalities the frequency can show, and optionally a country's
+  holidays (ProphetSettings);
 - lstm, gru, tcn, transformer: sequence networks (neural.py) trained on the series' own windows.
 
 A candidate that cannot run on a series raises `ModelSkipped` (a ValueError) saying why — too short for its seasons,
@@ -163,7 +164,41 @@ def _statsforecast(model: Callable[[int], object]) -> Callable[[pd.Series, int, 
     return run
 
 
-def _prophet(y: pd.Series, horizon: int, season_length: int, level: int) -> Forecast:
+@dataclass(frozen=True)
+class ProphetSettings:
+    """Prophet's knobs a series spec may set (`prophet:`); the defaults are Prophet's own."""
+
+    country_holidays: str | None = None
+    """Country code of the `holidays` package (US, DE, GB, ...): each of its holidays gets its own effect. Daily or
+    finer data only: coarser timestamps rarely fall on a holiday."""
+    changepoint_prior_scale: float = 0.05
+    """Trend flexibility: larger follows turns in the trend sooner, smaller extrapolates a steadier trend."""
+    seasonality_mode: str = "additive"
+    """'multiplicative' for seasonal swings that grow with the level."""
+
+    def __post_init__(self):
+        if self.country_holidays is not None:
+            import holidays  # Prophet's own holiday source, installed with it
+
+            if self.country_holidays not in holidays.list_supported_countries():
+                raise ValueError(f"country_holidays {self.country_holidays!r} is not a country code of the holidays "
+                                 "package; use e.g. US, DE, GB or FR")
+        if not (isinstance(self.changepoint_prior_scale, int | float) and self.changepoint_prior_scale > 0):
+            raise ValueError(f"changepoint_prior_scale must be a positive number, got {self.changepoint_prior_scale!r}")
+        if self.seasonality_mode not in ("additive", "multiplicative"):
+            raise ValueError(f"seasonality_mode must be additive or multiplicative, got {self.seasonality_mode!r}")
+
+
+def prophet_candidate(settings: ProphetSettings) -> Candidate:
+    """Prophet with `settings` as a candidate."""
+
+    def run(y: pd.Series, horizon: int, season_length: int, level: int) -> Forecast:
+        return _prophet(y, horizon, level, settings)
+
+    return Candidate("prophet", run, min_points=3)
+
+
+def _prophet(y: pd.Series, horizon: int, level: int, settings: ProphetSettings) -> Forecast:
     from cmdstanpy.utils import get_logger
     from prophet import Prophet  # imported on use: it loads Stan, which the other candidates never need
 
@@ -177,7 +212,11 @@ def _prophet(y: pd.Series, horizon: int, season_length: int, level: int) -> Fore
     cycles = {"yearly_seasonality": pd.Timedelta(days=365.25), "weekly_seasonality": pd.Timedelta(days=7),
               "daily_seasonality": pd.Timedelta(days=1)}
     seasonalities = {name: bool(step < cycle and span >= 2 * cycle) for name, cycle in cycles.items()}
-    model = Prophet(interval_width=level / 100, uncertainty_samples=PROPHET_SAMPLES, **seasonalities)
+    model = Prophet(interval_width=level / 100, uncertainty_samples=PROPHET_SAMPLES, **seasonalities,
+                    changepoint_prior_scale=settings.changepoint_prior_scale,
+                    seasonality_mode=settings.seasonality_mode)
+    if settings.country_holidays is not None:
+        model.add_country_holidays(country_name=settings.country_holidays)
     # Prophet draws its interval samples from numpy's global generator: seed it, then put the caller's state back.
     state = np.random.get_state()
     try:
@@ -216,7 +255,7 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate("mstl_arima", _statsforecast(lambda m: MSTL(season_length=m,
                                                               trend_forecaster=AutoARIMA(seasonal=False))),
                   seasonal=True, min_points=4, without_season=ALONE),
-        Candidate("prophet", _prophet, min_points=3),
+        prophet_candidate(ProphetSettings()),
         *(network_candidate(name, NetworkSettings(architecture=name)) for name in ARCHITECTURES),
     )
 }
