@@ -125,7 +125,7 @@ class SeriesSpec:
     horizon: int = 24
     """Steps forecast ahead and held out in the backtest."""
     log_transform: bool = False
-    """Model log(y): right for series whose seasonal swing grows with the level."""
+    """Every model on log(y); false lets the backtest choose the scale of AutoARIMA (auto_arima_log)."""
     network: dict = field(default_factory=dict)
     """Sequence networks: `architectures` to backtest (none by default) and
     forecasting.neural.NetworkSettings fields (architecture of the transfer network, lookback, width, ...)."""

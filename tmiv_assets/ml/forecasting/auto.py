@@ -6,11 +6,10 @@ seasonal naive forecast, so one rule works for every series — and chooses Auto
 has the lower backtest MASE) unless the best model beats it clearly (a mean MASE at least SWITCH_MARGIN lower and a
 lower MASE in every fold) or AutoARIMA is worse than the seasonal naive forecast in every fold. Three folds of a
 short series rank close models by chance: on the benchmark's 23 non-weekly series the lowest backtest MASE alone
-gave a holdout MASE of 1.109 against AutoARIMA's 1.031, the clear-win rule 1.002, and with AutoARIMA's scale
-chosen by the backtest 0.959. Then it refits the chosen model (or the combination's three members) on the whole
-series. `predict` returns that forecast with the interval
-half-widths multiplied by the conformal factor from the chosen model's backtest errors, so the nominal level is what
-the backtest delivered.
+gave a holdout MASE of 1.109 against AutoARIMA's 1.031, the clear-win rule 1.002, and with AutoARIMA's scale chosen
+by the backtest 0.959. Then it refits the chosen model (or the combination's three members) on the whole series.
+`predict` returns that forecast with the interval half-widths multiplied by the conformal factor from the chosen
+model's backtest errors, so the nominal level is what the backtest delivered.
 
 Decisions for degenerate input: a constant series, or one too short for a single fold of MIN_TRAIN training points
 plus the horizon, raises a ValueError saying so (there is no model choice to make, and no honest score). A series
