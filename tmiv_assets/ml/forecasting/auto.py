@@ -112,7 +112,7 @@ class AutoForecaster:
         self.log_transform = log_transform
         self.network = dict(network or {})
         self.pretraining = tuple(pretraining)
-        self.prophet = ProphetSettings(**(prophet or {}))
+        self.prophet = ProphetSettings.from_mapping(prophet or {})
 
     @classmethod
     def from_spec(cls, spec: SeriesSpec, **overrides) -> AutoForecaster:

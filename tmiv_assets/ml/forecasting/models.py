@@ -29,6 +29,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ from pandas.tseries import offsets
 from statsforecast.models import MSTL, AutoARIMA, AutoETS, AutoTheta, Naive, RandomWalkWithDrift, SeasonalNaive
 
 from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, Pretrained, network_forecast
+from tmiv_assets.ml.monitoring.settings import SpecSettings
 
 PROPHET_SEED = 0
 PROPHET_SAMPLES = 500  # posterior draws for Prophet's intervals: enough for a 95% bound, and fast
@@ -165,8 +167,10 @@ def _statsforecast(model: Callable[[int], object]) -> Callable[[pd.Series, int, 
 
 
 @dataclass(frozen=True)
-class ProphetSettings:
+class ProphetSettings(SpecSettings):
     """Prophet's knobs a series spec may set (`prophet:`); the defaults are Prophet's own."""
+
+    KIND: ClassVar[str] = "prophet"
 
     country_holidays: str | None = None
     """Country code of the `holidays` package (US, DE, GB, ...): each of its holidays gets its own effect. Daily or
