@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tmiv_assets.ml.data.ingest import read_dataset, read_series, read_table
+from tmiv_assets.ml.data.ingest import read_dataset, read_series_frame, read_table
 from tmiv_assets.ml.data.spec import DatasetSpec, SeriesSpec, load_dataset_spec, load_series_spec, validate_name
 
 _DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.parquet$")
@@ -49,8 +49,9 @@ class DataSource(dg.ConfigurableResource):
     def read_dataset(self, spec: DatasetSpec) -> pd.DataFrame:
         return read_dataset(spec)
 
-    def read_series(self, spec: SeriesSpec) -> pd.Series:
-        return read_series(spec)
+    def read_series_frame(self, spec: SeriesSpec) -> pd.DataFrame:
+        """y and the regressors by date; see ingest.read_series_frame."""
+        return read_series_frame(spec)
 
     def read_batch(self, dataset: str, day: str) -> pd.DataFrame:
         return read_table(self.batch_path(dataset, day))

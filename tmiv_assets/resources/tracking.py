@@ -136,7 +136,7 @@ def log_forecast(tracking: MlFlow, series: str, auto: AutoForecaster, predicted:
             mlflow.set_tags({"series": series, "kind": "forecast", "chosen_model": auto.chosen_})
             tracking.log_params({"chosen_model": auto.chosen_, "members": ",".join(auto.members_),
                                  "horizon": auto.horizon, "season_length": auto.season_length_, "level": auto.level,
-                                 "log_transform": auto.log_transform})
+                                 "log_transform": auto.log_transform, "regressors": ",".join(auto.regressors_)})
             mlflow.log_metrics({f"backtest_mase_{row.model}": float(row.mase) for row in ok.itertuples()}
                                | {"interval_factor": calibration.factor,
                                   "coverage_before": calibration.coverage_before,

@@ -8,6 +8,7 @@ from dagster_mlflow.resources import MlFlow
 from tmiv_assets.defs.assets.data import stored_version_metadata
 from tmiv_assets.defs.metadata import bad_input_as_failure, engine_errors_as_failure, markdown_table
 from tmiv_assets.defs.partitions import series_partitions
+from tmiv_assets.ml.data.ingest import observed_rows
 from tmiv_assets.ml.forecasting.auto import AutoForecaster
 from tmiv_assets.ml.forecasting.diagnostics import diagnose
 from tmiv_assets.ml.forecasting.models import season_length_for
@@ -18,12 +19,16 @@ from tmiv_assets.resources.feature_store import FeatureStore
 from tmiv_assets.resources.tracking import log_forecast
 
 
-def stored_series(store: FeatureStore, name: str, version: int | str = "latest") -> tuple[pd.Series, dict, int]:
-    """(series at its frequency, the spec's forecasting settings, version) of a `series_data` version."""
+def stored_series(store: FeatureStore, name: str, version: int | str = "latest"
+                  ) -> tuple[pd.Series, pd.DataFrame | None, dict, int]:
+    """(observed series at its frequency, its regressors over the history and the future rows or None, the spec's
+    forecasting settings, version) of a `series_data` version."""
     stored = store.version("series_data", name, version)
     frame, lineage = store.load("series_data", name, stored.version), store.lineage("series_data", name, stored.version)
-    series = pd.Series(frame["y"].to_numpy(float), index=pd.DatetimeIndex(frame["ds"], freq=lineage["freq"]), name=name)
-    return series, lineage["settings"], stored.version
+    table = frame.set_index(pd.DatetimeIndex(frame["ds"], freq=lineage["freq"])).drop(columns="ds")
+    series = table["y"].iloc[:observed_rows(table)].astype(float).rename(name)
+    regressors = table.drop(columns="y") if table.shape[1] > 1 else None
+    return series, regressors, lineage["settings"], stored.version
 
 
 def pretraining_series(context: dg.AssetExecutionContext, store: FeatureStore, name: str, freq: str,
@@ -40,27 +45,29 @@ def pretraining_series(context: dg.AssetExecutionContext, store: FeatureStore, n
 
 @dg.asset(partitions_def=series_partitions, group_name="forecasts", kinds={"duckdb", "parquet"})
 def series_data(context: dg.AssetExecutionContext, source: DataSource, store: FeatureStore) -> dg.MaterializeResult:
-    """The series file read by its spec and checked (regular, no gaps, duplicates or missing values), as a
-    feature-store version that the later steps read."""
+    """The series file read by its spec and checked (regular, no gaps, duplicates or missing values), with its
+    regressors and their future rows, as a feature-store version that the later steps read."""
     name = context.partition_key
     with bad_input_as_failure(name):
         spec = source.series_spec(name)
-        series = source.read_series(spec)
+        table = source.read_series_frame(spec)
     settings = {"season_length": spec.season_length or season_length_for(spec.freq), "horizon": spec.horizon,
                 "log_transform": spec.log_transform, "network": spec.network, "prophet": spec.prophet}
-    version = store.save("series_data", name, series.rename("y").rename_axis("ds").reset_index(),
+    version = store.save("series_data", name, table.rename_axis("ds").reset_index(),
                          {"file": str(spec.path), "freq": spec.freq, "settings": settings})
+    observed = observed_rows(table)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(series), "first": str(series.index[0].date()), "last": str(series.index[-1].date()),
-        "freq": spec.freq, **settings, "source_file": dg.MetadataValue.path(str(spec.path)),
-        **stored_version_metadata(version)})
+        "dagster/row_count": observed, "first": str(table.index[0].date()),
+        "last": str(table.index[observed - 1].date()), "freq": spec.freq, **settings,
+        "regressors": list(spec.regressors), "future_rows": len(table) - observed,
+        "source_file": dg.MetadataValue.path(str(spec.path)), **stored_version_metadata(version)})
 
 
 @dg.asset(partitions_def=series_partitions, deps=[series_data], group_name="forecasts", kinds={"statsmodels"})
 def series_diagnostics(context: dg.AssetExecutionContext, store: FeatureStore) -> dg.MaterializeResult:
     """STL decomposition, ADF and KPSS tests and the differencing AutoARIMA's tests choose."""
     name = context.partition_key
-    series, settings, _ = stored_series(store, name)
+    series, _, settings, _ = stored_series(store, name)
     with engine_errors_as_failure(name, "series diagnostics"):
         found = diagnose(series, settings["season_length"])
     context.log.info(f"{name}: {'stationary' if found.stationary else 'not stationary'} (ADF p {found.adf_pvalue}, "
@@ -80,7 +87,7 @@ def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) ->
     Transformer, a network pre-trained on the other series of the frequency and fine-tuned, the median of the
     best three) forecast from rolling origins on an expanding window; leaderboard by mean MASE, every fold kept."""
     name = context.partition_key
-    series, settings, data_version = stored_series(store, name)
+    series, regressors, settings, data_version = stored_series(store, name)
     # Only a named network uses them (to pre-train the transfer network).
     networks = settings["network"].get("architectures")
     others = pretraining_series(context, store, name, series.index.freqstr) if networks else {}
@@ -89,7 +96,7 @@ def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) ->
             series, progress=lambda event: context.log.info(
                 f"model {event['number']}/{event['of']} {event['model']}: "
                 f"{'mean MASE ' + format(event['mase'], '.3f') if event['mase'] is not None else event['status']} "
-                f"in {event['seconds']:.1f}s"))
+                f"in {event['seconds']:.1f}s"), regressors=regressors)
     board = auto.leaderboard_
     lineage = {"series_data_version": data_version, "members": list(auto.combination_members_),
                "season_length": auto.season_length_, "pretraining": {s: v for s, (_, v) in others.items()}}
@@ -100,6 +107,7 @@ def forecast_backtest(context: dg.AssetExecutionContext, store: FeatureStore) ->
                      f"{auto.fold_scores_['fold'].nunique()} folds)")
     return dg.MaterializeResult(metadata={
         "chosen_model": chosen["model"], "chosen_mase": float(chosen["mase"]), "choice": auto.choice_,
+        "regressors": list(auto.regressors_),
         "folds": int(auto.fold_scores_["fold"].nunique()), "leaderboard": markdown_table(board.round(4)),
         "fold_scores": markdown_table(auto.fold_scores_.round(4)),
         "plot": dg.MetadataValue.md(figure_to_markdown(
@@ -115,13 +123,13 @@ def forecast(context: dg.AssetExecutionContext, store: FeatureStore, artifacts: 
     the backtest's coverage matches; logged to MLflow."""
     name = context.partition_key
     lineage = store.lineage("forecast_backtest", name)
-    series, settings, _ = stored_series(store, name, lineage["series_data_version"])
+    series, regressors, settings, _ = stored_series(store, name, lineage["series_data_version"])
     others = pretraining_series(context, store, name, series.index.freqstr, lineage["pretraining"])
     auto = AutoForecaster(**settings, pretraining=[s for s, _ in others.values()]).restore(
         store.load("forecast_leaderboard", name), store.load("forecast_backtest", name), lineage["members"],
         lineage["season_length"])
     with engine_errors_as_failure(name, "no forecasting model could be refitted"):
-        auto.refit(series)
+        auto.refit(series, regressors)
     predicted = auto.predict().rename_axis("ds").reset_index()
     path = artifacts.write_frame(predicted, "forecasts", f"{name}.parquet")
     run_id = log_forecast(mlflow, name, auto, predicted)

@@ -392,9 +392,23 @@ def unparseable_dates(values: pd.Series) -> list[str]:
 
 
 def read_series(spec) -> pd.Series:
-    """A regular time series indexed by date, as described by a `SeriesSpec`."""
+    """The observed series, regular and indexed by date, as described by a `SeriesSpec`."""
+    frame = read_series_frame(spec)
+    return frame["y"].iloc[:observed_rows(frame)].rename(spec.name)
+
+
+def observed_rows(frame: pd.DataFrame) -> int:
+    """Rows of a `read_series_frame` frame that hold an observation (the rest are future rows of regressors)."""
+    return int(frame["y"].notna().to_numpy().nonzero()[0][-1]) + 1
+
+
+def read_series_frame(spec) -> pd.DataFrame:
+    """The series at its regular frequency: column y (the value column) and one column per regressor, indexed by
+    date. With regressors, rows after the last observation (value empty, regressors given) are the known future;
+    at least `horizon` of them are needed. Gaps, missing values and non-numeric cells fail naming the column."""
     frame = read_table(spec.path)
-    for column in (spec.time_column, spec.value_column):
+    regressors = list(spec.regressors)
+    for column in (spec.time_column, spec.value_column, *regressors):
         if column not in frame.columns:
             raise DataValidationError(
                 f"{spec.path}: column '{column}' not found (columns: {list(frame.columns)}); "
@@ -402,32 +416,80 @@ def read_series(spec) -> pd.Series:
                 spec.path,
                 column,
             )
-    values = pd.to_numeric(frame[spec.value_column], errors="coerce")
-    if values.isna().any():
+    index = pd.DatetimeIndex(pd.to_datetime(frame[spec.time_column]))
+    columns = {"y": spec.value_column} | {name: name for name in regressors}
+    table = pd.DataFrame({key: _numbers(frame[column], spec, column) for key, column in columns.items()})
+    table = table.set_axis(index).sort_index()
+    observed = table["y"].notna().to_numpy().nonzero()[0]
+    # Without regressors a row with no value is missing data; with them, rows after the last value are the future.
+    history = int(observed[-1]) + 1 if regressors and len(observed) else len(table)
+    missing = table["y"].iloc[:history].isna()
+    if missing.any() or not len(observed):
         raise DataValidationError(
-            f"{spec.path}: value column '{spec.value_column}' has {int(values.isna().sum())} missing or "
-            "non-numeric values; fill them before forecasting",
+            f"{spec.path}: value column '{spec.value_column}' has {int(missing.sum()) or len(table)} missing or "
+            f"non-numeric values; fill them before forecasting{_first(missing)}",
             spec.path,
             spec.value_column,
         )
-    index = pd.DatetimeIndex(pd.to_datetime(frame[spec.time_column]))
-    series = pd.Series(values.to_numpy(), index=index, name=spec.name).sort_index()
+    for column in regressors:
+        unknown = table[column].isna()
+        if unknown.any():
+            raise DataValidationError(
+                f"{spec.path}: regressor column '{column}' has {int(unknown.sum())} missing values; a regressor must "
+                f"be known on every row, the future rows included{_first(unknown)}",
+                spec.path,
+                column,
+            )
     try:
-        series = series.asfreq(spec.freq)
+        table = table.asfreq(spec.freq)
     except ValueError as error:
         raise DataValidationError(
             f"{spec.path}: time column '{spec.time_column}' is not a regular '{spec.freq}' series ({error})",
             spec.path,
             spec.time_column,
         ) from error
-    if series.isna().any():
+    # Cells were checked before: a missing one now is a period asfreq added.
+    gaps = table["y"].isna() & (np.arange(len(table)) < observed_rows(table)) | table[regressors].isna().any(axis=1)
+    if gaps.any():
         raise DataValidationError(
-            f"{spec.path}: time column '{spec.time_column}' has {int(series.isna().sum())} gaps at "
-            f"frequency '{spec.freq}'; add the missing periods",
+            f"{spec.path}: time column '{spec.time_column}' has {int(gaps.sum())} gaps at frequency '{spec.freq}'; "
+            f"add the missing periods{_first(gaps)}",
             spec.path,
             spec.time_column,
         )
-    return series
+    ahead = len(table) - observed_rows(table)
+    if regressors and ahead < spec.horizon:
+        raise DataValidationError(
+            f"{spec.path}: regressors {regressors} are given for {ahead} rows after the last observation "
+            f"({table.index[observed_rows(table) - 1]:%Y-%m-%d}); forecasting {spec.horizon} steps needs "
+            f"{spec.horizon}: add the future rows (time and regressors, value empty) or lower horizon in "
+            f"{spec.spec_path}",
+            spec.path,
+            regressors[0],
+        )
+    return table
+
+
+def _numbers(values: pd.Series, spec, column: str) -> pd.Series:
+    """The column as numbers; text that is not a number fails naming it (an empty cell stays missing)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & values.notna() & (values.astype(str).str.strip() != "")
+    if bad.any():
+        raise DataValidationError(
+            f"{spec.path}: column '{column}' has {int(bad.sum())} non-numeric values (e.g. "
+            f"{values[bad].astype(str).unique()[:3].tolist()}); a series holds numbers, fix them",
+            spec.path,
+            column,
+        )
+    return numbers.to_numpy()
+
+
+def _first(flags: pd.Series) -> str:
+    """' (first at <date>)' for the first flagged row of a date-indexed mask; empty when none or not dated."""
+    hits = flags[flags.to_numpy(bool)]
+    if not len(hits) or not isinstance(hits.index, pd.DatetimeIndex):
+        return ""
+    return f" (first at {hits.index[0]:%Y-%m-%d})"
 
 
 def append_labelled_batches(

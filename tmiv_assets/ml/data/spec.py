@@ -131,6 +131,9 @@ class SeriesSpec:
     forecasting.neural.NetworkSettings fields (architecture of the transfer network, lookback, width, ...)."""
     prophet: dict = field(default_factory=dict)
     """forecasting.models.ProphetSettings fields: country_holidays, changepoint_prior_scale, seasonality_mode."""
+    regressors: tuple[str, ...] = ()
+    """Numeric columns known ahead of time (a holiday flag, a planned price, a weather forecast): given on every row,
+    including `horizon` future rows after the last observation whose value column is empty."""
     spec_path: Path | None = field(default=None)
 
 
@@ -138,7 +141,7 @@ DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positiv
                   "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
                   "performance", "drift", "retrain", "fairness", "what_if")
 SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform", "network",
-                 "prophet")
+                 "prophet", "regressors")
 
 
 def _load_yaml(spec_path: Path, fields: tuple[str, ...]) -> dict:
@@ -317,17 +320,25 @@ def load_series_spec(spec_path: Path) -> SeriesSpec:
     except ValueError as error:
         raise SpecError(f"{spec_path}: freq {freq!r} is not a pandas frequency; use e.g. MS, D, h or W") from error
     log_transform = _scalar(raw, "log_transform", spec_path, (bool,))
+    time_column = _require_text(raw, "time_column", spec_path)
+    value_column = _require_text(raw, "value_column", spec_path)
+    regressors = _names(raw, "regressors", spec_path)
+    clashes = sorted({time_column, value_column} & set(regressors))
+    if clashes or len(set(regressors)) < len(regressors):
+        raise SpecError(f"{spec_path}: regressors must be distinct columns other than the time and value columns, "
+                        f"got {list(regressors)}; remove {clashes or 'the repeated names'}")
     return SeriesSpec(
         name=validate_name(spec_path.stem, "series"),
         path=_data_path(raw, spec_path),
-        time_column=_require_text(raw, "time_column", spec_path),
-        value_column=_require_text(raw, "value_column", spec_path),
+        time_column=time_column,
+        value_column=value_column,
         freq=freq,
         season_length=_integer(raw, "season_length", spec_path, None),
         horizon=_integer(raw, "horizon", spec_path, 24),
         log_transform=bool(log_transform),
         network=_network(raw, spec_path),
         prophet=_prophet(raw, spec_path, freq),
+        regressors=regressors,
         spec_path=spec_path,
     )
 

@@ -42,8 +42,10 @@ from tmiv_assets.ml.forecasting.models import (
     ModelSkipped,
     ProphetSettings,
     family,
+    future_index,
     network_candidate,
     prophet_candidate,
+    regressors_over,
     season_length_for,
 )
 from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, Pretrained, pretrain
@@ -122,20 +124,23 @@ class AutoForecaster:
                     "network": spec.network, "prophet": spec.prophet}
         return cls(**(settings | overrides))
 
-    def fit(self, series: pd.Series) -> AutoForecaster:
+    def fit(self, series: pd.Series, regressors: pd.DataFrame | None = None) -> AutoForecaster:
         """Backtest every candidate, then refit the best on the whole series."""
-        return self.evaluate(series).refit(series)
+        return self.evaluate(series, regressors=regressors).refit(series, regressors)
 
-    def evaluate(self, series: pd.Series, progress: Callable[[dict], None] | None = None) -> AutoForecaster:
+    def evaluate(self, series: pd.Series, progress: Callable[[dict], None] | None = None,
+                 regressors: pd.DataFrame | None = None) -> AutoForecaster:
         """The rolling-origin backtest of every candidate: leaderboard_, fold_scores_, fold_forecasts_; `progress`
-        as in `backtest.backtest`."""
+        as in `backtest.backtest`. `regressors`: columns known ahead (numbers), indexed by timestamp over the series
+        and, for `refit`, the horizon after it; the ARIMA models, Prophet and the networks use them."""
         y = self._checked(series)
+        self._known(y, regressors, ahead=0)
         networks = self._architectures()
         candidates = self._candidates(y, networks)
         models = self.models if self.models is not None else (*MODELS, *networks, COMBINATION)
         models = (*models, *(name for name in candidates if name not in CANDIDATES))
         result: BacktestResult = backtest(y, self.horizon, self.season_length_, models, self.folds, self.level,
-                                          self.log_transform, candidates, progress)
+                                          self.log_transform, candidates, progress, regressors)
         self.leaderboard_ = result.leaderboard()
         if not (self.leaderboard_["status"] == "ok").any():
             reasons = "; ".join(f"{model}: {status}" for model, status in result.status.items())
@@ -153,16 +158,17 @@ class AutoForecaster:
         self.combination_members_, self.season_length_ = tuple(combination_members), season_length
         return self
 
-    def refit(self, series: pd.Series) -> AutoForecaster:
+    def refit(self, series: pd.Series, regressors: pd.DataFrame | None = None) -> AutoForecaster:
         """Refit the backtest's best model (the next one when that fails on the whole series) and calibrate its
-        intervals on its backtest errors."""
+        intervals on its backtest errors; `regressors` as in `evaluate`, and over the horizon too."""
         if not hasattr(self, "leaderboard_"):
             raise ValueError("call evaluate(series) or restore(...) before refit(series)")
         y = self._checked(series)
+        self._known(y, regressors, ahead=self.horizon)
         failures = []
         for model in self.leaderboard_.loc[self.leaderboard_["status"] == "ok", "model"]:
             try:
-                self.forecast_ = self._refit(y, model, self.combination_members_)
+                self.forecast_ = self._refit(y, model, self.combination_members_, regressors)
             except ModelSkipped as error:
                 failures.append(f"{model}: {error}")
                 logger.warning("refit of %s on the whole series failed (%s); trying the next model", model, error)
@@ -218,6 +224,18 @@ class AutoForecaster:
                  if key not in ("architecture", "architectures") and (key != "bidirectional" or architecture == "lstm")}
         return NetworkSettings(architecture=architecture, **shape)
 
+    def _known(self, y: pd.Series, regressors: pd.DataFrame | None, ahead: int) -> None:
+        """Fail early, naming what is missing, when `regressors` do not cover the series and `ahead` steps after it;
+        `regressors_` lists the columns that vary over the series (the ones the models get)."""
+        self.regressors_: tuple[str, ...] = ()
+        if regressors is None:
+            return
+        if not isinstance(regressors, pd.DataFrame) or not isinstance(regressors.index, pd.DatetimeIndex):
+            raise ValueError("regressors must be a DataFrame indexed by timestamps (the series' and the horizon's)")
+        index = y.index.append(future_index(y.index, ahead)) if ahead else y.index
+        known = regressors_over(regressors, index, len(y))
+        self.regressors_ = () if known is None else tuple(known.columns)
+
     def _checked(self, series: pd.Series) -> pd.Series:
         y = _regular(series)
         if self.log_transform and (y <= 0).any():
@@ -238,12 +256,13 @@ class AutoForecaster:
         logged = self.log_transform or all(family(member) != member for member in self.members_)
         return widen(self.forecast_, self.calibration_factor_, floor=0.0 if logged else None)
 
-    def _refit(self, y: pd.Series, model: str, members: tuple[str, ...]) -> pd.DataFrame:
+    def _refit(self, y: pd.Series, model: str, members: tuple[str, ...],
+               regressors: pd.DataFrame | None) -> pd.DataFrame:
         names = members if model == COMBINATION else (model,)
         transfer = any(name not in CANDIDATES for name in names)  # pre-train only when the transfer network is used
         candidates = self._candidates(y, self._architectures() if transfer else ())
         forecasts = {name: candidates[name].fit_predict(y, self.horizon, self.season_length_, self.level,
-                                                        self.log_transform) for name in names}
+                                                        self.log_transform, regressors) for name in names}
         if model != COMBINATION:
             return forecasts[model]
         stacked = pd.concat([frame.assign(model=name, fold=0, origin=frame.index[0], step=np.arange(len(frame)),
@@ -255,7 +274,7 @@ class AutoForecaster:
 def _declines(reason: str):
     """A candidate `run` that always skips with `reason`."""
 
-    def run(y: pd.Series, horizon: int, season_length: int, level: int):
+    def run(y: pd.Series, horizon: int, season_length: int, level: int, regressors: pd.DataFrame | None):
         raise ModelSkipped(reason)
 
     return run

@@ -2,7 +2,8 @@
 
 Folds: `folds` forecast origins with an expanding window, each forecasting `horizon` steps; origins are `horizon`
 apart and the last fold ends at the series' last observation, so the folds tile the series' tail without overlap.
-A fold's models see only the observations before its origin — the future never leaks into a forecast. A short
+A fold's models see only the observations before its origin — the future never leaks into a forecast; regressors,
+being known ahead, are given up to the fold's last forecast step and no further. A short
 series gets fewer folds (at least one): the first training window keeps two full seasons when the series allows
 it, so the seasonal models can be scored, and never fewer than MIN_TRAIN points.
 
@@ -122,9 +123,10 @@ def score(actual: np.ndarray, forecast: pd.DataFrame, scale: float) -> dict[str,
 def backtest(y: pd.Series, horizon: int, season_length: int, models: tuple[str, ...] | list[str] | None = None,
              folds: int = 3, level: int = 95, log_transform: bool = False,
              candidates: dict[str, Candidate] | None = None,
-             progress: Callable[[dict], None] | None = None) -> BacktestResult:
+             progress: Callable[[dict], None] | None = None, regressors: pd.DataFrame | None = None) -> BacktestResult:
     """Score every model (default: all candidates and the combination) on rolling origins of `y`; `candidates`
-    (default models.CANDIDATES) names the models that can be asked for. `progress` is called after each model with
+    (default models.CANDIDATES) names the models that can be asked for; `regressors` (columns known ahead, indexed
+    like `y`) go to the models that use them. `progress` is called after each model with
     {model, number, of, status, seconds, mase (mean over the folds; None when skipped)}."""
     candidates = CANDIDATES if candidates is None else candidates
     models = list(MODELS) + [COMBINATION] if models is None else list(models)
@@ -144,7 +146,8 @@ def backtest(y: pd.Series, horizon: int, season_length: int, models: tuple[str, 
         try:
             for fold, (origin, scale) in enumerate(zip(origins, scales, strict=True)):
                 # Only the observations before the origin reach the model.
-                forecast = candidates[name].fit_predict(y.iloc[:origin], horizon, season_length, level, log_transform)
+                forecast = candidates[name].fit_predict(y.iloc[:origin], horizon, season_length, level, log_transform,
+                                                        regressors)
                 actual = values[origin:origin + horizon]
                 model_frames.append(_fold_frame(name, fold, forecast, actual))
                 model_scores.append({"model": name, "fold": fold, "origin": forecast.index[0],

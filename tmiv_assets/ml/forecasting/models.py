@@ -17,6 +17,12 @@ by the future timestamps. The candidates span the usual baselines and the automa
   holidays (ProphetSettings);
 - lstm, gru, tcn, transformer: sequence networks (neural.py) trained on the series' own windows.
 
+Regressors: columns known ahead of time (a calendar flag, a planned price, a temperature forecast), given for the
+history and the `horizon` steps after it. The ARIMA models take them as a regression with ARIMA errors
+(statsforecast's exogenous X), Prophet as extra regressors and the sequence networks as input channels; the other
+candidates forecast without them, and the backtest compares both kinds like any models. A regressor constant over
+the history is left out (it cannot be estimated there).
+
 A candidate that cannot run on a series raises `ModelSkipped` (a ValueError) saying why — too short for its seasons,
 or the library failed — so the caller can record it as skipped and go on with the others. With `log_transform` a
 model sees log(y); its point forecast and bounds are exponentiated back, so yhat is the median of the forecast
@@ -89,6 +95,8 @@ def future_index(index: pd.DatetimeIndex, horizon: int) -> pd.DatetimeIndex:
 
 
 Forecast = tuple[np.ndarray, np.ndarray, np.ndarray]  # mean, lower, upper
+# run(y, horizon, season_length, level, regressors over y's timestamps and the horizon's, or None)
+Run = Callable[[pd.Series, int, int, int, pd.DataFrame | None], Forecast]
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class Candidate:
     """A named model: `run` forecasts numpy values; the wrapper checks the input and shapes the output."""
 
     name: str
-    run: Callable[[pd.Series, int, int, int], Forecast]
+    run: Run
     seasonal: bool = False
     """Uses the season: needs two full seasons (it cannot estimate a seasonal pattern from one)."""
     min_points: int = 1
@@ -106,10 +114,13 @@ class Candidate:
     """Why the model is skipped without a season (season_length 1); empty when it runs without one."""
     log: bool = False
     """Models log(y) whatever `log_transform` says: a variant of another candidate (its name plus LOG_SUFFIX)."""
+    regressors: bool = False
+    """Uses the series' regressors when it has some (`run` gets them; otherwise None)."""
 
     def fit_predict(self, y: pd.Series, horizon: int, season_length: int, level: int = 95,
-                    log_transform: bool = False) -> pd.DataFrame:
-        """Forecast `horizon` steps after `y`; raises ModelSkipped when this model cannot run on `y`."""
+                    log_transform: bool = False, regressors: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Forecast `horizon` steps after `y`; raises ModelSkipped when this model cannot run on `y`. `regressors`
+        holds the known-ahead columns at (at least) every timestamp of `y` and the `horizon` after it."""
         values = y.to_numpy(dtype=float)
         if not np.isfinite(values).all():
             raise ValueError(f"series has {int((~np.isfinite(values)).sum())} missing or infinite values")
@@ -125,9 +136,10 @@ class Candidate:
                                    f"{int((values <= 0).sum())} zero or negative ones")
             log_transform = True
         index = future_index(y.index, horizon)
+        known = regressors_over(regressors, y.index.append(index), len(y)) if self.regressors else None
         fitted = pd.Series(np.log(values) if log_transform else values, index=y.index)
         try:
-            mean, lower, upper = self.run(fitted, horizon, season_length, level)
+            mean, lower, upper = self.run(fitted, horizon, season_length, level, known)
         except ModelSkipped:
             raise
         except Exception as error:  # a library failing on one series must not stop the other candidates
@@ -156,10 +168,30 @@ class Candidate:
             raise ModelSkipped(f"{self.name} needs at least {self.min_points} points, got {n}")
 
 
-def _statsforecast(model: Callable[[int], object]) -> Callable[[pd.Series, int, int, int], Forecast]:
-    def run(y: pd.Series, horizon: int, season_length: int, level: int) -> Forecast:
+def regressors_over(regressors: pd.DataFrame | None, index: pd.DatetimeIndex, history: int) -> pd.DataFrame | None:
+    """The regressors at `index` (the history's `history` timestamps, then the future's), without the columns that
+    are constant over the history; None when there are none left."""
+    if regressors is None or regressors.shape[1] == 0:
+        return None
+    missing = index.difference(regressors.index)
+    if len(missing):
+        raise ValueError(f"the regressors have no rows for {len(missing)} timestamps the forecast needs (first "
+                         f"{missing[0]}); give every regressor for the history and the {len(index) - history} steps "
+                         "ahead")
+    known = regressors.reindex(index).astype(float)
+    if not np.isfinite(known.to_numpy()).all():
+        raise ValueError(f"regressors {sorted(known.columns[~np.isfinite(known).all()])} have missing or infinite "
+                         "values; fill them")
+    varying = known.iloc[:history].nunique() > 1
+    return known.loc[:, varying] if varying.any() else None
+
+
+def _statsforecast(model: Callable[[int], object]) -> Run:
+    def run(y: pd.Series, horizon: int, season_length: int, level: int, regressors: pd.DataFrame | None) -> Forecast:
+        exogenous = {} if regressors is None else {"X": regressors.iloc[:len(y)].to_numpy(),
+                                                   "X_future": regressors.iloc[len(y):].to_numpy()}
         # Models used directly on one array run single-threaded: no process pool, no numba threads to tune.
-        result = model(season_length).forecast(y=y.to_numpy(), h=horizon, level=[level])
+        result = model(season_length).forecast(y=y.to_numpy(), h=horizon, level=[level], **exogenous)
         # AutoARIMA returns its bounds as pandas Series on a 0..h-1 index: plain arrays, so nothing realigns them.
         return tuple(np.asarray(result[key], dtype=float) for key in ("mean", f"lo-{level}", f"hi-{level}"))
 
@@ -196,13 +228,14 @@ class ProphetSettings(SpecSettings):
 def prophet_candidate(settings: ProphetSettings) -> Candidate:
     """Prophet with `settings` as a candidate."""
 
-    def run(y: pd.Series, horizon: int, season_length: int, level: int) -> Forecast:
-        return _prophet(y, horizon, level, settings)
+    def run(y: pd.Series, horizon: int, season_length: int, level: int, regressors: pd.DataFrame | None) -> Forecast:
+        return _prophet(y, horizon, level, settings, regressors)
 
-    return Candidate("prophet", run, min_points=3)
+    return Candidate("prophet", run, min_points=3, regressors=True)
 
 
-def _prophet(y: pd.Series, horizon: int, level: int, settings: ProphetSettings) -> Forecast:
+def _prophet(y: pd.Series, horizon: int, level: int, settings: ProphetSettings,
+             regressors: pd.DataFrame | None) -> Forecast:
     from cmdstanpy.utils import get_logger
     from prophet import Prophet  # imported on use: it loads Stan, which the other candidates never need
 
@@ -221,12 +254,18 @@ def _prophet(y: pd.Series, horizon: int, level: int, settings: ProphetSettings) 
                     seasonality_mode=settings.seasonality_mode)
     if settings.country_holidays is not None:
         model.add_country_holidays(country_name=settings.country_holidays)
+    columns = [] if regressors is None else list(regressors.columns)
+    for column in columns:
+        model.add_regressor(column)
+    known = regressors if regressors is not None else pd.DataFrame(index=range(len(y) + horizon))
     # Prophet draws its interval samples from numpy's global generator: seed it, then put the caller's state back.
     state = np.random.get_state()
     try:
         np.random.seed(PROPHET_SEED)
-        model.fit(pd.DataFrame({"ds": y.index, "y": y.to_numpy()}))
-        future = pd.DataFrame({"ds": future_index(y.index, horizon)})
+        history = {column: known[column].to_numpy()[:len(y)] for column in columns}
+        model.fit(pd.DataFrame({"ds": y.index, "y": y.to_numpy(), **history}))
+        ahead = {column: known[column].to_numpy()[len(y):] for column in columns}
+        future = pd.DataFrame({"ds": future_index(y.index, horizon), **ahead})
         forecast = model.predict(future)
     finally:
         np.random.set_state(state)
@@ -235,7 +274,8 @@ def _prophet(y: pd.Series, horizon: int, level: int, settings: ProphetSettings) 
 
 def network_candidate(name: str, settings: NetworkSettings, pretrained: Pretrained | None = None) -> Candidate:
     """A sequence network (trained from scratch, or fine-tuned from `pretrained`) as a candidate."""
-    return Candidate(name, network_forecast(settings, pretrained), min_points=8)
+    # A pre-trained network was built for the other series' inputs, which carry no regressors.
+    return Candidate(name, network_forecast(settings, pretrained), min_points=8, regressors=pretrained is None)
 
 
 CANDIDATES: dict[str, Candidate] = {
@@ -246,9 +286,9 @@ CANDIDATES: dict[str, Candidate] = {
                   without_season="without a season it is naive"),
         Candidate("drift", _statsforecast(lambda m: RandomWalkWithDrift()), min_points=2),
         Candidate("auto_arima", _statsforecast(lambda m: AutoARIMA(season_length=m)), seasonal=True, min_points=4,
-                  long_seasons=False),
+                  long_seasons=False, regressors=True),
         Candidate("auto_arima_log", _statsforecast(lambda m: AutoARIMA(season_length=m)), seasonal=True,
-                  min_points=4, long_seasons=False, log=True,
+                  min_points=4, long_seasons=False, log=True, regressors=True,
                   # On the benchmark's yearly series the log scale lost (mean MASE 1.41 against 1.21 on y).
                   without_season="the log scale is for seasonal swings that grow with the level"),
         Candidate("auto_ets", _statsforecast(lambda m: AutoETS(season_length=m)), seasonal=True, min_points=4,
@@ -258,7 +298,7 @@ CANDIDATES: dict[str, Candidate] = {
                   seasonal=True, min_points=4, without_season=ALONE),
         Candidate("mstl_arima", _statsforecast(lambda m: MSTL(season_length=m,
                                                               trend_forecaster=AutoARIMA(seasonal=False))),
-                  seasonal=True, min_points=4, without_season=ALONE),
+                  seasonal=True, min_points=4, without_season=ALONE, regressors=True),
         prophet_candidate(ProphetSettings()),
         *(network_candidate(name, NetworkSettings(architecture=name)) for name in ARCHITECTURES),
     )
@@ -273,8 +313,8 @@ def family(model: str) -> str:
 
 
 def fit_predict(model: str, y: pd.Series, horizon: int, season_length: int, level: int = 95,
-                log_transform: bool = False) -> pd.DataFrame:
+                log_transform: bool = False, regressors: pd.DataFrame | None = None) -> pd.DataFrame:
     """Forecast with the named candidate (one of CANDIDATES); see `Candidate.fit_predict`."""
     if model not in CANDIDATES:
         raise ValueError(f"unknown model {model!r}; use one of {list(CANDIDATES)}")
-    return CANDIDATES[model].fit_predict(y, horizon, season_length, level, log_transform)
+    return CANDIDATES[model].fit_predict(y, horizon, season_length, level, log_transform, regressors)

@@ -3,10 +3,13 @@ Transformer encoder, each reading `lookback` past values and emitting all `horiz
 
 Scaling is inside: every window is taken relative to its last observed value and divided by the series' spread, so
 one network serves series of any level and a network pre-trained on other series transfers. Covariates: the
-position in the season (sine and cosine) as input channels when the series has a season. Training: Adam on the
-mean absolute error (what MASE measures), mini-batches, early stopping on the most recent windows, the best
-weights kept; seeded and single-threaded so a run gives the same network every time and several runs side by side
-do not fight over 2 cores. Intervals: the validation windows' absolute errors per step, as a normal band.
+position in the season (sine and cosine) as input channels when the series has a season; the series' regressors
+(standardised by their history's mean and spread) as input channels over the lookback, and their known values over
+the horizon fed to the output layer beside the sequence's summary, so a forecast step sees its own regressors.
+Training: Adam on the mean absolute error (what MASE measures), mini-batches, early stopping on the most recent
+windows, the best weights kept; seeded and single-threaded so a run gives the same network every time and several
+runs side by side do not fight over 2 cores. Intervals: the validation windows' absolute errors per step, as a
+normal band.
 
 Transfer learning (the seeds' global model): `pretrain` trains one network on the windows of several series;
 `SequenceNetwork(..., pretrained=...)` starts from its weights and fine-tunes on the target series at a lower
@@ -78,16 +81,16 @@ def single_thread() -> Iterator[None]:
 
 
 class _Recurrent(nn.Module):
-    def __init__(self, kind: str, channels: int, horizon: int, s: NetworkSettings):
+    def __init__(self, kind: str, channels: int, horizon: int, future: int, s: NetworkSettings):
         super().__init__()
         layer = nn.LSTM if kind == "lstm" else nn.GRU
         self.rnn = layer(channels, s.width, num_layers=s.depth, batch_first=True, bidirectional=s.bidirectional,
                          dropout=s.dropout if s.depth > 1 else 0.0)
-        self.head = nn.Linear(s.width * (2 if s.bidirectional else 1), horizon)
+        self.head = nn.Linear(s.width * (2 if s.bidirectional else 1) + future, horizon)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         output, _ = self.rnn(x)
-        return self.head(output[:, -1])
+        return self.head(torch.cat([output[:, -1], future], dim=1))
 
 
 class _CausalBlock(nn.Module):
@@ -104,18 +107,18 @@ class _CausalBlock(nn.Module):
 
 
 class _TCN(nn.Module):
-    def __init__(self, channels: int, horizon: int, s: NetworkSettings):
+    def __init__(self, channels: int, horizon: int, future: int, s: NetworkSettings):
         super().__init__()
         self.blocks = nn.Sequential(*[_CausalBlock(channels if i == 0 else s.width, s.width, 2 ** i, s.dropout)
                                       for i in range(s.depth)])
-        self.head = nn.Linear(s.width, horizon)
+        self.head = nn.Linear(s.width + future, horizon)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(x.transpose(1, 2))[:, :, -1])
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.blocks(x.transpose(1, 2))[:, :, -1], future], dim=1))
 
 
 class _Transformer(nn.Module):
-    def __init__(self, channels: int, horizon: int, lookback: int, s: NetworkSettings):
+    def __init__(self, channels: int, horizon: int, future: int, lookback: int, s: NetworkSettings):
         super().__init__()
         heads = 4 if s.width % 4 == 0 else 1
         self.embed = nn.Linear(channels, s.width)
@@ -123,24 +126,26 @@ class _Transformer(nn.Module):
         layer = nn.TransformerEncoderLayer(s.width, heads, dim_feedforward=2 * s.width, dropout=s.dropout,
                                            batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, s.depth, enable_nested_tensor=False)
-        self.head = nn.Linear(s.width, horizon)
+        self.head = nn.Linear(s.width + future, horizon)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(self.embed(x) + self.position)[:, -1])
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.encoder(self.embed(x) + self.position)[:, -1], future], dim=1))
 
 
-def _build(settings: NetworkSettings, channels: int, horizon: int, lookback: int) -> nn.Module:
+def _build(settings: NetworkSettings, channels: int, horizon: int, lookback: int, future: int = 0) -> nn.Module:
+    """A network reading `channels` inputs per past step and `future` known values (regressors over the horizon)."""
     if settings.architecture in ("lstm", "gru"):
-        return _Recurrent(settings.architecture, channels, horizon, settings)
+        return _Recurrent(settings.architecture, channels, horizon, future, settings)
     if settings.architecture == "tcn":
-        return _TCN(channels, horizon, settings)
-    return _Transformer(channels, horizon, lookback, settings)
+        return _TCN(channels, horizon, future, settings)
+    return _Transformer(channels, horizon, future, lookback, settings)
 
 
 @dataclass(frozen=True)
 class Windows:
     inputs: np.ndarray  # (windows, lookback, channels), relative to the window's last value, over the spread
     targets: np.ndarray  # (windows, horizon), likewise
+    future: np.ndarray  # (windows, horizon × regressors): the regressors over each window's horizon
 
 
 def _channels(n: int, season_length: int, start: int = 0) -> np.ndarray:
@@ -157,40 +162,47 @@ def _spread(values: np.ndarray) -> float:
     return float(steps.mean()) if len(steps) and steps.mean() > 0 else 1.0
 
 
-def make_windows(values: np.ndarray, lookback: int, horizon: int, season_length: int) -> Windows:
-    """Every (lookback, horizon) pair of consecutive windows of one series, the most recent MAX_WINDOWS."""
+def make_windows(values: np.ndarray, lookback: int, horizon: int, season_length: int,
+                 regressors: np.ndarray | None = None) -> Windows:
+    """Every (lookback, horizon) pair of consecutive windows of one series, the most recent MAX_WINDOWS;
+    `regressors` (one row per value, standardised) join the inputs and give each window's `future`."""
+    regressors = np.empty((len(values), 0)) if regressors is None else regressors
     count = len(values) - lookback - horizon + 1
     if count < 1:
-        return Windows(np.empty((0, lookback, 1 + 2 * (season_length > 1))), np.empty((0, horizon)))
+        channels = 1 + 2 * (season_length > 1) + regressors.shape[1]
+        return Windows(np.empty((0, lookback, channels)), np.empty((0, horizon)),
+                       np.empty((0, horizon * regressors.shape[1])))
     first = max(0, count - MAX_WINDOWS)
     starts = np.arange(first, count)
     scale = _spread(values)
     past = values[starts[:, None] + np.arange(lookback)]
     future = values[starts[:, None] + lookback + np.arange(horizon)]
     last = past[:, -1:]
-    covariates = _channels(len(values), season_length)[starts[:, None] + np.arange(lookback)]
-    inputs = np.concatenate([((past - last) / scale)[..., None], covariates], axis=2)
-    return Windows(inputs.astype(np.float32), ((future - last) / scale).astype(np.float32))
+    covariates = np.concatenate([_channels(len(values), season_length), regressors], axis=1)
+    inputs = np.concatenate([((past - last) / scale)[..., None], covariates[starts[:, None] + np.arange(lookback)]],
+                            axis=2)
+    known = regressors[starts[:, None] + lookback + np.arange(horizon)].reshape(len(starts), -1)
+    return Windows(inputs.astype(np.float32), ((future - last) / scale).astype(np.float32), known.astype(np.float32))
 
 
 def _train(model: nn.Module, train: Windows, valid: Windows, epochs: int, patience: int, learning_rate: float,
            batch_size: int, rng: np.random.Generator) -> tuple[nn.Module, int]:
     """Adam on mean absolute error with early stopping on `valid`; returns the best weights and their epoch."""
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    x, y = torch.from_numpy(train.inputs), torch.from_numpy(train.targets)
-    vx, vy = torch.from_numpy(valid.inputs), torch.from_numpy(valid.targets)
+    x, f, y = (torch.from_numpy(a) for a in (train.inputs, train.future, train.targets))
+    vx, vf, vy = (torch.from_numpy(a) for a in (valid.inputs, valid.future, valid.targets))
     best, best_state, best_epoch, waited = math.inf, copy.deepcopy(model.state_dict()), 0, 0
     for epoch in range(1, epochs + 1):
         model.train()
         for batch in np.array_split(rng.permutation(len(x)), max(1, math.ceil(len(x) / batch_size))):
             optimiser.zero_grad()
-            loss = (model(x[batch]) - y[batch]).abs().mean()
+            loss = (model(x[batch], f[batch]) - y[batch]).abs().mean()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
         model.eval()
         with torch.no_grad():
-            score = float((model(vx) - vy).abs().mean())
+            score = float((model(vx, vf) - vy).abs().mean())
         if score < best - 1e-6:
             best, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
         else:
@@ -207,8 +219,8 @@ def _split(windows: Windows, horizon: int) -> tuple[Windows, Windows]:
     n = len(windows.inputs)
     valid = max(1, n // 6)
     cut = max(1, n - valid - horizon)
-    return (Windows(windows.inputs[:cut], windows.targets[:cut]),
-            Windows(windows.inputs[n - valid:], windows.targets[n - valid:]))
+    return (Windows(windows.inputs[:cut], windows.targets[:cut], windows.future[:cut]),
+            Windows(windows.inputs[n - valid:], windows.targets[n - valid:], windows.future[n - valid:]))
 
 
 @dataclass
@@ -232,8 +244,8 @@ def pretrain(series: Sequence[np.ndarray], settings: NetworkSettings, lookback: 
     if not pooled:
         raise ValueError(f"no pre-training series has {MIN_WINDOWS} windows of {lookback} + {horizon} points")
     parts = [_split(w, horizon) for w in pooled]
-    train = Windows(np.concatenate([p[0].inputs for p in parts]), np.concatenate([p[0].targets for p in parts]))
-    valid = Windows(np.concatenate([p[1].inputs for p in parts]), np.concatenate([p[1].targets for p in parts]))
+    train, valid = (Windows(*(np.concatenate([getattr(p[side], key) for p in parts])
+                              for key in ("inputs", "targets", "future"))) for side in (0, 1))
     with single_thread():
         torch.manual_seed(settings.seed)
         model = _build(settings, train.inputs.shape[2], horizon, lookback)
@@ -249,14 +261,25 @@ class SequenceNetwork:
         self.settings = settings
         self.pretrained = pretrained
 
-    def fit(self, values: np.ndarray, horizon: int, season_length: int) -> SequenceNetwork:
+    def fit(self, values: np.ndarray, horizon: int, season_length: int,
+            regressors: np.ndarray | None = None) -> SequenceNetwork:
+        """Train on the series' windows; `regressors` (one row per value) become input channels, and `predict`
+        then needs their values over the horizon."""
         values = np.asarray(values, dtype=float)
         s = self.settings
+        if self.pretrained and regressors is not None:
+            raise ValueError("a pre-trained network has no regressor inputs; fine-tune it without regressors")
+        if regressors is not None:
+            regressors = np.asarray(regressors, dtype=float)
+            self.regressor_mean_ = regressors.mean(axis=0)
+            self.regressor_scale_ = np.where(regressors.std(axis=0) > 0, regressors.std(axis=0), 1.0)
+            regressors = (regressors - self.regressor_mean_) / self.regressor_scale_
+        self.regressors_ = regressors
         lookback = self.pretrained.lookback if self.pretrained else s.lookback_for(len(values), horizon, season_length)
         if self.pretrained and (self.pretrained.horizon, self.pretrained.season_length) != (horizon, season_length):
             raise ValueError(f"the pre-trained network forecasts {self.pretrained.horizon} steps at season length "
                              f"{self.pretrained.season_length}, not {horizon} at {season_length}")
-        windows = make_windows(values, lookback, horizon, season_length)
+        windows = make_windows(values, lookback, horizon, season_length, regressors)
         if len(windows.inputs) < MIN_WINDOWS:
             raise ValueError(f"{len(values)} points give {len(windows.inputs)} windows of {lookback} + {horizon}; a "
                              f"network needs {MIN_WINDOWS}")
@@ -267,26 +290,37 @@ class SequenceNetwork:
                 model = copy.deepcopy(self.pretrained.model)
                 epochs, rate = s.fine_tune_epochs, s.fine_tune_learning_rate
             else:
-                model = _build(s, windows.inputs.shape[2], horizon, lookback)
+                model = _build(s, windows.inputs.shape[2], horizon, lookback, windows.future.shape[1])
                 epochs, rate = s.max_epochs, s.learning_rate
             self.model_, self.best_epoch_ = _train(model, train, valid, epochs, s.patience, rate, s.batch_size,
                                                    np.random.default_rng(s.seed))
             self.model_.eval()
             with torch.no_grad():
-                errors = (self.model_(torch.from_numpy(valid.inputs)) - torch.from_numpy(valid.targets)).numpy()
+                errors = (self.model_(torch.from_numpy(valid.inputs), torch.from_numpy(valid.future))
+                          - torch.from_numpy(valid.targets)).numpy()
         self.values_, self.lookback_, self.horizon_, self.season_length_ = values, lookback, horizon, season_length
         self.scale_ = _spread(values)
         # Spread per step from the validation windows; at least the training error's, so one lucky window is no band.
         self.step_error_ = np.maximum(np.abs(errors).mean(axis=0), np.abs(errors).mean()) * np.sqrt(np.pi / 2)
         return self
 
-    def predict(self, level: int = 95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mean, lower, upper) for the `horizon` steps after the series."""
+    def predict(self, level: int = 95,
+                regressors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, lower, upper) for the `horizon` steps after the series; `regressors` their values over those steps
+        when the network was fitted with regressors."""
         past = self.values_[-self.lookback_:]
-        covariates = _channels(len(self.values_), self.season_length_)[-self.lookback_:]
-        x = np.concatenate([((past - past[-1]) / self.scale_)[:, None], covariates], axis=1)[None].astype(np.float32)
+        known = np.empty((self.horizon_, 0))
+        if self.regressors_ is not None:
+            if regressors is None or np.shape(regressors) != (self.horizon_, self.regressors_.shape[1]):
+                raise ValueError(f"the network was fitted with {self.regressors_.shape[1]} regressors: give their "
+                                 f"values over the {self.horizon_} forecast steps")
+            known = (np.asarray(regressors, dtype=float) - self.regressor_mean_) / self.regressor_scale_
+        history = np.empty((len(self.values_), 0)) if self.regressors_ is None else self.regressors_
+        covariates = np.concatenate([_channels(len(self.values_), self.season_length_), history], axis=1)
+        x = np.concatenate([((past - past[-1]) / self.scale_)[:, None], covariates[-self.lookback_:]], axis=1)
+        future = known.reshape(1, -1).astype(np.float32)
         with single_thread(), torch.no_grad():
-            out = self.model_(torch.from_numpy(x)).numpy()[0]
+            out = self.model_(torch.from_numpy(x[None].astype(np.float32)), torch.from_numpy(future)).numpy()[0]
         mean = past[-1] + out * self.scale_
         half = norm.ppf(0.5 + level / 200) * self.step_error_ * self.scale_
         return mean, mean - half, mean + half
@@ -295,7 +329,10 @@ class SequenceNetwork:
 def network_forecast(settings: NetworkSettings, pretrained: Pretrained | None = None):
     """A `Candidate.run` for models.py: fit on the series, forecast with a band at `level`."""
 
-    def run(y: pd.Series, horizon: int, season_length: int, level: int):
-        return SequenceNetwork(settings, pretrained).fit(y.to_numpy(), horizon, season_length).predict(level)
+    def run(y: pd.Series, horizon: int, season_length: int, level: int, regressors: pd.DataFrame | None):
+        history, future = (None, None) if regressors is None else (regressors.to_numpy()[:len(y)],
+                                                                   regressors.to_numpy()[len(y):])
+        return SequenceNetwork(settings, pretrained).fit(y.to_numpy(), horizon, season_length, history).predict(
+            level, future)
 
     return run
