@@ -10,11 +10,12 @@ season length from season_length_for), our automatic choice (AutoForecaster with
 every candidate and median_top3, the chosen model refitted), and the outside references with their defaults:
 statsforecast AutoARIMA and AutoETS (season_length m, called directly), Prophet() on ds/y with make_future_dataframe
 at the series' frequency, and the seasonal naive forecast (naive for yearly). Target: ours has a lower mean MASE
-than every reference and the seasonal naive in every frequency group. The last printed line is one JSON object with
-the headline figures. A full run takes over an hour on 2 cores, most of it AutoARIMA at m = 52 on the two long
-weekly series (co2_weekly, us_gasoline); without the weekly group (`--groups yearly quarterly monthly daily`) about
-18 minutes, 7 of them melbourne_temp's 3,650 days (AutoARIMA takes about a minute per fit there, and ours fits it
-eight times).
+than every reference and the seasonal naive in every frequency group. Also our calibrated 95% interval's coverage:
+the share of all holdout points inside it, and the backtest's cross-validated coverage (within 5 points of 95).
+The last printed line is one JSON object with the headline figures. A full run takes over an hour on 2 cores, most
+of it AutoARIMA at m = 52 on the two long weekly series (co2_weekly, us_gasoline); without the weekly group
+(`--groups yearly quarterly monthly daily`) about 20 minutes, 7 of them melbourne_temp's 3,650 days (AutoARIMA
+takes about a minute per fit there, and ours fits it eight times).
 
     .venv/bin/python benchmarks/forecasting.py [--series Nile AirPassengers ...] [--groups yearly daily ...]
 """
@@ -146,8 +147,13 @@ def run_series(name: str) -> tuple[list[dict], dict]:
     values = train.to_numpy()
     scale = in_sample_scale(values, m)
     calls = {model: (lambda model=model: fit_predict(model, train, horizon, m)["yhat"]) for model in MODELS}
-    auto = AutoForecaster(season_length=m, horizon=horizon)
-    calls["ours"] = lambda: auto.fit(train).predict()["yhat"]
+    auto, kept = AutoForecaster(season_length=m, horizon=horizon), {}
+
+    def ours() -> pd.Series:
+        kept["forecast"] = auto.fit(train).predict()
+        return kept["forecast"]["yhat"]
+
+    calls["ours"] = ours
     calls["ref_arima"] = lambda: AutoARIMA(season_length=m).forecast(y=values, h=horizon)["mean"]
     calls["ref_ets"] = lambda: AutoETS(season_length=m).forecast(y=values, h=horizon)["mean"]
     calls["ref_prophet"] = lambda: prophet_default(train, horizon)
@@ -160,6 +166,11 @@ def run_series(name: str) -> tuple[list[dict], dict]:
                      "note": note})
     info = {"series": name, "group": group, "n": len(y), "h": horizon, "m": m,
             "chosen": getattr(auto, "chosen_", "-")}
+    if "forecast" in kept:  # the calibrated 95% interval: share of holdout points inside, and the backtest's share
+        inside = (kept["forecast"]["yhat_lower"].to_numpy() <= actual) & (actual <= kept["forecast"]["yhat_upper"])
+        info |= {"inside": int(inside.sum()), "coverage": float(inside.mean()),
+                 "backtest_before": auto.calibration_.coverage_before,
+                 "backtest_after": auto.calibration_.coverage_after}
     return rows, info
 
 
@@ -206,6 +217,10 @@ def main() -> None:
     if len(notes):
         print("\nSkipped or failed")
         print(notes[["series", "method", "note"]].to_string(index=False))
+    coverage = table.groupby("group", sort=False)[["coverage", "backtest_before", "backtest_after"]].mean()
+    print("\nOur 95% interval: share of holdout points inside, and the backtest's cross-validated share before and "
+          "after the conformal factor (means over series)")
+    print(coverage.round(3).to_string())
     overall = means.loc["all"]
     best_reference = min(overall[r] for r in REFERENCES[:3])
 
@@ -223,6 +238,8 @@ def main() -> None:
             means.loc[groups, "won"].all()), "series": len(infos),
         "failures": int(notes["note"].str.startswith("failed").sum()),
         "ours_mean_seconds": round(seconds.loc["all", "ours"], 2),
+        "ours_holdout_coverage_95": r(table["inside"].sum() / table["h"].sum(), 3),
+        "ours_backtest_coverage_95": r(table["backtest_after"].mean(), 3),
         "wall_seconds": round(time.perf_counter() - started, 1), "load_average": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(headline))
