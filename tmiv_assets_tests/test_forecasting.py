@@ -320,3 +320,20 @@ def test_prophet_country_holidays_from_the_spec_forecast_a_holiday_effect(tmp_pa
     (tmp_path / "visits.yaml").write_text(body.replace("freq: D", "freq: MS") + "prophet: {country_holidays: US}\n")
     with pytest.raises(SpecError, match="needs daily or finer data"):
         load_series_spec(tmp_path / "visits.yaml")
+
+
+def test_a_spec_without_freq_infers_it_from_the_timestamps(tmp_path):
+    body = "file: visits.csv\ntime_column: week\nvalue_column: visits\nhorizon: 8\nfolds: 5\n"
+    (tmp_path / "visits.yaml").write_text(body)
+    weeks = pd.date_range("2015-01-04", periods=150, freq="W-SUN")
+    frame = pd.DataFrame({"week": weeks.strftime("%Y-%m-%d"), "visits": np.arange(150.0) % 13})
+    frame.to_csv(tmp_path / "visits.csv", index=False)
+    spec = load_series_spec(tmp_path / "visits.yaml")
+    assert spec.freq is None and spec.folds == 5
+    y = read_series(spec)
+    assert y.index.freqstr == "W-SUN" and season_length_for(y.index.freqstr) == 52
+    assert AutoForecaster.from_spec(spec).folds == 5
+    frame.drop(index=40).to_csv(tmp_path / "visits.csv", index=False)
+    with pytest.raises(ValueError, match=r"visits\.csv: time column 'week' has no single step to infer the frequency "
+                                         r"from \(steps 7 days 00:00:00 x147, 14 days 00:00:00 x1; .*set freq in"):
+        read_series(spec)

@@ -51,14 +51,16 @@ def series_data(context: dg.AssetExecutionContext, source: DataSource, store: Fe
     with bad_input_as_failure(name):
         spec = source.series_spec(name)
         table = source.read_series_frame(spec)
-    settings = {"season_length": spec.season_length or season_length_for(spec.freq), "horizon": spec.horizon,
-                "log_transform": spec.log_transform, "network": spec.network, "prophet": spec.prophet}
+    freq = table.index.freqstr  # the spec's, or inferred from the timestamps
+    settings = {"season_length": spec.season_length or season_length_for(freq), "horizon": spec.horizon,
+                "folds": spec.folds, "log_transform": spec.log_transform, "network": spec.network,
+                "prophet": spec.prophet}
     version = store.save("series_data", name, table.rename_axis("ds").reset_index(),
-                         {"file": str(spec.path), "freq": spec.freq, "settings": settings})
+                         {"file": str(spec.path), "freq": freq, "settings": settings})
     observed = observed_rows(table)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": observed, "first": str(table.index[0].date()),
-        "last": str(table.index[observed - 1].date()), "freq": spec.freq, **settings,
+        "last": str(table.index[observed - 1].date()), "freq": freq, **settings,
         "regressors": list(spec.regressors), "future_rows": len(table) - observed,
         "source_file": dg.MetadataValue.path(str(spec.path)), **stored_version_metadata(version)})
 

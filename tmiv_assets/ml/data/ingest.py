@@ -440,11 +440,12 @@ def read_series_frame(spec) -> pd.DataFrame:
                 spec.path,
                 column,
             )
+    freq = spec.freq or _inferred_freq(table.index, spec)
     try:
-        table = table.asfreq(spec.freq)
+        table = table.asfreq(freq)
     except ValueError as error:
         raise DataValidationError(
-            f"{spec.path}: time column '{spec.time_column}' is not a regular '{spec.freq}' series ({error})",
+            f"{spec.path}: time column '{spec.time_column}' is not a regular '{freq}' series ({error})",
             spec.path,
             spec.time_column,
         ) from error
@@ -452,7 +453,7 @@ def read_series_frame(spec) -> pd.DataFrame:
     gaps = table["y"].isna() & (np.arange(len(table)) < observed_rows(table)) | table[regressors].isna().any(axis=1)
     if gaps.any():
         raise DataValidationError(
-            f"{spec.path}: time column '{spec.time_column}' has {int(gaps.sum())} gaps at frequency '{spec.freq}'; "
+            f"{spec.path}: time column '{spec.time_column}' has {int(gaps.sum())} gaps at frequency '{freq}'; "
             f"add the missing periods{_first(gaps)}",
             spec.path,
             spec.time_column,
@@ -468,6 +469,21 @@ def read_series_frame(spec) -> pd.DataFrame:
             regressors[0],
         )
     return table
+
+
+def _inferred_freq(index: pd.DatetimeIndex, spec) -> str:
+    """The frequency pandas reads from the timestamps; a spec without `freq` needs them regular and complete."""
+    freq = pd.infer_freq(index) if len(index) >= 3 and index.is_unique else None
+    if freq is None:
+        steps = pd.Series(index).diff().dropna().value_counts()
+        raise DataValidationError(
+            f"{spec.path}: time column '{spec.time_column}' has no single step to infer the frequency from (steps "
+            f"{', '.join(f'{step} x{count}' for step, count in steps.head(3).items())}; gaps or duplicate timestamps "
+            f"make them uneven); set freq in {spec.spec_path}, e.g. freq: D, and fix the gaps",
+            spec.path,
+            spec.time_column,
+        )
+    return freq
 
 
 def _numbers(values: pd.Series, spec, column: str) -> pd.Series:

@@ -118,12 +118,15 @@ class SeriesSpec:
     path: Path
     time_column: str
     value_column: str
-    freq: str = "MS"
-    """pandas offset alias of the observations, e.g. 'MS' for month starts."""
+    freq: str | None = None
+    """pandas offset alias of the observations, e.g. 'MS' for month starts; None: inferred from the timestamps
+    (pandas' infer_freq), which needs them regular."""
     season_length: int | None = None
     """Observations per season; None: from `freq` (forecasting.models.season_length_for)."""
     horizon: int = 24
     """Steps forecast ahead and held out in the backtest."""
+    folds: int = 3
+    """Backtest origins, `horizon` apart on an expanding window (fewer on a short series)."""
     log_transform: bool = False
     """Every model on log(y); false lets the backtest choose the scale of AutoARIMA (auto_arima_log)."""
     network: dict = field(default_factory=dict)
@@ -140,8 +143,8 @@ class SeriesSpec:
 DATASET_FIELDS = ("file", "target", "task", "id_column", "time_column", "positive_class", "sensitive_columns",
                   "exclude_columns", "dtypes", "cleaning", "delimiter", "encoding", "sheet", "ab_test",
                   "performance", "drift", "retrain", "fairness", "what_if")
-SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "log_transform", "network",
-                 "prophet", "regressors")
+SERIES_FIELDS = ("file", "time_column", "value_column", "freq", "season_length", "horizon", "folds", "log_transform",
+                 "network", "prophet", "regressors")
 
 
 def _load_yaml(spec_path: Path, fields: tuple[str, ...]) -> dict:
@@ -314,11 +317,13 @@ def _settings(raw: dict, key: str, spec_path: Path, settings: type, example: str
 
 def load_series_spec(spec_path: Path) -> SeriesSpec:
     raw = _load_yaml(spec_path, SERIES_FIELDS)
-    freq = str(raw.get("freq", "MS"))
+    freq = raw.get("freq")
     try:
-        pd.tseries.frequencies.to_offset(freq)
+        if freq is not None:
+            pd.tseries.frequencies.to_offset(str(freq))
     except ValueError as error:
-        raise SpecError(f"{spec_path}: freq {freq!r} is not a pandas frequency; use e.g. MS, D, h or W") from error
+        raise SpecError(f"{spec_path}: freq {freq!r} is not a pandas frequency; use e.g. MS, D, h or W, or leave it "
+                        "out to infer it from the timestamps") from error
     log_transform = _scalar(raw, "log_transform", spec_path, (bool,))
     time_column = _require_text(raw, "time_column", spec_path)
     value_column = _require_text(raw, "value_column", spec_path)
@@ -332,25 +337,27 @@ def load_series_spec(spec_path: Path) -> SeriesSpec:
         path=_data_path(raw, spec_path),
         time_column=time_column,
         value_column=value_column,
-        freq=freq,
+        freq=None if freq is None else str(freq),
         season_length=_integer(raw, "season_length", spec_path, None),
         horizon=_integer(raw, "horizon", spec_path, 24),
+        folds=_integer(raw, "folds", spec_path, 3),
         log_transform=bool(log_transform),
         network=_network(raw, spec_path),
-        prophet=_prophet(raw, spec_path, freq),
+        prophet=_prophet(raw, spec_path, None if freq is None else str(freq)),
         regressors=regressors,
         spec_path=spec_path,
     )
 
 
-def _prophet(raw: dict, spec_path: Path, freq: str) -> dict:
-    """The spec's `prophet` mapping, checked by the settings it describes; holidays only on daily or finer data."""
+def _prophet(raw: dict, spec_path: Path, freq: str | None) -> dict:
+    """The spec's `prophet` mapping, checked by the settings it describes; holidays only on daily or finer data
+    (checked here when the spec states its freq)."""
     from tmiv_assets.ml.forecasting.models import ProphetSettings  # statsforecast loads only where used
 
     settings = _settings(raw, "prophet", spec_path, ProphetSettings, "prophet: {country_holidays: US}")
-    step = pd.tseries.frequencies.to_offset(freq)
     start = pd.Timestamp("2001-01-01")
-    if settings.get("country_holidays") and start + step - start > pd.Timedelta(days=1):
+    step = start + pd.tseries.frequencies.to_offset(freq) - start if freq else pd.Timedelta(0)
+    if settings.get("country_holidays") and step > pd.Timedelta(days=1):
         raise SpecError(f"{spec_path}: prophet.country_holidays needs daily or finer data; at freq {freq!r} the "
                         "timestamps rarely fall on a holiday, so remove it")
     return settings

@@ -118,10 +118,10 @@ class AutoForecaster:
 
     @classmethod
     def from_spec(cls, spec: SeriesSpec, **overrides) -> AutoForecaster:
-        """Settings of a `SeriesSpec` (season_length, horizon, log_transform, network, prophet), overridable by
-        keyword."""
-        settings = {"season_length": spec.season_length, "horizon": spec.horizon, "log_transform": spec.log_transform,
-                    "network": spec.network, "prophet": spec.prophet}
+        """Settings of a `SeriesSpec` (season_length, horizon, folds, log_transform, network, prophet), overridable
+        by keyword."""
+        settings = {"season_length": spec.season_length, "horizon": spec.horizon, "folds": spec.folds,
+                    "log_transform": spec.log_transform, "network": spec.network, "prophet": spec.prophet}
         return cls(**(settings | overrides))
 
     def fit(self, series: pd.Series, regressors: pd.DataFrame | None = None) -> AutoForecaster:

@@ -256,18 +256,16 @@ def _prophet(y: pd.Series, horizon: int, level: int, settings: ProphetSettings,
                     seasonality_mode=settings.seasonality_mode)
     if settings.country_holidays is not None:
         model.add_country_holidays(country_name=settings.country_holidays)
-    columns = [] if regressors is None else list(regressors.columns)
-    for column in columns:
+    known = pd.DataFrame(index=range(len(y) + horizon)) if regressors is None else regressors.reset_index(drop=True)
+    for column in known.columns:
         model.add_regressor(column)
-    known = regressors if regressors is not None else pd.DataFrame(index=range(len(y) + horizon))
     # Prophet draws its interval samples from numpy's global generator: seed it, then put the caller's state back.
     state = np.random.get_state()
     try:
         np.random.seed(PROPHET_SEED)
-        history = {column: known[column].to_numpy()[:len(y)] for column in columns}
-        model.fit(pd.DataFrame({"ds": y.index, "y": y.to_numpy(), **history}))
-        ahead = {column: known[column].to_numpy()[len(y):] for column in columns}
-        future = pd.DataFrame({"ds": future_index(y.index, horizon), **ahead})
+        model.fit(pd.concat([pd.DataFrame({"ds": y.index, "y": y.to_numpy()}), known.iloc[:len(y)]], axis=1))
+        future = pd.concat([pd.DataFrame({"ds": future_index(y.index, horizon)}),
+                            known.iloc[len(y):].reset_index(drop=True)], axis=1)
         forecast = model.predict(future)
     finally:
         np.random.set_state(state)
