@@ -11,7 +11,7 @@ from prophet.make_holidays import make_holidays_df
 from tmiv_assets.ml.data.ingest import read_series
 from tmiv_assets.ml.data.spec import SpecError, load_series_spec
 from tmiv_assets.ml.forecasting.auto import DEFAULT_MODELS, AutoForecaster, prefer_default
-from tmiv_assets.ml.forecasting.backtest import COMBINATION, backtest, fold_origins
+from tmiv_assets.ml.forecasting.backtest import COMBINATION, backtest, calibrate, fold_origins
 from tmiv_assets.ml.forecasting.diagnostics import diagnose
 from tmiv_assets.ml.forecasting.models import (
     CANDIDATES,
@@ -194,6 +194,17 @@ def test_conformal_calibration_moves_coverage_towards_nominal(noise, direction):
         assert calibration.coverage_before < 0.8 and calibration.factor > 1
     else:
         assert calibration.coverage_before == 1.0 and calibration.factor < 1
+
+
+def test_calibration_keeps_intervals_that_already_cover_the_nominal_share():
+    """57 of 60 backtest points inside (95%): a conformal factor would widen the intervals to cover all of them."""
+    actual = np.where(np.arange(60) % 20 == 7, 2.0, 0.5)  # one miss per fold
+    forecasts = pd.DataFrame({"fold": np.repeat([0, 1, 2], 20), "actual": actual, "yhat": 0.0, "yhat_lower": -1.0,
+                              "yhat_upper": 1.0})
+    calibration = calibrate(forecasts, 95)
+    assert calibration.coverage_before == 0.95
+    assert calibration.factor == 1.0 and calibration.coverage_after == 0.95
+    assert calibrate(forecasts.assign(yhat_upper=0.25), 95).factor > 1  # too narrow: widened
 
 
 def test_short_series_skips_seasonal_models_with_the_reason():
