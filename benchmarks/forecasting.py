@@ -130,6 +130,23 @@ def timed(call) -> tuple[np.ndarray | None, float, str]:
     return forecast, time.perf_counter() - started, note
 
 
+def quiet_libraries() -> None:
+    """No library warnings or per-fit INFO lines in the tables."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+    logging.getLogger("cmdstanpy").propagate = False
+
+
+def print_notes(long: pd.DataFrame) -> pd.DataFrame:
+    """Print the methods that were skipped or failed on a series (why), and return those rows."""
+    notes = long[long["note"] != ""]
+    if len(notes):
+        print("\nSkipped or failed")
+        print(notes[["series", "method", "note"]].to_string(index=False))
+    return notes
+
+
 def prophet_default(train: pd.Series, horizon: int) -> np.ndarray:
     from prophet import Prophet
 
@@ -179,10 +196,7 @@ def main() -> None:
     parser.add_argument("--series", nargs="*", default=list(SERIES), choices=SERIES)
     parser.add_argument("--groups", nargs="*", default=list(GROUPS), choices=list(GROUPS))
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("prophet").setLevel(logging.WARNING)
-    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
-    logging.getLogger("cmdstanpy").propagate = False
+    quiet_libraries()
     started = time.perf_counter()
     rows, infos = [], []
     for name in args.series:
@@ -213,10 +227,7 @@ def main() -> None:
                          long.groupby("method")["seconds"].mean().rename("all").to_frame().T])
     print("\nMean fit+predict seconds per series")
     print(seconds.round(2).to_string())
-    notes = long[long["note"] != ""]
-    if len(notes):
-        print("\nSkipped or failed")
-        print(notes[["series", "method", "note"]].to_string(index=False))
+    notes = print_notes(long)
     coverage = table.groupby("group", sort=False)[["coverage", "backtest_before", "backtest_after"]].mean()
     print("\nOur 95% interval: share of holdout points inside, and the backtest's cross-validated share before and "
           "after the conformal factor (means over series)")

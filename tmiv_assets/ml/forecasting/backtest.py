@@ -26,9 +26,9 @@ backtest's empirical coverage matches the nominal level. The ratios are pooled o
 would be only one point per fold. Coverage after calibration is cross-validated (each fold scored with the factor
 from the other folds) so it is not flattered by scoring the factor on the points it was fitted to. When the model's
 own intervals came at least as close to the nominal level over the backtest, they are kept (factor 1): with three
-folds a factor fitted on two often misses the third. On the benchmark's 28 non-weekly series (mean per series) the
-rule keeps the holdout coverage of always applying the factor (93.4%; 92.2% with the models' own intervals), and
-the backtest's cross-validated coverage rises from 89.9% to 93.7%.
+folds a factor fitted on two often misses the third. On the benchmark's 28 non-weekly series the backtest's
+cross-validated coverage rose from 89.9% (always the factor) to 93.7%; on the holdout the mean per series stayed
+93.4%, and all holdout points pooled went from 92.5% to 91.6%.
 """
 
 from __future__ import annotations
