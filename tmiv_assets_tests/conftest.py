@@ -4,10 +4,12 @@ import socket
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from tmiv_assets.defs.assets.automl import TrainingConfig
 from tmiv_assets.defs.resources import build_resources
+from tmiv_assets.ml.data.ingest import read_series_frame, split_series
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
@@ -78,3 +80,8 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def read_series(spec) -> pd.Series:
+    """The observed series of a series spec's file, as series_data stores it (without the regressors)."""
+    return split_series(read_series_frame(spec), spec.name)[0]

@@ -11,7 +11,6 @@ from tmiv_assets.ml.data.cleaning import DatasetCleaner
 from tmiv_assets.ml.data.ingest import (
     DataValidationError,
     append_labelled_batches,
-    read_series,
     read_table,
     validate_dataset,
 )
@@ -20,6 +19,7 @@ from tmiv_assets.ml.data.splits import split_dataset
 from tmiv_assets.ml.features.builder import FeatureBuilder
 from tmiv_assets.ml.monitoring.drift import evidently_report
 from tmiv_assets.ml.monitoring.statistics import DriftSettings, DriftStatistics
+from tmiv_assets_tests.conftest import read_series
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

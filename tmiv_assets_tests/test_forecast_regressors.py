@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from tmiv_assets.defs.jobs import FORECAST_ASSETS
-from tmiv_assets.ml.data.ingest import DataValidationError, read_series, read_series_frame
+from tmiv_assets.ml.data.ingest import DataValidationError, read_series_frame
 from tmiv_assets.ml.data.spec import SpecError, load_series_spec
 from tmiv_assets.ml.forecasting.auto import AutoForecaster
 from tmiv_assets.ml.forecasting.backtest import backtest, fold_origins
 from tmiv_assets.ml.forecasting.models import COLUMNS, fit_predict
 from tmiv_assets.resources.feature_store import FeatureStore
-from tmiv_assets_tests.conftest import resources_for
+from tmiv_assets_tests.conftest import read_series, resources_for
 
 HORIZON = 12
 LIFT = 40.0  # the promotion's effect on sales

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from prophet.make_holidays import make_holidays_df
 
-from tmiv_assets.ml.data.ingest import read_series
 from tmiv_assets.ml.data.spec import SpecError, load_series_spec
 from tmiv_assets.ml.forecasting.auto import DEFAULT_MODELS, AutoForecaster, prefer_default
 from tmiv_assets.ml.forecasting.backtest import COMBINATION, backtest, calibrate, fold_origins
@@ -22,6 +21,7 @@ from tmiv_assets.ml.forecasting.models import (
     fit_predict,
     season_length_for,
 )
+from tmiv_assets_tests.conftest import read_series
 
 SERIES_DIR = Path(__file__).resolve().parents[1] / "data" / "series"
 SEASONAL = ("seasonal_naive", "auto_arima", "auto_arima_log", "auto_ets", "auto_theta")

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmiv_assets.ml.data.ingest import read_series
 from tmiv_assets.ml.data.spec import SpecError, load_series_spec
 from tmiv_assets.ml.forecasting.auto import DEFAULT_MODELS, AutoForecaster
 from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings, SequenceNetwork, make_windows
+from tmiv_assets_tests.conftest import read_series
 
 SERIES_DIR = Path(__file__).resolve().parents[1] / "data" / "series"
 

@@ -8,7 +8,7 @@ from dagster_mlflow.resources import MlFlow
 from tmiv_assets.defs.assets.data import stored_version_metadata
 from tmiv_assets.defs.metadata import bad_input_as_failure, engine_errors_as_failure, markdown_table
 from tmiv_assets.defs.partitions import series_partitions
-from tmiv_assets.ml.data.ingest import observed_rows
+from tmiv_assets.ml.data.ingest import observed_rows, split_series
 from tmiv_assets.ml.forecasting.auto import AutoForecaster
 from tmiv_assets.ml.forecasting.diagnostics import diagnose
 from tmiv_assets.ml.forecasting.models import season_length_for
@@ -26,8 +26,7 @@ def stored_series(store: FeatureStore, name: str, version: int | str = "latest"
     stored = store.version("series_data", name, version)
     frame, lineage = store.load("series_data", name, stored.version), store.lineage("series_data", name, stored.version)
     table = frame.set_index(pd.DatetimeIndex(frame["ds"], freq=lineage["freq"])).drop(columns="ds")
-    series = table["y"].iloc[:observed_rows(table)].astype(float).rename(name)
-    regressors = table.drop(columns="y") if table.shape[1] > 1 else None
+    series, regressors = split_series(table, name)
     return series, regressors, lineage["settings"], stored.version
 
 

@@ -391,10 +391,11 @@ def unparseable_dates(values: pd.Series) -> list[str]:
     return values[parsed.isna() & values.notna()].astype(str).tolist()
 
 
-def read_series(spec) -> pd.Series:
-    """The observed series, regular and indexed by date, as described by a `SeriesSpec`."""
-    frame = read_series_frame(spec)
-    return frame["y"].iloc[:observed_rows(frame)].rename(spec.name)
+def split_series(frame: pd.DataFrame, name: str) -> tuple[pd.Series, pd.DataFrame | None]:
+    """(the observed series, its regressors over the history and the future rows or None) of a
+    `read_series_frame` frame."""
+    series = frame["y"].iloc[:observed_rows(frame)].astype(float).rename(name)
+    return series, frame.drop(columns="y") if frame.shape[1] > 1 else None
 
 
 def observed_rows(frame: pd.DataFrame) -> int:

@@ -283,7 +283,7 @@ def _declines(reason: str):
 def _regular(series: pd.Series) -> pd.Series:
     """A float copy of `series` whose DatetimeIndex carries its frequency; a clear error otherwise."""
     if not isinstance(series, pd.Series) or not isinstance(series.index, pd.DatetimeIndex):
-        raise ValueError("expected a pd.Series with a DatetimeIndex (see ingest.read_series)")
+        raise ValueError("expected a pd.Series with a DatetimeIndex (see ingest.read_series_frame and split_series)")
     y = series.astype(float)
     if not np.isfinite(y.to_numpy()).all():
         raise ValueError(f"series has {int((~np.isfinite(y.to_numpy())).sum())} missing or infinite values; fill "
