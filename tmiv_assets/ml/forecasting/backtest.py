@@ -1,11 +1,11 @@
 """Rolling-origin backtest of the candidate models, a median combination, and conformal calibration of intervals.
 
 Folds: `folds` forecast origins with an expanding window, each forecasting `horizon` steps; origins are `horizon`
-apart and the last fold ends at the series' last observation, so the folds tile the series' tail without overlap.
-A fold's models see only the observations before its origin — the future never leaks into a forecast; regressors,
-being known ahead, are given up to the fold's last forecast step and no further. A short
-series gets fewer folds (at least one): the first training window keeps two full seasons when the series allows
-it, so the seasonal models can be scored, and never fewer than MIN_TRAIN points.
+apart and the last fold ends at the series' last observation, so the folds tile the series' tail without overlap. A
+fold's models see only the observations before its origin — the future never leaks into a forecast; regressors,
+being known ahead, are given up to the fold's last forecast step and no further. A short series gets fewer folds (at
+least one): the first training window keeps two full seasons when the series allows it, so the seasonal models can
+be scored, and never fewer than MIN_TRAIN points.
 
 Scores per model and fold, on the original scale (after any log back-transform):
 - MASE: MAE over the in-sample MAE of the seasonal naive forecast on that fold's training part (Hyndman & Koehler
