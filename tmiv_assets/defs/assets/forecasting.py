@@ -8,7 +8,7 @@ from dagster_mlflow.resources import MlFlow
 from tmiv_assets.defs.assets.data import stored_version_metadata
 from tmiv_assets.defs.metadata import bad_input_as_failure, engine_errors_as_failure, markdown_table
 from tmiv_assets.defs.partitions import series_partitions
-from tmiv_assets.ml.data.ingest import observed_rows, split_series
+from tmiv_assets.ml.data.ingest import split_series
 from tmiv_assets.ml.forecasting.auto import AutoForecaster
 from tmiv_assets.ml.forecasting.diagnostics import diagnose
 from tmiv_assets.ml.forecasting.models import season_length_for
@@ -56,11 +56,11 @@ def series_data(context: dg.AssetExecutionContext, source: DataSource, store: Fe
                 "prophet": spec.prophet}
     version = store.save("series_data", name, table.rename_axis("ds").reset_index(),
                          {"file": str(spec.path), "freq": freq, "settings": settings})
-    observed = observed_rows(table)
+    series, _ = split_series(table, name)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": observed, "first": str(table.index[0].date()),
-        "last": str(table.index[observed - 1].date()), "freq": freq, **settings,
-        "regressors": list(spec.regressors), "future_rows": len(table) - observed,
+        "dagster/row_count": len(series), "first": str(series.index[0].date()),
+        "last": str(series.index[-1].date()), "freq": freq, **settings,
+        "regressors": list(spec.regressors), "future_rows": len(table) - len(series),
         "source_file": dg.MetadataValue.path(str(spec.path)), **stored_version_metadata(version)})
 
 

@@ -421,11 +421,11 @@ def read_series_frame(spec) -> pd.DataFrame:
     columns = {"y": spec.value_column} | {name: name for name in regressors}
     table = pd.DataFrame({key: _numbers(frame[column], spec, column) for key, column in columns.items()})
     table = table.set_axis(index).sort_index()
-    observed = table["y"].notna().to_numpy().nonzero()[0]
+    filled = table["y"].notna().to_numpy().nonzero()[0]
     # Without regressors a row with no value is missing data; with them, rows after the last value are the future.
-    history = int(observed[-1]) + 1 if regressors and len(observed) else len(table)
+    history = int(filled[-1]) + 1 if regressors and len(filled) else len(table)
     missing = table["y"].iloc[:history].isna()
-    if missing.any() or not len(observed):
+    if missing.any() or not len(filled):
         raise DataValidationError(
             f"{spec.path}: value column '{spec.value_column}' has {int(missing.sum()) or len(table)} missing or "
             f"non-numeric values; fill them before forecasting{_first(missing)}",
@@ -450,8 +450,9 @@ def read_series_frame(spec) -> pd.DataFrame:
             spec.path,
             spec.time_column,
         ) from error
+    observed = observed_rows(table)
     # Cells were checked before: a missing one now is a period asfreq added.
-    gaps = table["y"].isna() & (np.arange(len(table)) < observed_rows(table)) | table[regressors].isna().any(axis=1)
+    gaps = table["y"].isna() & (np.arange(len(table)) < observed) | table[regressors].isna().any(axis=1)
     if gaps.any():
         raise DataValidationError(
             f"{spec.path}: time column '{spec.time_column}' has {int(gaps.sum())} gaps at frequency '{freq}'; "
@@ -459,11 +460,11 @@ def read_series_frame(spec) -> pd.DataFrame:
             spec.path,
             spec.time_column,
         )
-    ahead = len(table) - observed_rows(table)
+    ahead = len(table) - observed
     if regressors and ahead < spec.horizon:
         raise DataValidationError(
             f"{spec.path}: regressors {regressors} are given for {ahead} rows after the last observation "
-            f"({table.index[observed_rows(table) - 1]:%Y-%m-%d}); forecasting {spec.horizon} steps needs "
+            f"({table.index[observed - 1]:%Y-%m-%d}); forecasting {spec.horizon} steps needs "
             f"{spec.horizon}: add the future rows (time and regressors, value empty) or lower horizon in "
             f"{spec.spec_path}",
             spec.path,
@@ -487,7 +488,7 @@ def _inferred_freq(index: pd.DatetimeIndex, spec) -> str:
     return freq
 
 
-def _numbers(values: pd.Series, spec, column: str) -> pd.Series:
+def _numbers(values: pd.Series, spec, column: str) -> np.ndarray:
     """The column as numbers; text that is not a number fails naming it (an empty cell stays missing)."""
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna() & values.notna() & (values.astype(str).str.strip() != "")
@@ -502,11 +503,9 @@ def _numbers(values: pd.Series, spec, column: str) -> pd.Series:
 
 
 def _first(flags: pd.Series) -> str:
-    """' (first at <date>)' for the first flagged row of a date-indexed mask; empty when none or not dated."""
-    hits = flags[flags.to_numpy(bool)]
-    if not len(hits) or not isinstance(hits.index, pd.DatetimeIndex):
-        return ""
-    return f" (first at {hits.index[0]:%Y-%m-%d})"
+    """' (first at <date>)' for the first flagged row of a date-indexed mask; empty when none is flagged."""
+    hits = flags.index[flags.to_numpy(bool)]
+    return f" (first at {hits[0]:%Y-%m-%d})" if len(hits) else ""
 
 
 def append_labelled_batches(

@@ -317,10 +317,10 @@ def _settings(raw: dict, key: str, spec_path: Path, settings: type, example: str
 
 def load_series_spec(spec_path: Path) -> SeriesSpec:
     raw = _load_yaml(spec_path, SERIES_FIELDS)
-    freq = raw.get("freq")
+    freq = None if raw.get("freq") is None else str(raw["freq"])
     try:
         if freq is not None:
-            pd.tseries.frequencies.to_offset(str(freq))
+            pd.tseries.frequencies.to_offset(freq)
     except ValueError as error:
         raise SpecError(f"{spec_path}: freq {freq!r} is not a pandas frequency; use e.g. MS, D, h or W, or leave it "
                         "out to infer it from the timestamps") from error
@@ -337,13 +337,13 @@ def load_series_spec(spec_path: Path) -> SeriesSpec:
         path=_data_path(raw, spec_path),
         time_column=time_column,
         value_column=value_column,
-        freq=None if freq is None else str(freq),
+        freq=freq,
         season_length=_integer(raw, "season_length", spec_path, None),
         horizon=_integer(raw, "horizon", spec_path, 24),
         folds=_integer(raw, "folds", spec_path, 3),
         log_transform=bool(log_transform),
         network=_network(raw, spec_path),
-        prophet=_prophet(raw, spec_path, None if freq is None else str(freq)),
+        prophet=_prophet(raw, spec_path, freq),
         regressors=regressors,
         spec_path=spec_path,
     )
