@@ -16,7 +16,7 @@ from tmiv_assets.ml.forecasting.auto import AutoForecaster
 from tmiv_assets.ml.forecasting.backtest import backtest, fold_origins
 from tmiv_assets.ml.forecasting.models import COLUMNS, fit_predict
 from tmiv_assets.resources.feature_store import FeatureStore
-from tmiv_assets_tests.conftest import read_series, resources_for
+from tmiv_assets_tests.conftest import PROJECT_ROOT, read_series, resources_for
 
 HORIZON = 12
 LIFT = 40.0  # the promotion's effect on sales
@@ -179,3 +179,15 @@ def test_forecast_assets_carry_regressors_from_the_file_to_the_forecast(tmp_path
     assert abs(gap - LIFT) < 12, gap
     stored = FeatureStore(home=str(home)).load("series_data", "sales")
     assert stored["y"].isna().sum() == HORIZON and stored["promotion"].notna().all()
+
+
+def test_the_readmes_series_spec_example_loads_and_reads(tmp_path):
+    """The README's `Adding a series` YAML, as written, on a sales.csv shaped as it describes."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    example = re.search(r"Adding a series: .*?```yaml\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "sales.yaml").write_text(example)
+    _file().rename(columns={"sales": "units"}).to_csv(tmp_path / "sales.csv", index=False)
+    spec = load_series_spec(tmp_path / "sales.yaml")
+    assert spec.regressors == ("promotion",) and spec.horizon == HORIZON and spec.folds == 3
+    frame = read_series_frame(spec)
+    assert frame["y"].iloc[-HORIZON:].isna().all() and len(read_series(spec)) == 120
