@@ -310,7 +310,8 @@ def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
 
 
 @pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [
-    (500, 10, 30, 5), (20_000, 50, 30, 3), (50_000, 150, 30, 1), (150_000, 5, 600, 1)])
+    (500, 10, 30, 5), (10_000, 50, 30, 3), (20_000, 50, 30, 2), (20_000, 100, 30, 1), (50_000, 150, 300, 3),
+    (150_000, 5, 600, 1)])
 def test_validation_is_sized_to_rows_features_and_budget(rows, columns, budget, folds):
     assert AutoML(time_budget_s=budget)._n_folds((rows, columns)) == folds
 
