@@ -12,13 +12,22 @@ from catboost import CatBoostClassifier
 from lightgbm import LGBMClassifier
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import Lasso, LogisticRegression
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 
 from tmiv_assets.ml.automl.catalog import CATALOG, XGBLabelClassifier, families_for
 from tmiv_assets.ml.automl.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline, training_histories
-from tmiv_assets.ml.automl.fitting import FIRST_CHUNK, DeadlineReached, best_rounds, fit_within, model_size
+from tmiv_assets.ml.automl.fitting import (
+    FIRST_CHUNK,
+    SOLVER_CHUNK,
+    DeadlineReached,
+    best_rounds,
+    fit_within,
+    model_size,
+)
 from tmiv_assets.ml.automl.tuning import COSTS, make_sampler, study_plots
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
 from tmiv_assets.ml.metrics import score_model
@@ -324,6 +333,26 @@ def test_boosting_stops_early_on_the_validation_fold_and_at_the_deadline():
     forest = RandomForestClassifier(n_estimators=5000, random_state=0)
     with pytest.raises(DeadlineReached, match=f"stopped at the deadline after {FIRST_CHUNK} of 5000"):
         fit_within(forest, X, y, deadline=time.monotonic())
+
+
+def test_an_iterative_linear_fit_is_cut_at_the_deadline_and_unchanged_when_it_converges():
+    X, y = load_breast_cancer(return_X_y=True)
+    scaled = StandardScaler().fit_transform(X)
+    plain = LogisticRegression(max_iter=3000).fit(scaled, y)
+    assert plain.n_iter_[0] < SOLVER_CHUNK
+    chunked = fit_within(LogisticRegression(max_iter=3000), scaled, y, deadline=time.monotonic() + 60)
+    np.testing.assert_array_equal(chunked.coef_, plain.coef_)
+    assert (chunked.max_iter, chunked.warm_start) == (3000, False)  # a later refit starts from scratch
+    lasso = fit_within(Lasso(alpha=1e-4, max_iter=5000, tol=1e-8), scaled, y.astype(float),
+                       deadline=time.monotonic() + 60)
+    reference = Lasso(alpha=1e-4, max_iter=5000, tol=1e-8).fit(scaled, y.astype(float))
+    assert reference.n_iter_ > 10 * SOLVER_CHUNK  # resumed over many chunks, it reaches the same solution
+    np.testing.assert_allclose(lasso.coef_, reference.coef_, atol=1e-4)
+    # Unscaled and nearly unregularised, L-BFGS runs for thousands of iterations (about 5 s per 12,500).
+    started = time.monotonic()
+    with pytest.raises(DeadlineReached, match="LogisticRegression stopped at the deadline after"):
+        fit_within(LogisticRegression(C=1e6, tol=1e-14, max_iter=10_000_000), X, y, deadline=started + 0.5)
+    assert time.monotonic() - started < 1.5
 
 
 @pytest.mark.parametrize(("objective", "tolerance"), [("latency", 0.0), ("latency", 0.05), ("size", 0.02)])
