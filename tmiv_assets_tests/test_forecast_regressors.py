@@ -47,6 +47,15 @@ def test_models_that_take_regressors_forecast_their_effect(model, months):
     assert with_promotion < 4 and with_promotion < without / 2, (with_promotion, without)
 
 
+def test_prophet_takes_a_regressor_whatever_its_name():
+    """Prophet reserves the names of its own components; a column called `trend` or `holidays` is a regressor."""
+    y, promotion = _promoted()
+    expected = fit_predict("prophet", y, HORIZON, 12, regressors=promotion)
+    for reserved in ("trend", "holidays"):
+        renamed = fit_predict("prophet", y, HORIZON, 12, regressors=promotion.rename(columns={"promotion": reserved}))
+        pd.testing.assert_frame_equal(renamed, expected)
+
+
 def test_models_without_regressor_support_ignore_them():
     y, promotion = _promoted()
     plain = fit_predict("auto_ets", y, HORIZON, 12)

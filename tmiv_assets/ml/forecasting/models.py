@@ -257,6 +257,9 @@ def _prophet(y: pd.Series, horizon: int, level: int, settings: ProphetSettings,
     if settings.country_holidays is not None:
         model.add_country_holidays(country_name=settings.country_holidays)
     known = pd.DataFrame(index=range(len(y) + horizon)) if regressors is None else regressors.reset_index(drop=True)
+    # Prophet reserves names of its own components (trend, holidays, yhat, cap...): its regressors get
+    # positional names, so any column of the user's can be one.
+    known.columns = [f"regressor_{position}" for position in range(known.shape[1])]
     for column in known.columns:
         model.add_regressor(column)
     # Prophet draws its interval samples from numpy's global generator: seed it, then put the caller's state back.
