@@ -69,6 +69,8 @@ def test_auto_forecaster_uses_regressors_and_forecasts_promoted_months_higher():
     assert auto.regressors_ == ("promotion",)
     assert auto.chosen_ in ("auto_arima", "prophet"), auto.leaderboard_
     board = auto.leaderboard_.set_index("model")
+    assert board["regressors"].to_dict() == {"seasonal_naive": "", "auto_ets": "", "auto_arima": "promotion",
+                                             "prophet": "promotion"}
     assert board.loc[auto.chosen_, "mase"] < 0.6 * board.loc["auto_ets", "mase"]
     forecast = auto.predict()
     promoted = promotion["promotion"].reindex(forecast.index).to_numpy(bool)

@@ -147,6 +147,12 @@ class AutoForecaster:
             raise ValueError(f"no model can forecast this series of {len(y)} points ({reasons})")
         self.fold_scores_ = result.scores
         self.leaderboard_, self.choice_ = prefer_default(self.leaderboard_, result.scores)
+        # Which models forecast with the regressors (the others forecast the series from its past alone).
+        takes = {name for name, candidate in candidates.items() if candidate.regressors and self.regressors_}
+        takes |= {COMBINATION} if takes & set(result.members) else set()
+        board = self.leaderboard_
+        board["regressors"] = np.where(board["model"].isin(takes) & (board["status"] == "ok"),
+                                       ", ".join(self.regressors_), "")
         self.fold_forecasts_ = result.forecasts
         self.combination_members_ = result.members
         return self
