@@ -80,7 +80,7 @@ def test_spec_network_settings_reach_the_networks_and_bad_ones_name_the_setting(
     assert auto._network("lstm") == NetworkSettings(architecture="lstm", width=8, depth=1, bidirectional=True)
     assert auto._network("gru") == NetworkSettings(architecture="gru", width=8, depth=1)
     path.write_text(body + "network: {widht: 8}\n")
-    with pytest.raises(SpecError, match="network has an unknown setting"):
+    with pytest.raises(SpecError, match=r"network settings: unknown network settings \['widht'\]; use \["):
         load_series_spec(path)
     path.write_text(body + "network: {architecture: gru, bidirectional: true}\n")
     with pytest.raises(SpecError, match="bidirectional applies to the lstm architecture only"):

@@ -364,21 +364,15 @@ def _prophet(raw: dict, spec_path: Path, freq: str | None) -> dict:
 
 
 def _network(raw: dict, spec_path: Path) -> dict:
-    """The spec's `network` mapping, checked by building the settings it describes."""
+    """The spec's `network` mapping: the architectures to backtest, and the settings NetworkSettings checks."""
     from tmiv_assets.ml.forecasting.neural import ARCHITECTURES, NetworkSettings  # torch loads only where used
 
-    network = raw.get("network") or {}
-    if not isinstance(network, dict):
-        raise SpecError(f"{spec_path}: network must be a mapping such as {{architectures: [gru], width: 32}}")
+    example = "network: {architectures: [gru], width: 32}"
+    network = _mapping(raw, "network", spec_path, example)
     architectures = network.get("architectures", [])
     if not isinstance(architectures, list) or not set(architectures) <= set(ARCHITECTURES):
         raise SpecError(f"{spec_path}: network.architectures must be a list of {list(ARCHITECTURES)} (empty: none), "
                         f"got {architectures!r}")
-    try:
-        NetworkSettings(**{key: value for key, value in network.items() if key != "architectures"})
-    except TypeError as error:
-        raise SpecError(f"{spec_path}: network has an unknown setting ({error}); the settings are "
-                        f"{list(NetworkSettings.__dataclass_fields__)}") from error
-    except ValueError as error:
-        raise SpecError(f"{spec_path}: network: {error}") from error
+    settings = {key: value for key, value in network.items() if key != "architectures"}
+    _settings({"network": settings}, "network", spec_path, NetworkSettings, example)
     return dict(network)

@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,13 +31,17 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+from tmiv_assets.ml.monitoring.settings import SpecSettings
+
 ARCHITECTURES = ("lstm", "gru", "tcn", "transformer")
 MIN_WINDOWS = 12  # fewer training windows than this cannot train and validate a network honestly
 MAX_WINDOWS = 1024  # the most recent windows only: older ones add time, not much accuracy
 
 
 @dataclass(frozen=True)
-class NetworkSettings:
+class NetworkSettings(SpecSettings):
+    KIND: ClassVar[str] = "network"
+
     architecture: str = "gru"
     lookback: int | None = None
     """Past values read per forecast; None: two seasons, at least the horizon and 8, at most a third of the data."""
