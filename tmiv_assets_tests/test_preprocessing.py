@@ -136,6 +136,25 @@ def test_pooled_categories_are_target_encoded_as_scikit_learns_target_encoder(ta
     assert not np.allclose(encoded[:, -len(suffixes):], ours.transform(X)[:, -len(suffixes):])
 
 
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_rare_categories_get_their_own_encoding_where_they_set_the_target(task):
+    """200 entities of 12 rows each, each on its own level (as countries' GDP or a cow's diet), beside an id of
+    as many categories that says nothing: the entities are encoded one by one, the id not at all."""
+    from tmiv_assets.ml.features.preprocessing import TARGET_TYPE_OF
+
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"entity": np.repeat([f"e{k:03d}" for k in range(200)], 12),
+                      "id": rng.choice([f"n{k:03d}" for k in range(200)], 2400), "x": rng.normal(size=2400)})
+    y = pd.Series(np.repeat(rng.normal(size=200), 12) * 3 + X["x"] + rng.normal(size=2400))
+    if task != "regression":
+        y = pd.Series(np.array(["low", "mid", "high"])[np.digitize(y, [-1.0, 1.0] if task == "multiclass" else [0.0])])
+    encoder = TabularEncoder(target_type=TARGET_TYPE_OF[task]).fit(X, y)
+    assert encoder.target_encoded_ == ["entity"]
+    assert len(encoder.target_categories_[0]) == 200
+    served = encoder.transform(pd.DataFrame({"entity": ["e000", "e001"], "id": ["n000", "n000"], "x": [0.0, 0.0]}))
+    assert not np.allclose(served[0], served[1])  # two entities, two encodings
+
+
 def test_without_a_target_type_or_a_target_nothing_is_target_encoded():
     X = cities(np.random.default_rng(2), 1000)
     y = pd.Series(np.arange(1000.0))
