@@ -112,6 +112,11 @@ class FrequentCategoriesOneHot(TransformerMixin, BaseEstimator):
         return self.feature_names_out_
 
 
+def _pool_rare(values: pd.Series, kept: pd.Index) -> np.ndarray:
+    """A column's text with the categories outside `kept` as one value, RARE_CATEGORY."""
+    return values.where(values.isin(kept), RARE_CATEGORY).to_numpy()
+
+
 def _frame(X) -> pd.DataFrame:
     return X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
 
@@ -179,8 +184,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
                 self.target_categories_.append(supported)
         self.target_encoder_, targets, encoded = None, None, []
         if self.target_encoded_:
-            folds = target_encoder_folds(self.target_type != "continuous", self.random_state)
-            self.target_encoder_ = TargetEncoder(target_type=self.target_type, cv=folds)
+            self.target_encoder_ = self._target_encoder()
             values = self._rare_pooled(text[self.target_encoded_])
             if cross_fitted:
                 targets = self.target_encoder_.fit_transform(values, y)
@@ -242,9 +246,8 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         of `values`, with the categories outside `kept` as one, explains linearly."""
         if kept.empty:
             return 0.0
-        folds = target_encoder_folds(self.target_type != "continuous", self.random_state)
-        encoder = TargetEncoder(target_type=self.target_type, cv=folds)
-        encoded = encoder.fit_transform(values.where(values.isin(kept), RARE_CATEGORY).to_frame().to_numpy(), y)
+        encoder = self._target_encoder()
+        encoded = encoder.fit_transform(_pool_rare(values, kept)[:, None], y)
         y = np.asarray(y)
         targets = ([y.astype(np.float64)] if self.target_type == "continuous" else
                    [y == encoder.classes_[1]] if self.target_type == "binary" else
@@ -256,8 +259,13 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     def _rare_pooled(self, values: pd.DataFrame) -> np.ndarray:
         """The target-encoded columns' text with categories that have no encoding of their own (rarer in training
         than the minimum chosen for the column, and unseen ones) as one value: TargetEncoder's input."""
-        return np.column_stack([values[column].where(values[column].isin(kept), RARE_CATEGORY).to_numpy()
+        return np.column_stack([_pool_rare(values[column], kept)
                                 for column, kept in zip(self.target_encoded_, self.target_categories_, strict=True)])
+
+    def _target_encoder(self) -> TargetEncoder:
+        """scikit-learn's TargetEncoder cross-fitted on its default folds, seeded (stratified for class targets)."""
+        folds = target_encoder_folds(self.target_type != "continuous", self.random_state)
+        return TargetEncoder(target_type=self.target_type, cv=folds)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return self.feature_names_out_
