@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
@@ -69,6 +69,20 @@ def test_datetime_parts_and_cycles():
     distance = np.hypot(*(out[["t_month_sin", "t_month_cos"]].diff().iloc[1]))
     assert distance < 0.6
     assert np.allclose(out["t_hour_sin"] ** 2 + out["t_hour_cos"] ** 2, 1)
+
+
+def test_date_strings_become_calendar_parts_a_model_can_extrapolate():
+    days = pd.date_range("2000-01-01", periods=200, freq="MS")
+    X = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "month_name": days.strftime("%B")})
+    y = pd.Series(days.year + days.month / 12, name="y")
+    model = Pipeline([("preprocess", make_preprocessor()), ("estimator", Ridge())]).fit(X, y)
+    names = list(model[:-1].get_feature_names_out())
+    assert "date_year" in names and not any(n.startswith("date_20") for n in names)
+    assert any(n.startswith("month_name_") for n in names)  # month names are words, not dates
+    # Text categories would all be unseen here, and predict one constant.
+    later = pd.DataFrame({"date": ["2020-06-01", "2030-06-01", "not a date"], "month_name": ["June"] * 3})
+    predicted = model.predict(later)
+    assert 2019 < predicted[0] < 2021 < predicted[1] and np.isfinite(predicted[2])
 
 
 def categorical_frame(n: int = 300):

@@ -9,6 +9,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import TargetEncoder
 from sklearn.utils.validation import check_is_fitted
 
+from tmiv_assets.ml.data.quality import infer_column_type
 from tmiv_assets.ml.features.engineering import calendar_features, make_scaler, target_encoder_folds
 
 MIN_TARGET_ENCODED_ROWS = 50
@@ -30,6 +31,10 @@ TARGET_TYPE_OF = {"binary": "binary", "multiclass": "multiclass", "regression": 
 class TabularTypes(TransformerMixin, BaseEstimator):
     """Datetime columns become calendar parts, booleans 0/1 floats; columns with no value are dropped.
 
+    Text columns whose every value is a date (ISO strings as CSV readers leave them) count as datetime
+    columns: as text each date would be its own category, with nothing to say about the next one. Values
+    that do not parse at transform time give missing parts.
+
     Runs in front of the encoders, which know only numbers and categories. Part names are
     '<column>_<part>' so explanations map them back to their input column.
     """
@@ -37,15 +42,16 @@ class TabularTypes(TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y=None) -> TabularTypes:
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.empty_columns_ = [c for c in X.columns if X[c].isna().all()]
-        self.datetime_columns_ = [c for c in X.columns if pd.api.types.is_datetime64_any_dtype(X[c])]
+        self.datetime_columns_ = [c for c in X.columns if c not in self.empty_columns_ and _holds_dates(X[c])]
         self.feature_names_out_ = np.asarray(self.transform(X.head(2)).columns, dtype=object)
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "datetime_columns_")
         frame = X.drop(columns=self.empty_columns_)
-        for column in [c for c in self.datetime_columns_ if c not in self.empty_columns_]:
-            frame = pd.concat([frame, calendar_features(frame.pop(column), column)], axis=1)
+        for column in self.datetime_columns_:
+            stamps = pd.to_datetime(frame.pop(column), errors="coerce", format="mixed")
+            frame = pd.concat([frame, calendar_features(stamps, column)], axis=1)
         for column in frame.columns:
             if pd.api.types.is_bool_dtype(frame[column]):
                 frame[column] = frame[column].astype("float64")
@@ -110,6 +116,15 @@ class FrequentCategoriesOneHot(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return self.feature_names_out_
+
+
+def _holds_dates(values: pd.Series) -> bool:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return True
+    if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+        return False
+    distinct = pd.Series(pd.unique(values.dropna()), dtype=object)  # a date column repeats its days
+    return infer_column_type(distinct) == "datetime"
 
 
 def _pool_rare(values: pd.Series, kept: pd.Index) -> np.ndarray:
