@@ -165,3 +165,52 @@ def test_without_a_target_type_or_a_target_nothing_is_target_encoded():
     assert "city_target" not in pooled_none.get_feature_names_out()
     with pytest.raises(ValueError, match="target_type='count'"):
         TabularEncoder(target_type="count").fit(X, y)
+
+
+def test_pooled_categories_get_a_code_a_tree_splits_on_where_the_target_encoding_says_nothing():
+    """60 areas, each half inbound and half outbound (so no target encoding), where the direction is the count
+    against the area's own level: a tree needs to tell the areas apart, which only the code lets it."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(5)
+    areas = np.repeat([f"area{k:02d}" for k in range(60)], 40)
+    outbound = np.tile([0, 1], 1200)
+    level = pd.Series(rng.uniform(0, 20, 60), index=[f"area{k:02d}" for k in range(60)])
+    X = pd.DataFrame({"area": areas, "count": level[areas].to_numpy() + np.where(outbound, 1.0, -1.0)
+                      + rng.normal(0, 0.2, 2400)})
+    X.loc[X.index[-30:], "area"] = "area59x"  # two rarer areas: frequencies differ
+    X.loc[X.index[:6:2], "area"] = "hamlet"  # three rows: too few to learn from, coded as unseen ones
+    X["row_id"] = [f"row{k:04d}" for k in range(len(X))]  # unique per row: nothing to code
+    train, test, y_train, y_test = train_test_split(X, outbound, test_size=0.25, random_state=0, stratify=outbound)
+    encoder = TabularEncoder(target_type="binary")
+    encoded = encoder.fit_transform(train, y_train)
+    names = list(encoder.get_feature_names_out())
+    assert names[-1] == "area_code" and "area_target" not in names  # its encoding would explain nothing
+    assert "row_id_code" not in names
+    code = names.index("area_code")
+    # Codes rank the areas by training frequency, ties in text order, in [0, 1]; rare and unseen ones last
+    ranked = encoder.code_categories_[0]
+    counts = train["area"].value_counts().drop("hamlet")
+    assert list(ranked) == sorted(counts.index, key=lambda area: (-counts[area], area))
+    assert list(ranked[-2:]) == ["area59x", "area59"]  # 30 and 10 rows, the others 40
+    served = encoder.transform(pd.DataFrame({"area": [ranked[0], ranked[1], "atlantis", np.nan, "hamlet"],
+                                             "count": [1.0] * 5, "row_id": ["row0000"] * 5}))
+    mode = list(ranked).index(encoder.categories_encoder_.fill_values_[0])  # a missing area counts as the mode
+    np.testing.assert_allclose(served[:, code], np.array([0, 1, len(ranked), mode, len(ranked)]) / len(ranked))
+    assert encoded[:, code].min() == 0.0 and (encoded[:, code] == 1.0).sum() == train["area"].eq("hamlet").sum()
+
+    def tree_auc(columns: list[int]) -> float:
+        tree = DecisionTreeClassifier(min_samples_leaf=3, random_state=0).fit(encoded[:, columns], y_train)
+        return roc_auc_score(y_test, tree.predict_proba(encoder.transform(test)[:, columns])[:, 1])
+
+    count = names.index("count")
+    assert tree_auc([count]) < 0.8
+    assert tree_auc([count, code]) > 0.9
+
+
+def test_without_a_target_type_no_category_is_coded():
+    X = cities(np.random.default_rng(2), 1000)
+    assert not any(name.endswith("_code") for name in TabularEncoder().fit(X).get_feature_names_out())
+    assert "city_code" in TabularEncoder(target_type="continuous").fit(X).get_feature_names_out()

@@ -22,6 +22,9 @@ FINE_ENCODING_GAIN = 0.05
 """Share of the target's variance a lower minimum's cross-fitted encoding must explain beyond the one at
 MIN_TARGET_ENCODED_ROWS. GDP by country gains 0.57 and a cow's diet 1.0; tail numbers of flights 0.003 and
 loan applicants' job titles 0.002, where the rarer categories' encodings cost accuracy."""
+MIN_CODED_ROWS = 5
+"""Rarer categories share the last code with unseen ones: a tree cannot learn what a category seen once or
+twice means, and ranking ids that are unique per row (airport codes) by their text only adds noise."""
 RARE_CATEGORY = "\x00rare"  # a value no text column holds
 TARGET_TYPES = ("binary", "multiclass", "continuous")
 """What TabularEncoder's target encoding takes; a task's is TARGET_TYPE_OF[task]."""
@@ -132,6 +135,14 @@ def _pool_rare(values: pd.Series, kept: pd.Index) -> np.ndarray:
     return values.where(values.isin(kept), RARE_CATEGORY).to_numpy()
 
 
+def _by_frequency(values: pd.Series) -> pd.Index:
+    """A column's categories with MIN_CODED_ROWS rows, most frequent first, ties in text order (the same ranks on
+    every run)."""
+    counts = values.value_counts()
+    counts = counts[counts >= MIN_CODED_ROWS]
+    return pd.Index(sorted(counts.index, key=lambda value: (-counts[value], value)))
+
+
 def _frame(X) -> pd.DataFrame:
     return X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
 
@@ -143,8 +154,12 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     With a `target_type` ('binary', 'multiclass' or 'continuous') and a target to fit on, a column whose rare
     categories were pooled also gets scikit-learn's TargetEncoder columns (`<column>_target`, one per class
     for multiclass targets), so the pooled categories keep what they say about the target: 46 cities are
-    not one value. `fit_transform` encodes the training rows cross-fitted (no row sees its own target);
-    `transform` uses the statistics of all training rows. Continuous targets' encodings are standardized.
+    not one value. Each pooled column also gets a code (`<column>_code`): its categories ranked by training
+    frequency and scaled to [0, 1], those rarer than MIN_CODED_ROWS and unseen ones last, so a tree can still
+    tell one category from another where the target encoding carries nothing (273 US areas, each half inbound
+    and half outbound, whose counts mean different things in each). `fit_transform` encodes the training rows
+    cross-fitted (no row sees its own target); `transform` uses the statistics of all training rows.
+    Continuous targets' encodings are standardized.
 
     It computes what a ColumnTransformer of SimpleImputer + scaler and the category encoder does, without
     stacking column blocks of different memory layouts, which took about 1 s per million rows of the served
@@ -165,7 +180,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     def fit_transform(self, X: pd.DataFrame, y=None, **fit_params) -> np.ndarray:
         X = _frame(X)
         targets = self._fit(X, y, cross_fitted=True)
-        out = self._encode(X)
+        out = self._encode(X, self._text_values(X, self.text_columns_))
         if targets is not None:
             out[:, -targets.shape[1]:] = targets
         return out
@@ -191,9 +206,14 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         pooled = [] if self.categories_encoder_ is None else [
             column for column, infrequent in zip(self.categorical_, self.categories_encoder_.infrequent_, strict=True)
             if infrequent]
+        self.text_columns_ = pooled if self.target_type is not None else []  # coded or target-encoded
+        text = self._text_values(X, self.text_columns_)
+        ranked = {column: _by_frequency(text[column]) for column in text.columns}
+        self.coded_ = [column for column in text.columns if len(ranked[column]) > 1]  # more than one, or no code
+        self.code_categories_ = [ranked[column] for column in self.coded_]
+        codes = [f"{column}_code" for column in self.coded_]
         self.target_encoded_, self.target_categories_ = [], []
-        text = self._text_values(X, pooled) if pooled and self.target_type is not None and y is not None else None
-        for column in [] if text is None else pooled:  # those with a category common enough for its own encoding
+        for column in [] if y is None else text.columns:  # those with a category common enough for its encoding
             if (supported := self._supported_categories(text[column], y)).size:
                 self.target_encoded_.append(column)
                 self.target_categories_.append(supported)
@@ -213,20 +233,22 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             encoded = [f"{column}_{suffix}" for column in self.target_encoded_ for suffix in suffixes]
             if targets is not None:
                 targets = (targets - self.target_center_) / self.target_scale_
-        self.feature_names_out_ = np.asarray([*self.numeric_, *categories, *encoded], dtype=object)
+        self.feature_names_out_ = np.asarray([*self.numeric_, *categories, *codes, *encoded], dtype=object)
         return targets
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")
         X = _frame(X)
-        out = self._encode(X)
+        text = self._text_values(X, self.text_columns_)
+        out = self._encode(X, text)
         if self.target_encoder_ is not None:
-            targets = self.target_encoder_.transform(self._rare_pooled(self._text_values(X, self.target_encoded_)))
+            targets = self.target_encoder_.transform(self._rare_pooled(text[self.target_encoded_]))
             out[:, -targets.shape[1]:] = (targets - self.target_center_) / self.target_scale_
         return out
 
-    def _encode(self, X: pd.DataFrame) -> np.ndarray:
-        """Numbers and one-hot categories; the target encodings' columns, last, are left at zero."""
+    def _encode(self, X: pd.DataFrame, text: pd.DataFrame) -> np.ndarray:
+        """Numbers, one-hot categories and the pooled columns' codes (from their `text`, text_columns_); the target
+        encodings' columns, last, are left at zero."""
         out = np.zeros((len(X), len(self.feature_names_out_)), dtype=np.float64)
         if self.numeric_:
             numbers = self._filled(self._numbers(X))
@@ -234,11 +256,16 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         if self.categories_encoder_ is not None:
             end = len(self.numeric_) + len(self.categories_encoder_.feature_names_out_)
             self.categories_encoder_.encode_into(X[self.categorical_], out[:, len(self.numeric_):end])
+            for offset, (column, ranked) in enumerate(zip(self.coded_, self.code_categories_, strict=True)):
+                codes = pd.Categorical(text[column], categories=ranked).codes.astype(np.float64)
+                out[:, end + offset] = np.where(codes < 0, len(ranked), codes) / len(ranked)
         return out
 
     def _text_values(self, X: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         """Categories as text, a missing value as the column's most frequent category (as in the one-hot
         part); text, because TargetEncoder cannot order mixed value types."""
+        if not columns:
+            return pd.DataFrame(index=X.index)
         fills = dict(zip(self.categorical_, self.categories_encoder_.fill_values_, strict=True))
         return pd.DataFrame({c: X[c].astype(object).where(X[c].notna(), fills[c]).astype(str) for c in columns})
 
