@@ -179,14 +179,15 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
 
     def fit_transform(self, X: pd.DataFrame, y=None, **fit_params) -> np.ndarray:
         X = _frame(X)
-        targets = self._fit(X, y, cross_fitted=True)
-        out = self._encode(X, self._text_values(X, self.text_columns_))
+        targets, text = self._fit(X, y, cross_fitted=True)
+        out = self._encode(X, text)
         if targets is not None:
             out[:, -targets.shape[1]:] = targets
         return out
 
-    def _fit(self, X: pd.DataFrame, y, cross_fitted: bool) -> np.ndarray | None:
-        """Learns the encoding; returns the training rows' cross-fitted target encodings when asked."""
+    def _fit(self, X: pd.DataFrame, y, cross_fitted: bool) -> tuple[np.ndarray | None, pd.DataFrame]:
+        """Learns the encoding; returns the training rows' cross-fitted target encodings when asked, and their
+        text_columns_ as text."""
         if self.target_type is not None and self.target_type not in TARGET_TYPES:
             raise ValueError(f"target_type={self.target_type!r}; use one of {TARGET_TYPES} or None")
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
@@ -234,7 +235,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             if targets is not None:
                 targets = (targets - self.target_center_) / self.target_scale_
         self.feature_names_out_ = np.asarray([*self.numeric_, *categories, *codes, *encoded], dtype=object)
-        return targets
+        return targets, text
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")
