@@ -16,6 +16,8 @@ from sklearn.linear_model import Lasso, LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from tmiv_assets.ml.automl import estimator as estimator_module
+from tmiv_assets.ml.automl import search as search_module
 from tmiv_assets.ml.automl.catalog import CATALOG, XGBLabelClassifier, families_for
 from tmiv_assets.ml.automl.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
 from tmiv_assets.ml.automl.estimator import AutoML
@@ -316,6 +318,32 @@ def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
     default_rmse = model.studies_["lightgbm"].trials[0].value
     assert model.ensemble_score_ <= default_rmse  # out-of-fold RMSE of the final model
     assert model.final_kind_ == "refitted on all training rows"  # 3 folds (fast preset): refit on all rows
+
+
+def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_families_twice_a_fair_one(monkeypatch):
+    deadlines, shares = [], {}
+    search_families, run = estimator_module.search_families, search_module._FamilySearch.run
+
+    def deadline_kept(context, families, tuned, started, deadline):
+        deadlines.append(deadline)
+        return search_families(context, families, tuned, started, deadline)
+
+    def share_kept(search, n_trials, limit, study_total=None):  # of the search time left, at each first trial
+        now = time.monotonic()
+        shares.setdefault(search.family.name, (limit - now) / (deadlines[0] - now))
+        return run(search, n_trials, limit, study_total)
+
+    monkeypatch.setattr(estimator_module, "search_families", deadline_kept)
+    monkeypatch.setattr(search_module._FamilySearch, "run", share_kept)
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    included = {"lightgbm", "linear", "naive_bayes", "knn", "decision_tree", "random_forest"}
+    AutoML(time_budget_s=4, seed=0, n_jobs=1, include=sorted(included)).fit(X.iloc[:300], y.iloc[:300])
+    families = [family.name for family in CATALOG if family.name in included]
+    assert families[0] == "lightgbm" and list(shares)[:len(families)] == families  # the first pass, in catalog order
+    assert shares["lightgbm"] == pytest.approx(search_module.FIRST_PASS_SHARE, abs=0.01)  # a fair cap: 2/6
+    for position, name in enumerate(families[1:], start=1):
+        fair = search_module.FIRST_PASS_FAIR_SHARES / (len(families) - position)
+        assert shares[name] <= min(search_module.FIRST_PASS_SHARE, fair) + 0.01, (name, shares[name])
 
 
 @pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [
