@@ -340,7 +340,7 @@ def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_familie
     AutoML(time_budget_s=4, seed=0, n_jobs=1, include=sorted(included)).fit(X.iloc[:300], y.iloc[:300])
     families = [family.name for family in CATALOG if family.name in included]
     assert families[0] == "lightgbm" and list(shares)[:len(families)] == families  # the first pass, in catalog order
-    assert shares["lightgbm"] == pytest.approx(search_module.FIRST_PASS_SHARE, abs=0.01)  # a fair cap: 2/6
+    assert shares["lightgbm"] == pytest.approx(search_module.FIRST_PASS_SHARE, abs=0.01)  # not twice a fair share: 2/6
     for position, name in enumerate(families[1:], start=1):
         fair = search_module.FIRST_PASS_FAIR_SHARES / (len(families) - position)
         assert shares[name] <= min(search_module.FIRST_PASS_SHARE, fair) + 0.01, (name, shares[name])

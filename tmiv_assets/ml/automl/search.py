@@ -280,9 +280,9 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             logger.info("search budget spent before %s", search.family.name)
             break
         # One family's first trial may take a share of what is left, so a family too slow for this data
-        # (or on a busy machine) is stopped and the families after it still get their turn. The first, LightGBM's
-        # defaults, is the floor the result must not fall below: it may take the whole first-pass share (ten
-        # classes' trees on 1,500 rows need more than a fair share of 30 s on two cores).
+        # (or on a busy machine) is stopped and the families after it still get their turn. The first family
+        # may take the whole first-pass share: unless excluded it is LightGBM's defaults, the floor the result
+        # must not fall below (ten classes' trees on 1,500 rows need more than a fair share of 30 s on two cores).
         share = FIRST_PASS_SHARE if position == 0 else min(FIRST_PASS_SHARE,
                                                            FIRST_PASS_FAIR_SHARES / (len(searches) - position))
         search.run(1, min(deadline, time.monotonic() + (deadline - time.monotonic()) * share))
