@@ -3,6 +3,7 @@
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -318,6 +319,28 @@ def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
     default_rmse = model.studies_["lightgbm"].trials[0].value
     assert model.ensemble_score_ <= default_rmse  # out-of-fold RMSE of the final model
     assert model.final_kind_ == "refitted on all training rows"  # 3 folds (fast preset): refit on all rows
+
+
+def test_a_refit_that_would_overrun_the_budget_gives_way_to_the_whole_selections_fold_models(monkeypatch):
+    merge_outcomes = estimator_module.merge_outcomes
+
+    def slow_refits(outcomes, metric):  # every member's refit is now expected to take far longer than the budget
+        results, reasons = merge_outcomes(outcomes, metric)
+        return [replace(result, fold_seconds=1e3) for result in results], reasons
+
+    monkeypatch.setattr(estimator_module, "merge_outcomes", slow_refits)
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    started = time.monotonic()
+    # 3 folds plan a refit on all rows; the old plan refitted the heaviest member alone and dropped the others
+    model = AutoML(time_budget_s=6, seed=0, n_jobs=1, n_folds=3, max_trials=4,
+                   include=["lightgbm", "linear", "naive_bayes"]).fit(X, y)
+    assert time.monotonic() - started <= 6 * 1.1
+    assert model.final_kind_ == "fold models of the search" and model.timings_["final_model"] < 0.5
+    assert len(model.weights_) > 1 and sum(model.weights_.values()) == pytest.approx(1.0)
+    bag = model.best_pipeline_.named_steps["estimator"]
+    assert {name: weight for name, weight, _ in bag.members} == model.weights_
+    assert all(len(models) == 3 for _, _, models in bag.members)
+    assert score_model(model, X, y, "binary")["roc_auc"] > 0.95
 
 
 def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_families_twice_a_fair_one(monkeypatch):

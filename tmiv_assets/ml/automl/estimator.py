@@ -209,7 +209,9 @@ class AutoML(BaseEstimator):
         if self.secondary_objective:
             results = self._pareto_pick(results)
         mark = time.monotonic()
-        self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored], started, refit)
+        self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored])
+        if refit:
+            refit = self._plan_refit(results, y.iloc[scored], started)
         self.timings_["ensemble"] = time.monotonic() - mark
         mark = time.monotonic()
         final = self._final(results, encoded, y, context, refit, started)
@@ -279,7 +281,7 @@ class AutoML(BaseEstimator):
                              "rows for stratified cross-validation")
         return X.reset_index(drop=True), y.reset_index(drop=True)
 
-    def _ensemble_weights(self, results: list[FamilyResult], y: pd.Series, started: float, refit: bool):
+    def _ensemble_weights(self, results: list[FamilyResult], y: pd.Series):
         ranked = sorted(results, key=lambda r: r.cv_mean, reverse=self.metric_ not in LOWER_IS_BETTER)
         rounds = PRESETS[self.preset]["ensemble_rounds"]
         if self.ensemble in ("best", "bagging") or len(results) == 1 or (self.ensemble == "caruana" and rounds == 0):
@@ -290,12 +292,31 @@ class AutoML(BaseEstimator):
         selection = caruana_selection({r.family.name: r.oof for r in ranked},
                                       lambda p: oof_score(self.metric_, self.task_, y, p, self.classes_),
                                       greater_is_better=self.metric_ not in LOWER_IS_BETTER, rounds=rounds)
-        weights = self._affordable(selection.weights, results, started) if refit else selection.weights
-        members = [r for r in results if r.family.name in weights]
-        return weights, self._blend_score(members, [weights[r.family.name] for r in members], y)
+        members = [r for r in results if r.family.name in selection.weights]
+        return selection.weights, self._blend_score(members, [selection.weights[r.family.name] for r in members], y)
 
-    def _affordable(self, weights: dict[str, float], results: list[FamilyResult], started: float) -> dict[str, float]:
-        """Members in order of weight while their estimated refit time fits in the budget; the first always."""
+    def _plan_refit(self, results: list[FamilyResult], y: pd.Series, started: float) -> bool:
+        """Whether to refit the selected members on all rows. When refitting all of them would overrun the
+        budget and their fold models are ready (Caruana or the best family), those are the final model: the
+        whole selection at once, rather than part of it refitted or a refit stopped at the deadline. Otherwise
+        the members whose refit fits, in order of weight (the first always), with weights and score to match."""
+        affordable, overruns = self._affordable(self.weights_, results, started)
+        members = [r for r in results if r.family.name in self.weights_]
+        if (overruns or affordable.keys() != self.weights_.keys()) and self.ensemble in ("caruana", "best") and all(
+                r.fold_models for r in members):
+            logger.info("using the fold models of %s: refitting them on all rows would overrun the budget",
+                        sorted(self.weights_))
+            return False
+        if affordable.keys() != self.weights_.keys():
+            kept = [r for r in members if r.family.name in affordable]
+            self.weights_ = {name: weight / sum(affordable.values()) for name, weight in affordable.items()}
+            self.ensemble_score_ = self._blend_score(kept, [self.weights_[r.family.name] for r in kept], y)
+        return True
+
+    def _affordable(self, weights: dict[str, float], results: list[FamilyResult],
+                    started: float) -> tuple[dict[str, float], bool]:
+        """Members in order of weight while their estimated refit time fits in the budget, the first always;
+        and whether those kept are still expected to overrun it (the first alone can)."""
         cost = {r.family.name: r.fold_seconds for r in results}
         factor = 4 if self.ensemble == "stacking" else 1.5  # all rows instead of (K-1)/K of them, and a margin
         left = started + self.time_budget_s - time.monotonic()
@@ -305,7 +326,7 @@ class AutoML(BaseEstimator):
                 logger.info("dropping %s from the ensemble: its refit would overrun the budget", name)
                 continue
             kept[name] = weight
-        return {k: v / sum(kept.values()) for k, v in kept.items()}
+        return kept, sum(cost[k] for k in kept) * factor > left
 
     def _blend_score(self, members: list[FamilyResult], weights: list[float], y: pd.Series) -> float:
         blend = sum(w * r.oof for w, r in zip(weights, members, strict=True)) / sum(weights)
