@@ -197,6 +197,11 @@ def test_presets_choose_families():
     assert [f.name for f in families_for("binary", "fast")] == ["lightgbm", "linear", "hist_gradient_boosting"]
     assert "mlp" in {f.name for f in families_for("regression", "best_quality")}
     assert "naive_bayes" not in {f.name for f in families_for("regression", "best_quality")}
+    # an SVM's fit cannot be stopped: it runs right after LightGBM's defaults only where it is nearly free
+    small, large = (families_for("multiclass", "balanced", n_rows=rows) for rows in (1_500, 4_000))
+    assert [f.name for f in small[:3]] == ["lightgbm", "svm", "linear"] and small[3:] == [
+        f for f in large if f.name != "svm"][2:]
+    assert large[-1].name == "svm" and [f.name for f in large[:2]] == ["lightgbm", "linear"]
     with pytest.raises(ValueError, match="unknown model families"):
         families_for("binary", "fast", include=["tabnet"])
     with pytest.raises(ValueError, match="grid"):
