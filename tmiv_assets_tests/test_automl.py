@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tmiv_assets.ml.automl import estimator as estimator_module
 from tmiv_assets.ml.automl import search as search_module
-from tmiv_assets.ml.automl.catalog import CATALOG, XGBLabelClassifier, families_for
+from tmiv_assets.ml.automl.catalog import CATALOG, XGBLabelClassifier, families_for, family_named
 from tmiv_assets.ml.automl.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline, training_histories
@@ -346,6 +346,21 @@ def test_a_refit_that_would_overrun_the_budget_gives_way_to_the_whole_selections
     assert {name: weight for name, weight, _ in bag.members} == model.weights_
     assert all(len(models) == 3 for _, _, models in bag.members)
     assert score_model(model, X, y, "binary")["roc_auc"] > 0.95
+
+
+@pytest.mark.parametrize(("weights", "refit", "kept"), [
+    ({"lightgbm": 0.6, "xgboost": 0.25, "catboost": 0.15}, True, {"lightgbm": 1.0}),  # most of the weight refits
+    ({"lightgbm": 0.4, "xgboost": 0.35, "catboost": 0.25}, False, None),  # a minority would drop the rest
+    ({"xgboost": 0.7, "lightgbm": 0.3}, False, None)])  # the heaviest member alone would overrun
+def test_the_members_whose_refit_fits_are_refitted_only_when_they_hold_most_of_the_weight(weights, refit, kept):
+    y = pd.Series(np.linspace(0.0, 1.0, 20))
+    seconds = {"lightgbm": 1.0, "xgboost": 50.0, "catboost": 50.0}  # a 10 s budget affords LightGBM's refit only
+    results = [search_module.FamilyResult(family_named(name), {}, 0.1, 0.0, 5 * cost, cost, y.to_numpy(), [object()],
+                                          {}) for name, cost in seconds.items()]
+    model = AutoML(time_budget_s=10, ensemble="caruana")
+    model.task_, model.metric_, model.classes_, model.weights_ = "regression", "rmse", None, dict(weights)
+    assert model._plan_refit(results, y, started=time.monotonic()) is refit
+    assert model.weights_ == (kept or weights)
 
 
 def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_families_twice_a_fair_one(monkeypatch):

@@ -40,6 +40,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported thro
 SEARCH_SHARE = 0.8  # of the budget for the search when the final models are refitted on all rows
 SEARCH_SHARE_NO_REFIT = 0.9  # when the final model is the search's fold models; the rest assembles it
 REFIT_DEADLINE_SHARE = 1.05  # a refit still running then is stopped and the fold models are used
+# The members whose refit fits the budget are refitted when they hold at least this share of the ensemble's
+# weight (all rows beat the folds' share of them); with less, the whole ensemble's fold models are kept.
+REFIT_MIN_WEIGHT = 0.5
 HOLDOUT_ROWS = 100_000
 # Training cells (rows x encoded features) per second of budget from which validation gets cheaper: 3 folds
 # (a trial costs 2 fits on all rows' worth of data instead of 5-fold's 4), 2 folds (1), a 20% holdout (0.8).
@@ -296,13 +299,13 @@ class AutoML(BaseEstimator):
         return selection.weights, self._blend_score(members, [selection.weights[r.family.name] for r in members], y)
 
     def _plan_refit(self, results: list[FamilyResult], y: pd.Series, started: float) -> bool:
-        """Whether to refit the selected members on all rows. When refitting all of them would overrun the
-        budget and their fold models are ready (Caruana or the best family), those are the final model: the
-        whole selection at once, rather than part of it refitted or a refit stopped at the deadline. Otherwise
-        the members whose refit fits, in order of weight (the first always), with weights and score to match."""
+        """Whether to refit the selected members on all rows: those whose refit fits the budget, in order of
+        weight (the first always), with weights and score to match. When that refit is still expected to
+        overrun, or leaves out most of the selection's weight, and the fold models are ready (Caruana or the
+        best family), the whole selection's fold models are the final model instead."""
         affordable, overruns = self._affordable(self.weights_, results, started)
         members = [r for r in results if r.family.name in self.weights_]
-        if (overruns or affordable.keys() != self.weights_.keys()) and self.ensemble in ("caruana", "best") and all(
+        if (overruns or sum(affordable.values()) < REFIT_MIN_WEIGHT) and self.ensemble in ("caruana", "best") and all(
                 r.fold_models for r in members):
             logger.info("using the fold models of %s: refitting them on all rows would overrun the budget",
                         sorted(self.weights_))
