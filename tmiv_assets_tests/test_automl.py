@@ -367,9 +367,9 @@ def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_familie
     deadlines, shares = [], {}
     search_families, run = estimator_module.search_families, search_module._FamilySearch.run
 
-    def deadline_kept(context, families, tuned, started, deadline):
+    def deadline_kept(context, families, tuned, started, deadline, large):
         deadlines.append(deadline)
-        return search_families(context, families, tuned, started, deadline)
+        return search_families(context, families, tuned, started, deadline, large)
 
     def share_kept(search, n_trials, limit, study_total=None):  # of the search time left, at each first trial
         now = time.monotonic()
