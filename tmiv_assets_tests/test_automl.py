@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from catboost import CatBoostClassifier
 from lightgbm import LGBMClassifier
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import Lasso, LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -387,6 +387,54 @@ def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_familie
     for position, name in enumerate(families[1:], start=1):
         fair = search_module.FIRST_PASS_FAIR_SHARES / (len(families) - position)
         assert shares[name] <= min(search_module.FIRST_PASS_SHARE, fair) + 0.01, (name, shares[name])
+
+
+def test_on_large_data_no_family_starts_past_the_first_pass_share_and_the_rest_is_tuning(monkeypatch):
+    searches, first_runs = [], {}
+    search_families, run = estimator_module.search_families, search_module._FamilySearch.run
+
+    def search_kept(context, families, tuned, started, deadline, large):
+        searches.append((time.monotonic(), deadline, large))
+        return search_families(context, families, tuned, started, deadline, large)
+
+    def first_run_kept(search, n_trials, limit, study_total=None):
+        first_runs.setdefault(search.family.name, time.monotonic())
+        return run(search, n_trials, limit, study_total)
+
+    monkeypatch.setattr(estimator_module, "search_families", search_kept)
+    monkeypatch.setattr(search_module._FamilySearch, "run", first_run_kept)
+    features, target = make_classification(n_samples=8000, n_features=40, n_informative=12, random_state=0)
+    X, y = pd.DataFrame(features).add_prefix("x"), pd.Series(target)
+    model = AutoML(time_budget_s=5, seed=0, n_jobs=1).fit(X, y)  # 320,000 cells in 5 s: a holdout, large data
+    (begun, deadline, large), = searches
+    assert large and model.cv_strategy_ == "holdout"
+    cutoff = begun + search_module.FIRST_PASS_STARTS * (deadline - begun)
+    assert all(when <= cutoff + 0.05 for when in first_runs.values()), (first_runs, cutoff)
+    board = model.leaderboard().set_index("model")
+    not_reached = board.index[board["why_stopped"].str.startswith("not reached")]
+    assert len(not_reached) >= 1 and not set(not_reached) & set(first_runs)
+    assert board.loc["lightgbm", "why_stopped"].startswith("tuned: its")  # the time left went to tuning
+    assert model.fit_seconds_ <= 5 * 1.1
+
+
+def test_a_start_configuration_too_big_for_its_time_is_time_boxed_and_kept_a_sampled_one_is_not():
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())
+    def slow_space(trial, task):
+        return {**SLOW_LIGHTGBM, "learning_rate": trial.suggest_float("learning_rate", 1e-4, 5e-4)}
+
+    family = replace(family_named("lightgbm"), starts=({}, {"n_estimators": 500_000, "learning_rate": 0.0005}),
+                     space=slow_space)
+    now = time.monotonic()
+    search = search_module._FamilySearch(prepared.context, family, search_module._Tracker(prepared.context, now,
+                                                                                         now + 10))
+    search.run(1, time.monotonic() + 5)  # LightGBM's defaults: 100 rounds, done in well under a second
+    search.run(1, time.monotonic() + 1.5)  # the second start: 500,000 rounds at 0.0005 grow until its time share
+    search.run(1, time.monotonic() + 1.5)  # a sampled configuration as slow is stopped at the limit, not kept
+    defaults, start, sampled = search.study.trials
+    assert defaults.state.name == start.state.name == "COMPLETE" and "time_boxed" not in defaults.user_attrs
+    assert start.user_attrs["time_boxed"].startswith("fold 5/5: stopped growing at its time share")
+    assert sampled.state.name == "PRUNED" and "deadline" in sampled.user_attrs["pruned_reason"]
 
 
 @pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [

@@ -189,7 +189,7 @@ class AutoML(BaseEstimator):
         context = replace(prepared.context, worker=worker, workers=workers)
         families = families_for(self.task_, self.preset, self.include, self.exclude, len(prepared.y))
         deadline = started + self.time_budget_s * (SEARCH_SHARE if prepared.refit else SEARCH_SHARE_NO_REFIT)
-        large = self._folds_for_size(prepared.encoded.shape) < PRESETS[self.preset]["folds"]
+        large = self._folds_for_size(prepared.encoded.shape) == 1  # so large for the budget that a holdout validates
         results, studies, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,
                                                     deadline, large)
         seconds = time.monotonic() - started - sum(self.timings_.values())
@@ -233,8 +233,7 @@ class AutoML(BaseEstimator):
 
     def _folds_for_size(self, shape: tuple[int, int]) -> int:
         """The preset's folds on small data; 3 folds, 2 folds, then a single holdout, as rows x features per
-        second of budget grow (FOLD_TIERS), so the search gets trials in instead of spending the budget on folds.
-        Fewer than the preset's folds is what makes data large for its budget."""
+        second of budget grow (FOLD_TIERS), so the search gets trials in instead of spending the budget on folds."""
         if shape[0] >= HOLDOUT_ROWS:
             return 1
         pressure = shape[0] * shape[1] / self.time_budget_s
