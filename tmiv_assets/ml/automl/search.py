@@ -200,13 +200,15 @@ class _FamilySearch:
     def _cross_validate(self, trial: optuna.Trial, params: dict) -> tuple[np.ndarray, list[float], list, list]:
         """Out-of-fold predictions, fold models and their early-stopping rounds; pruned on the running fold
         score (median rule), skipped when a fold is expected to overrun the limit, stopped when one does;
-        a family's first, time-boxed trial stops growing at each fold's share of its time and is kept."""
+        a family's first trial and its start configurations, time-boxed, stop growing at each fold's share of
+        its time and are kept."""
         c = self.context
         y = _codes(c)
         oof = np.full((len(y), len(c.classes) if c.classes is not None else 1), np.nan)
         seconds, seen, models, rounds, predict_seconds = [], [], [], [], 0.0
         # A family's first trial is time-boxed fold by fold when its model only needs more rounds than the
-        # time allows, so the family is not dropped; later trials compete with converged models, and one that
+        # time allows, so the family is not dropped; so are its other start configurations, the portfolio's
+        # bigger models that large data needs. Sampled trials compete with converged models, and one that
         # cannot finish is stopped (truncated ones would mislead the sampler). A search capped by max_trials
         # (the reproducible mode) never depends on the clock this way.
         first = (self.best is None or "start" in trial.user_attrs) and c.max_trials is None
