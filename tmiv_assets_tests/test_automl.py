@@ -420,6 +420,7 @@ def test_on_large_data_no_family_starts_past_the_first_pass_share_and_the_rest_i
 def test_a_start_configuration_too_big_for_its_time_is_time_boxed_and_kept_a_sampled_one_is_not():
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())
+
     def slow_space(trial, task):
         return {**SLOW_LIGHTGBM, "learning_rate": trial.suggest_float("learning_rate", 1e-4, 5e-4)}
 
