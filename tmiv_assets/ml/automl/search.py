@@ -211,13 +211,13 @@ class _FamilySearch:
         # bigger models that large data needs. Sampled trials compete with converged models, and one that
         # cannot finish is stopped (truncated ones would mislead the sampler). A search capped by max_trials
         # (the reproducible mode) never depends on the clock this way.
-        first = (self.best is None or "start" in trial.user_attrs) and c.max_trials is None
+        may_time_box = (self.best is None or "start" in trial.user_attrs) and c.max_trials is None
         for step, (train, valid) in enumerate(c.folds):
             trial.set_user_attr("folds_trained", step)
             model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
             X_valid = c.X[valid]
             now = time.monotonic()
-            boxed = first and time_boxed(model, X_valid)
+            boxed = may_time_box and time_boxed(model, X_valid)
             expected = (np.mean(seconds) if seconds else self.fold_seconds) * (BOXED_FOLD_MINIMUM if boxed else 1.0)
             if self.tracker.best is not None and expected and now + expected > self.limit:
                 reason = f"fold {step + 1}/{len(c.folds)}: the fold would overrun the time budget"
@@ -322,14 +322,14 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     planned, passed = candidates[:tuned], []
     while True:
         remaining, weights = max(0.0, deadline - time.monotonic()), sum(s.family.budget_weight for s in planned)
+        shares = {s.family.name: remaining * s.family.budget_weight / weights for s in planned}
         short = [s for s in planned if s.best["time_boxed"] and
-                 remaining * s.family.budget_weight / weights < BOXED_TUNING_GROWTH * s.best["seconds"]]
+                 shares[s.family.name] < BOXED_TUNING_GROWTH * s.best["seconds"]]
         if not short:
             break
         for search in short:
             search.why = (f"first trial time-boxed at {search.best['seconds']:.1f}s; a "
-                          f"{remaining * search.family.budget_weight / weights:.1f}s share could not double it: "
-                          "not tuned")
+                          f"{shares[search.family.name]:.1f}s share could not double it: not tuned")
         passed += short
         planned = [s for s in candidates if s not in passed][:tuned]
     for position, search in enumerate(planned):
