@@ -326,7 +326,7 @@ def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
     assert model.final_kind_ == "refitted on all training rows"  # 3 folds (fast preset): refit on all rows
 
 
-def test_a_refit_that_would_overrun_the_budget_gives_way_to_the_whole_selections_fold_models(monkeypatch):
+def test_refits_that_would_all_overrun_the_budget_give_way_to_the_whole_selections_fold_models(monkeypatch):
     merge_outcomes = estimator_module.merge_outcomes
 
     def slow_refits(outcomes, metric):  # every member's refit is now expected to take far longer than the budget
@@ -348,18 +348,44 @@ def test_a_refit_that_would_overrun_the_budget_gives_way_to_the_whole_selections
     assert score_model(model, X, y, "binary")["roc_auc"] > 0.95
 
 
-@pytest.mark.parametrize(("weights", "refit", "kept"), [
-    ({"lightgbm": 0.6, "xgboost": 0.25, "catboost": 0.15}, True, {"lightgbm": 1.0}),  # most of the weight refits
-    ({"lightgbm": 0.4, "xgboost": 0.35, "catboost": 0.25}, False, None),  # a minority would drop the rest
-    ({"xgboost": 0.7, "lightgbm": 0.3}, False, None)])  # the heaviest member alone would overrun
-def test_the_members_whose_refit_fits_are_refitted_only_when_they_hold_most_of_the_weight(weights, refit, kept):
+def test_a_refit_too_slow_for_the_budget_leaves_that_member_its_fold_models_and_the_others_are_refitted(monkeypatch):
+    merge_outcomes = estimator_module.merge_outcomes
+
+    def slow_refits_but_linear(outcomes, metric):
+        results, reasons = merge_outcomes(outcomes, metric)
+        return [result if result.family.name == "linear" else replace(result, fold_seconds=1e3)
+                for result in results], reasons
+
+    monkeypatch.setattr(estimator_module, "merge_outcomes", slow_refits_but_linear)
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    started = time.monotonic()
+    model = AutoML(time_budget_s=6, seed=0, n_jobs=1, n_folds=3, max_trials=4,
+                   include=["lightgbm", "linear", "naive_bayes"]).fit(X, y)
+    assert time.monotonic() - started <= 6 * 1.1
+    assert "linear" in model.weights_ and len(model.weights_) > 1  # the old plan dropped every other member
+    bag = model.best_pipeline_.named_steps["estimator"]
+    assert {name: weight for name, weight, _ in bag.members} == model.weights_
+    assert {name: len(models) for name, _, models in bag.members} == {
+        name: 1 if name == "linear" else 3 for name in model.weights_}
+    assert model.final_kind_.startswith("linear refitted on all training rows; ")
+    assert score_model(model, X, y, "binary")["roc_auc"] > 0.95
+
+
+@pytest.mark.parametrize(("weights", "fold_models", "refits", "kept"), [
+    ({"lightgbm": 0.6, "xgboost": 0.25, "catboost": 0.15}, True, {"lightgbm"}, None),
+    ({"xgboost": 0.7, "lightgbm": 0.3}, True, {"lightgbm"}, None),  # the heaviest keeps its fold models
+    ({"lightgbm": 0.6, "xgboost": 0.25, "catboost": 0.15}, False, {"lightgbm"}, {"lightgbm": 1.0}),
+    ({"xgboost": 0.7, "lightgbm": 0.3}, False, {"xgboost"}, {"xgboost": 1.0})])  # nothing else stands in for it
+def test_the_members_whose_refit_fits_are_refitted_and_the_others_keep_their_fold_models_when_they_have_them(
+        weights, fold_models, refits, kept):
     y = pd.Series(np.linspace(0.0, 1.0, 20))
     seconds = {"lightgbm": 1.0, "xgboost": 50.0, "catboost": 50.0}  # a 10 s budget affords LightGBM's refit only
-    results = [search_module.FamilyResult(family_named(name), {}, 0.1, 0.0, 5 * cost, cost, y.to_numpy(), [object()],
-                                          {}) for name, cost in seconds.items()]
+    results = [search_module.FamilyResult(family_named(name), {}, 0.1, 0.0, 5 * cost, cost, y.to_numpy(),
+                                          [object()] if fold_models else [], {}) for name, cost in seconds.items()]
     model = AutoML(time_budget_s=10, ensemble="caruana")
     model.task_, model.metric_, model.classes_, model.weights_ = "regression", "rmse", None, dict(weights)
-    assert model._plan_refit(results, y, started=time.monotonic()) is refit
+    model.folds_ = [(np.arange(16), np.arange(16, 20))]  # a holdout: a refit costs 1.7x a fold
+    assert model._plan_refit(results, y, started=time.monotonic()) == refits
     assert model.weights_ == (kept or weights)
 
 

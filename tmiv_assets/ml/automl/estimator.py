@@ -40,9 +40,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported thro
 SEARCH_SHARE = 0.8  # of the budget for the search when the final models are refitted on all rows
 SEARCH_SHARE_NO_REFIT = 0.9  # when the final model is the search's fold models; the rest assembles it
 REFIT_DEADLINE_SHARE = 1.05  # a refit still running then is stopped and the fold models are used
-# The members whose refit fits the budget are refitted when they hold at least this share of the ensemble's
-# weight (all rows beat the folds' share of them); with less, the whole ensemble's fold models are kept.
-REFIT_MIN_WEIGHT = 0.5
 HOLDOUT_ROWS = 100_000
 # Training cells (rows x encoded features) per second of budget from which validation gets cheaper: 3 folds
 # (a trial costs 2 fits on all rows' worth of data instead of 5-fold's 4), 2 folds (1), a 20% holdout (0.8).
@@ -214,11 +211,10 @@ class AutoML(BaseEstimator):
             results = self._pareto_pick(results)
         mark = time.monotonic()
         self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored])
-        if refit:
-            refit = self._plan_refit(results, y.iloc[scored], started)
+        refits = self._plan_refit(results, y.iloc[scored], started) if refit else set()
         self.timings_["ensemble"] = time.monotonic() - mark
         mark = time.monotonic()
-        final = self._final(results, encoded, y, context, refit, started)
+        final = self._final(results, encoded, y, context, refits, started)
         self.timings_["final_model"] = time.monotonic() - mark
         self.best_pipeline_ = Pipeline([("preprocess", self.preprocessor_), ("estimator", final)])
         self.leaderboard_ = self._leaderboard(results, reasons)
@@ -300,38 +296,40 @@ class AutoML(BaseEstimator):
         members = [r for r in results if r.family.name in selection.weights]
         return selection.weights, self._blend_score(members, [selection.weights[r.family.name] for r in members], y)
 
-    def _plan_refit(self, results: list[FamilyResult], y: pd.Series, started: float) -> bool:
-        """Whether to refit the selected members on all rows: those whose refit fits the budget, in order of
-        weight (the first always), with weights and score to match. When that refit is still expected to
-        overrun, or leaves out most of the selection's weight, and the fold models are ready (Caruana or the
-        best family), the whole selection's fold models are the final model instead."""
-        affordable, overruns = self._affordable(self.weights_, results, started)
+    def _plan_refit(self, results: list[FamilyResult], y: pd.Series, started: float) -> set[str]:
+        """Which selected members to refit on all rows: those whose estimated refit fits what is left of the
+        budget, heaviest first. With the fold models ready (Caruana or the best family) the others keep their
+        fold models at their weights; without them the heaviest is refitted whatever its cost and the members
+        that do not fit are dropped, weights and score to match."""
         members = [r for r in results if r.family.name in self.weights_]
-        if (overruns or sum(affordable.values()) < REFIT_MIN_WEIGHT) and self.ensemble in ("caruana", "best") and all(
-                r.fold_models for r in members):
-            logger.info("using the fold models of %s: refitting them on all rows would overrun the budget",
-                        sorted(self.weights_))
-            return False
-        if affordable.keys() != self.weights_.keys():
-            kept = [r for r in members if r.family.name in affordable]
-            self.weights_ = {name: weight / sum(affordable.values()) for name, weight in affordable.items()}
-            self.ensemble_score_ = self._blend_score(kept, [self.weights_[r.family.name] for r in kept], y)
-        return True
+        folds_ready = self.ensemble in ("caruana", "best") and all(r.fold_models for r in members)
+        affordable = self._affordable(self.weights_, results, started, heaviest_always=not folds_ready)
+        if folds_ready or affordable.keys() == self.weights_.keys():
+            return set(affordable)
+        logger.info("dropping %s from the ensemble: their refit would overrun the budget",
+                    sorted(self.weights_.keys() - affordable.keys()))
+        kept = [r for r in members if r.family.name in affordable]
+        self.weights_ = {name: weight / sum(affordable.values()) for name, weight in affordable.items()}
+        self.ensemble_score_ = self._blend_score(kept, [self.weights_[r.family.name] for r in kept], y)
+        return set(affordable)
 
-    def _affordable(self, weights: dict[str, float], results: list[FamilyResult],
-                    started: float) -> tuple[dict[str, float], bool]:
-        """Members in order of weight while their estimated refit time fits in the budget, the first always;
-        and whether those kept are still expected to overrun it (the first alone can)."""
+    def _affordable(self, weights: dict[str, float], results: list[FamilyResult], started: float,
+                    heaviest_always: bool) -> dict[str, float]:
+        """Members in order of weight while their estimated refit times together fit in what is left of the
+        budget; the heaviest always when `heaviest_always`."""
         cost = {r.family.name: r.fold_seconds for r in results}
-        factor = 4 if self.ensemble == "stacking" else 1.5  # all rows instead of (K-1)/K of them, and a margin
+        # All rows instead of a fold's share of them, and boosting's rounds grown to match (refit_rounds): a
+        # boosting refit after 2 folds costs four of its folds; with a margin, and stacking's inner folds.
+        rows = max(len(train) + len(valid) for train, valid in self.folds_)
+        share = float(np.mean([len(train) for train, _ in self.folds_])) / rows
+        factor = (3.0 if self.ensemble == "stacking" else 1.1) / share**2
         left = started + self.time_budget_s - time.monotonic()
         kept: dict[str, float] = {}
         for name, weight in sorted(weights.items(), key=lambda item: -item[1]):
-            if kept and sum(cost[k] for k in kept) * factor + cost[name] * factor > left:
-                logger.info("dropping %s from the ensemble: its refit would overrun the budget", name)
+            if (kept or not heaviest_always) and (sum(cost[k] for k in kept) + cost[name]) * factor > left:
                 continue
             kept[name] = weight
-        return kept, sum(cost[k] for k in kept) * factor > left
+        return kept
 
     def _blend_score(self, members: list[FamilyResult], weights: list[float], y: pd.Series) -> float:
         blend = sum(w * r.oof for w, r in zip(weights, members, strict=True)) / sum(weights)
@@ -359,44 +357,51 @@ class AutoML(BaseEstimator):
                         fold_models=family.fold_models if same_trial else [])]
 
     def _final(self, results: list[FamilyResult], X: np.ndarray, y: pd.Series, context: SearchContext,
-               refit: bool, started: float):
-        """The members refitted on all rows when that was planned and fits in the budget, otherwise the
-        members' fold models, which are ready as soon as the search ends."""
-        members = [r for r in results if r.family.name in self.weights_]
-        if refit:
-            try:
-                final = self._refit(members, X, y, context, started + self.time_budget_s * REFIT_DEADLINE_SHARE)
-                self.final_kind_ = "refitted on all training rows"
-                return final
-            except DeadlineReached as stopped:
-                if not all(r.fold_models for r in members):
-                    raise ValueError(f"the refit of the picked configuration overran the time budget ({stopped}); "
-                                     "raise time_budget_s") from stopped
-                logger.warning("refit stopped at the budget (%s); using the fold models instead", stopped)
-        self.final_kind_ = "fold models of the search"
-        return self._bag([(r.family.name, self.weights_[r.family.name], r.fold_models) for r in members])
+               refits: set[str], started: float):
+        """Each member refitted on all rows where planned and while the budget lasts, heaviest first, otherwise
+        its fold models, which are ready as soon as the search ends. Voting, stacking, blending and bagging
+        are fitted as one library estimator."""
+        members = sorted((r for r in results if r.family.name in self.weights_),
+                         key=lambda r: -self.weights_[r.family.name])
+        if refits and (self.ensemble == "bagging" or (self.ensemble in ("voting", "stacking", "blending")
+                                                      and len(members) > 1)):
+            self.final_kind_ = "refitted on all training rows"
+            return self._fit_library_ensemble(members, X, y, context)
+        target = y.to_numpy() if self.classes_ is None else np.searchsorted(self.classes_, y.to_numpy())
+        deadline = started + self.time_budget_s * REFIT_DEADLINE_SHARE
+        bag, refitted, stopped = [], [], None
+        for r in members:
+            models = r.fold_models
+            if r.family.name in refits and not (stopped and models):
+                try:
+                    models = [fit_within(self._member(r, context), X, target, deadline=deadline)]
+                    refitted.append(r.family.name)
+                except DeadlineReached as reached:
+                    if not models:
+                        raise ValueError(f"the refit of {r.family.name} overran the time budget ({reached}); "
+                                         "raise time_budget_s") from reached
+                    logger.warning("refit stopped at the budget (%s); the fold models stand in", reached)
+                    stopped = reached
+            bag.append((r.family.name, self.weights_[r.family.name], models))
+        self.final_kind_ = _final_kind(refitted, [r.family.name for r in members if r.family.name not in refitted])
+        return self._bag(bag)
 
     def _bag(self, members: list[tuple[str, float, list]]):
         if self.task_ == "regression":
             return FoldBagRegressor(members)
         return FoldBagClassifier(members, classes=self.classes_)
 
-    def _refit(self, members: list[FamilyResult], X: np.ndarray, y: pd.Series, context: SearchContext,
-               deadline: float):
+    def _fit_library_ensemble(self, members: list[FamilyResult], X: np.ndarray, y: pd.Series,
+                              context: SearchContext):
         estimators = [(r.family.name, self._member(r, context)) for r in members]
         if self.ensemble == "bagging":
             return make_bagging(estimators[0][1], self.task_, seed=self.seed).fit(X, y)
-        if self.ensemble == "stacking" and len(members) > 1:
+        if self.ensemble == "stacking":
             return make_stacking(estimators, self.task_, cv=max(len(self.folds_), 2), seed=self.seed).fit(X, y)
-        if self.ensemble == "blending" and len(members) > 1:
+        if self.ensemble == "blending":
             return make_blending(estimators, self.task_, seed=self.seed).fit(X, y)
-        if self.ensemble == "voting" and len(members) > 1:
-            weights = [self.weights_[r.family.name] for r in members]
-            return make_voting(estimators, self.task_, weights=weights).fit(X, y)
-        # Caruana or a single model: each member refitted (on class codes, as in the search) within the budget.
-        target = y.to_numpy() if self.classes_ is None else np.searchsorted(self.classes_, y.to_numpy())
-        return self._bag([(name, self.weights_[name], [fit_within(estimator, X, target, deadline=deadline)])
-                          for name, estimator in estimators])
+        weights = [self.weights_[r.family.name] for r in members]
+        return make_voting(estimators, self.task_, weights=weights).fit(X, y)
 
     def _member(self, result: FamilyResult, context: SearchContext):
         estimator = result.family.build(context.params_for(result.family, result.refit_params), self.task_,
@@ -447,6 +452,14 @@ class SearchOutcome:
     reasons: dict[str, str]
     seconds: float
     studies: dict[str, optuna.Study] | None = None
+
+
+def _final_kind(refitted: list[str], fold_models: list[str]) -> str:
+    if not fold_models:
+        return "refitted on all training rows"
+    if not refitted:
+        return "fold models of the search"
+    return f"{', '.join(refitted)} refitted on all training rows; {', '.join(fold_models)}: fold models of the search"
 
 
 def merge_outcomes(outcomes: list[SearchOutcome], metric: str) -> tuple[list[FamilyResult], dict[str, str]]:
