@@ -27,7 +27,7 @@ from tmiv_assets.ml.automl.ensembles import (
     make_stacking,
     make_voting,
 )
-from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within
+from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within, training_share
 from tmiv_assets.ml.automl.search import FamilyResult, SearchContext, search_families
 from tmiv_assets.ml.automl.tuning import COSTS, SAMPLERS, make_storage, trials_frame
 from tmiv_assets.ml.data.splits import cv_folds
@@ -320,9 +320,7 @@ class AutoML(BaseEstimator):
         cost = {r.family.name: r.fold_seconds for r in results}
         # All rows instead of a fold's share of them, and boosting's rounds grown to match (refit_rounds): a
         # boosting refit after 2 folds costs four of its folds; with a margin, and stacking's inner folds.
-        rows = max(len(train) + len(valid) for train, valid in self.folds_)
-        share = float(np.mean([len(train) for train, _ in self.folds_])) / rows
-        factor = (3.0 if self.ensemble == "stacking" else 1.1) / share**2
+        factor = (3.0 if self.ensemble == "stacking" else 1.1) / training_share(self.folds_) ** 2
         left = started + self.time_budget_s - time.monotonic()
         kept: dict[str, float] = {}
         for name, weight in sorted(weights.items(), key=lambda item: -item[1]):
@@ -369,7 +367,7 @@ class AutoML(BaseEstimator):
             return self._fit_library_ensemble(members, X, y, context)
         target = y.to_numpy() if self.classes_ is None else np.searchsorted(self.classes_, y.to_numpy())
         deadline = started + self.time_budget_s * REFIT_DEADLINE_SHARE
-        bag, refitted, stopped = [], [], None
+        bag, refitted, stopped = [], [], False
         for r in members:
             models = r.fold_models
             if r.family.name in refits and not (stopped and models):
@@ -381,7 +379,7 @@ class AutoML(BaseEstimator):
                         raise ValueError(f"the refit of {r.family.name} overran the time budget ({reached}); "
                                          "raise time_budget_s") from reached
                     logger.warning("refit stopped at the budget (%s); the fold models stand in", reached)
-                    stopped = reached
+                    stopped = True
             bag.append((r.family.name, self.weights_[r.family.name], models))
         self.final_kind_ = _final_kind(refitted, [r.family.name for r in members if r.family.name not in refitted])
         return self._bag(bag)

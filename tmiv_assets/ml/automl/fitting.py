@@ -108,6 +108,12 @@ def best_rounds(estimator) -> int | None:
     return None
 
 
+def training_share(folds: list) -> float:
+    """A fold's mean share of the rows: a refit on all of them has 1/share times the rows (and the rounds)."""
+    rows = max(len(train) + len(valid) for train, valid in folds)  # every kind of fold's last one spans them all
+    return float(np.mean([len(train) for train, _ in folds])) / rows
+
+
 def refit_rounds(rounds: list[int | None], train_share: float) -> int | None:
     """Rounds for a refit on all rows: the folds' early-stopping mean, grown in proportion to the rows the
     refit has beyond a fold's training share."""

@@ -20,6 +20,7 @@ from tmiv_assets.ml.automl.fitting import (
     refit_rounds,
     rounds_parameter,
     time_boxed,
+    training_share,
 )
 from tmiv_assets.ml.automl.tuning import COSTS, create_study, make_sampler, score_of
 from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof_score
@@ -161,8 +162,7 @@ class _FamilySearch:
             return None
         b = self.best
         refit = dict(b["params"])
-        share = float(np.mean([len(train) for train, _ in self.context.folds])) / len(self.context.y)
-        if (rounds := refit_rounds(b["rounds"], share)) is not None:
+        if (rounds := refit_rounds(b["rounds"], training_share(self.context.folds))) is not None:
             refit[rounds_parameter(refit)] = rounds
         return FamilyResult(self.family, b["params"], b["value"], b["std"], b["seconds"], b["fold_seconds"], b["oof"],
                             b["models"], refit)
