@@ -16,6 +16,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import Lasso, LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_info
 
 from tmiv_assets.ml.automl import estimator as estimator_module
 from tmiv_assets.ml.automl import search as search_module
@@ -511,6 +512,24 @@ def test_multi_objective_search_keeps_a_pareto_front_and_picks_from_it(objective
     assert best - pick["value"] <= tolerance * best + 1e-12
     assert (front.loc[front["value"] >= best * (1 - tolerance) - 1e-12, cost] >= pick[cost]).all()
     assert model.weights_ == {pick["family"]: 1.0} and model.predict_proba(X.head(2)).shape == (2, 2)
+
+
+def test_models_without_a_thread_parameter_get_no_more_threads_than_the_fit(monkeypatch):
+    threads = []
+
+    def counting(model, *args, **kwargs):  # OpenMP and BLAS threads a model may take while it trains
+        threads.append({pool["num_threads"] for pool in threadpool_info()})
+        return fit_within(model, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "fit_within", counting)
+    monkeypatch.setattr(estimator_module, "fit_within", counting)
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    callers = threadpool_info()
+    model = AutoML(time_budget_s=30, seed=0, n_jobs=1, include=["hist_gradient_boosting", "linear"], n_folds=3,
+                   max_trials=2).fit(X, y)
+    assert model.final_kind_ == "refitted on all training rows"  # the refit's fits were counted too
+    assert len(threads) >= 2 * 3 + 1 and all(counted == {1} for counted in threads)
+    assert threadpool_info() == callers  # the caller's settings are back
 
 
 def _search_part(arguments):
