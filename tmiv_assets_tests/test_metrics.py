@@ -10,6 +10,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -22,6 +23,7 @@ from tmiv_assets.ml.metrics import (
     LOWER_IS_BETTER,
     METRICS,
     IncumbentScore,
+    binary_roc_auc,
     decide_promotion,
     is_better,
     oof_score,
@@ -51,6 +53,16 @@ def test_held_out_and_out_of_fold_scores_cover_every_metric_and_agree(task):
     classes = None if task == "regression" else model.classes_
     for metric in METRICS[task]:
         assert oof_score(metric, task, y, predicted, classes) == pytest.approx(scores[metric], rel=1e-6)
+
+
+@pytest.mark.parametrize("distinct", [12_000, 7])  # continuous scores, and scores with many ties
+def test_rank_roc_auc_equals_scikit_learns_ties_included(distinct):
+    rng = np.random.default_rng(distinct)
+    positive = rng.random(12_000) < 0.3
+    scores = np.round(rng.random(12_000) * distinct) / distinct + 0.2 * positive
+    assert binary_roc_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
+    with pytest.raises(ValueError, match="only one class"):
+        binary_roc_auc(np.ones(10, dtype=bool), scores[:10])
 
 
 @pytest.mark.parametrize(("task", "metric"), [(t, m) for t in sorted(METRICS) for m in METRICS[t]])
