@@ -27,6 +27,7 @@ from tmiv_assets.ml.automl.ensembles import FoldBagClassifier, FoldBagRegressor
 from tmiv_assets.ml.explain.contributions import (
     ensemble_contributions,
     margin_contributions,
+    method_of,
     permutation_contributions,
 )
 from tmiv_assets.ml.explain.importance import input_importance
@@ -238,6 +239,22 @@ def test_permutation_sampling_is_exact_in_sum_and_converges_to_the_exact_shapley
     assert np.allclose(sampled, permutation_contributions(model, rows, background, passes=300, seed=0)[0])
     linear, _ = permutation_contributions(lambda x: (x @ [1.0, -2.0, 0.5, 3.0])[:, None], rows, background, 1)
     assert np.allclose(linear[:, :, 0], (rows - background.mean(axis=0)) * [1.0, -2.0, 0.5, 3.0])
+
+
+def test_a_forest_too_deep_for_exact_tree_shap_on_these_rows_gets_saabas_values_that_add_up_and_agree():
+    X, y = make_classification(6000, 10, n_informative=5, flip_y=0.2, random_state=0)
+    forest = RandomForestClassifier(n_estimators=60, random_state=0).fit(X, y)  # unpruned: ~25 levels deep
+    rows, background = X[:2000], X[-100:]
+    assert method_of(forest, len(rows)) == "tree_saabas" and method_of(forest, 20) == "tree"
+    saabas = ensemble_contributions(forest, rows, background)
+    exact = ensemble_contributions(forest, rows[:20], background)
+    assert saabas.methods == {"0:RandomForestClassifier": "tree_saabas"}
+    assert exact.methods == {"0:RandomForestClassifier": "tree"}
+    assert saabas.additivity_error < 1e-9  # additive like the exact values: the reason codes still sum to the output
+    # one feature order instead of all of them: close to the exact values, the same leading feature on most rows
+    close = np.corrcoef(saabas.values[:20, :, 1].ravel(), exact.values[:, :, 1].ravel())[0, 1]
+    leading = np.mean(np.abs(saabas.values[:20, :, 1]).argmax(axis=1) == np.abs(exact.values[:, :, 1]).argmax(axis=1))
+    assert close > 0.9 and leading >= 0.7, (close, leading)
 
 
 @pytest.mark.parametrize("classes", [2, 3, None], ids=["binary", "multiclass", "regression"])

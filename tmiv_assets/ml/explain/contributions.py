@@ -2,13 +2,13 @@
 SHAP report and the reason codes of scored rows.
 
 Boosted trees are explained by exact path-dependent TreeSHAP of the raw margin, fast enough for every scored row:
-XGBoost and LightGBM by our table-driven TreeSHAP (`tree_shap`, faster than their own `pred_contribs`), CatBoost
-and the models that one does not cover by the library's own C++ TreeSHAP (`pred_contribs`, `pred_contrib`,
-CatBoost's `ShapValues`). scikit-learn trees and forests go through shap's TreeExplainer (its C++ TreeSHAP),
-linear models are exact from their coefficients, anything else by permutation sampling on a background sample:
-shap's antithetic algorithm, vectorised over the rows here so that each pass is one call of the model. shap's own
-explainer calls the model once per row and compiles its numba kernels in every new process (about 10 s, which
-each explaining step paid), for values of the same estimator.
+XGBoost and LightGBM by our table-driven TreeSHAP (`tree_shap`, faster than their own `pred_contribs`), CatBoost and
+the models that one does not cover by the library's own C++ TreeSHAP (`pred_contribs`, `pred_contrib`, CatBoost's
+`ShapValues`). scikit-learn trees and forests go through shap's TreeExplainer (its C++ TreeSHAP; Saabas's approximation
+for forests too deep for it on the rows asked), linear models are exact from their coefficients, anything else by
+permutation sampling on a background sample: shap's antithetic algorithm, vectorised over the rows here so that each
+pass is one call of the model. shap's own explainer calls the model once per row and compiles its numba kernels in
+every new process (about 10 s, which each explaining step paid), for values of the same estimator.
 
 The AutoML's final model averages its fold models' probabilities, not their margins, so a classifier's margin values
 are carried into probability: each model's values are scaled by (probability - base probability) / (margin - base
@@ -36,6 +36,13 @@ SKLEARN_TREES = {"DecisionTreeClassifier", "DecisionTreeRegressor", "RandomFores
 # scikit-learn's boosting, explained by shap's TreeSHAP of its raw margin: by permutation instead, the reason codes
 # of a 900-row batch took over a minute.
 SKLEARN_BOOSTING = {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
+# shap's exact TreeSHAP of a scikit-learn forest costs about leaves x depth² per tree and row, on one thread: 200
+# unpruned trees on 21,000 rows took 0.28 s a row, so a 900-row batch's reason codes took minutes. Past
+# EXACT_TREE_SECONDS such a model gets Saabas's path attribution (shap's approximate TreeSHAP): each split's change
+# of the expected value goes to its feature along the row's own path, which adds up to the output exactly but
+# follows one feature order instead of averaging over all of them. About 2,000x faster on that forest.
+TREE_SHAP_WORK_PER_SECOND = 2e9  # of the sum over trees of leaves x max depth², per row: measured 2.0e9-3.4e9
+EXACT_TREE_SECONDS = 5.0
 PERMUTATION_BACKGROUND = 20  # the permutation explainer's cost is rows x evaluations x background rows
 PERMUTATIONS = 3  # each forward-and-back pass is exact in sum; more passes only lower the variance
 PERMUTATION_CHUNK = 4_000_000  # masked input cells per model call: bounds the memory of a pass on wide data
@@ -67,13 +74,16 @@ def weighted_models(estimator) -> list[tuple[float, object]]:
     return [(1.0, estimator)]
 
 
-def method_of(model) -> str:
-    """'native' (the library's TreeSHAP on the margin), 'tree' (shap's), 'tree_margin' (shap's on the margin),
-    'linear' or 'permutation'."""
+def method_of(model, n_rows: int = 1) -> str:
+    """How `n_rows` rows of the model are explained: 'native' (the library's TreeSHAP on the margin), 'tree'
+    (shap's), 'tree_saabas' (shap's approximate, where its exact one would take too long), 'tree_margin' (shap's
+    on the margin), 'linear' or 'permutation'."""
     if isinstance(model, (xgboost.XGBModel, catboost.CatBoost)) or hasattr(model, "booster_"):  # LightGBM
         return "native"
     if type(model).__name__ in SKLEARN_TREES:
-        return "tree"
+        trees = [t.tree_ for t in getattr(model, "estimators_", [model])]
+        work = n_rows * sum(t.n_leaves * t.max_depth ** 2 for t in trees)
+        return "tree" if work / TREE_SHAP_WORK_PER_SECOND <= EXACT_TREE_SECONDS else "tree_saabas"
     if type(model).__name__ in SKLEARN_BOOSTING:
         return "tree_margin"
     if hasattr(model, "coef_") and (hasattr(model, "decision_function") or not hasattr(model, "predict_proba")):
@@ -121,11 +131,11 @@ def model_contributions(model, method: str, rows: np.ndarray, background: np.nda
         base = np.broadcast_to(centre @ coefficients.T + np.atleast_1d(model.intercept_),
                                (len(rows), len(coefficients)))
         return _margin_to_probability(values, base) if classifier else (values, base)
-    if method not in ("tree", "tree_margin"):
+    if method not in ("tree", "tree_saabas", "tree_margin"):
         return permutation_contributions(lambda masked: model_output(model, masked, classifier), rows,
                                          background[:PERMUTATION_BACKGROUND], PERMUTATIONS, seed)
     # shap's raw output: a forest's probability itself, a boosting's margin, carried into probability as above.
-    explanation = shap.TreeExplainer(model)(rows, check_additivity=False)
+    explanation = shap.TreeExplainer(model)(rows, check_additivity=False, approximate=method == "tree_saabas")
     values, base = np.asarray(explanation.values, dtype=float), np.asarray(explanation.base_values, dtype=float)
     if values.ndim == 2:
         values = values[:, :, None]
@@ -187,7 +197,7 @@ def ensemble_contributions(estimator, rows: np.ndarray, background: np.ndarray, 
     values, base, methods = 0.0, 0.0, {}
     with threadpool_limits(threads):  # BLAS and OpenMP inside shap and the libraries: no more than asked
         for index, (weight, model) in enumerate(weighted_models(estimator)):
-            method = method_of(model)
+            method = method_of(model, len(rows))
             output = model_output(model, rows, classifier)
             model_values, model_base = model_contributions(model, method, rows, background, classifier, seed, threads)
             error = float(np.abs(model_values.sum(axis=1) + model_base - output).max())
