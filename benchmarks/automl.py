@@ -39,7 +39,7 @@ from sklearn.pipeline import Pipeline
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.data.splits import split_dataset
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
-from tmiv_assets.ml.metrics import PRIMARY_METRIC, binary_roc_auc, score_model
+from tmiv_assets.ml.metrics import PRIMARY_METRIC, binary_roc_auc, oof_score, score_model
 
 FLAML_METRIC = {"roc_auc": "roc_auc", "f1_macro": "macro_f1", "rmse": "rmse"}
 SYSTEMS = ("ours", "flaml", "lightgbm_default", "linear")
@@ -133,7 +133,7 @@ def _row_scorer(model, X: pd.DataFrame, y: pd.Series, metric: str):
     predicted = np.asarray(model.predict(X))
     if metric == "f1_macro":
         return lambda rows: f1_score(y[rows], predicted[rows], average="macro")
-    return lambda rows: float(np.sqrt(np.mean((y[rows] - predicted[rows]) ** 2)))
+    return lambda rows: oof_score(metric, "regression", y[rows], predicted[rows], None)
 
 
 def _gain_over_best_other(row: dict, scorers: dict, metric: str, n_rows: int) -> dict:
