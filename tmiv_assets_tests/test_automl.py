@@ -384,13 +384,44 @@ def test_the_members_whose_refit_fits_are_refitted_and_the_others_keep_their_fol
     assert model.weights_ == (kept or weights)
 
 
+def test_on_two_folds_tuning_ends_in_time_for_the_leading_families_refits_on_all_rows(monkeypatch):
+    reserves = []
+    search_families = estimator_module.search_families
+
+    def search_kept(context, families, tuned, started, deadline, large, refit_start):
+        reserves.append(refit_start)
+        no_time_left = None if refit_start is None else (lambda leaders: started)  # the leaders' refits use it all
+        return search_families(context, families, tuned, started, deadline, large, no_time_left)
+
+    monkeypatch.setattr(estimator_module, "search_families", search_kept)
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    included = ["lightgbm", "linear", "naive_bayes"]
+    model = AutoML(time_budget_s=8, seed=0, n_jobs=1, n_folds=2, include=included).fit(X, y)
+    assert callable(reserves[-1]) and model.cv_strategy_ == "2-fold"
+    board = model.leaderboard().set_index("model")
+    assert (board["trials"] == 1).all()  # the first pass only: no tuning trial
+    assert board.loc["lightgbm", "why_stopped"] == (
+        "not tuned: the rest of the budget is kept for refitting the leading families on all rows")
+    assert model.final_kind_ == "refitted on all training rows"  # every member: the time went to their refits
+    AutoML(time_budget_s=3, seed=0, n_jobs=1, include=included).fit(X.iloc[:300], y.iloc[:300])
+    assert reserves[-1] is None  # 5 folds: the final model bags the fold models, nothing is refitted
+
+    results = [search_module.FamilyResult(family_named(name), {}, 0.9, 0.0, 2 * cost, cost, np.zeros(20), [], {})
+               for name, cost in (("catboost", 2.0), ("lightgbm", 0.5), ("linear", 0.1))]
+    model.folds_ = [(np.arange(10, 20), np.arange(10)), (np.arange(10), np.arange(10, 20))]  # fold models: half
+    started = time.monotonic()
+    reserved = sum(model._refit_cost(r.fold_seconds) for r in results[:estimator_module.REFIT_RESERVED_LEADERS])
+    assert reserved == pytest.approx(2.5 / 0.5 ** 1.5)  # the two leaders' folds, grown to all rows
+    assert model._refit_start(started)(results) == pytest.approx(started + 8 - reserved)
+
+
 def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_families_twice_a_fair_one(monkeypatch):
     deadlines, shares = [], {}
     search_families, run = estimator_module.search_families, search_module._FamilySearch.run
 
-    def deadline_kept(context, families, tuned, started, deadline, large):
+    def deadline_kept(context, families, tuned, started, deadline, large, refit_start):
         deadlines.append(deadline)
-        return search_families(context, families, tuned, started, deadline, large)
+        return search_families(context, families, tuned, started, deadline, large, refit_start)
 
     def share_kept(search, n_trials, limit, study_total=None):  # of the search time left, at each first trial
         now = time.monotonic()
@@ -414,9 +445,9 @@ def test_on_large_data_no_family_starts_past_the_first_pass_share_and_the_rest_i
     searches, first_runs = [], {}
     search_families, run = estimator_module.search_families, search_module._FamilySearch.run
 
-    def search_kept(context, families, tuned, started, deadline, large):
-        searches.append((time.monotonic(), deadline, large))
-        return search_families(context, families, tuned, started, deadline, large)
+    def search_kept(context, families, tuned, started, deadline, large, refit_start):
+        searches.append((time.monotonic(), deadline, large, refit_start))
+        return search_families(context, families, tuned, started, deadline, large, refit_start)
 
     def first_run_kept(search, n_trials, limit, study_total=None):
         first_runs.setdefault(search.family.name, time.monotonic())
@@ -427,8 +458,9 @@ def test_on_large_data_no_family_starts_past_the_first_pass_share_and_the_rest_i
     features, target = make_classification(n_samples=8000, n_features=40, n_informative=12, random_state=0)
     X, y = pd.DataFrame(features).add_prefix("x"), pd.Series(target)
     model = AutoML(time_budget_s=5, seed=0, n_jobs=1).fit(X, y)  # 320,000 cells in 5 s: a holdout, large data
-    (begun, deadline, large), = searches
+    (begun, deadline, large, refit_start), = searches
     assert large and model.cv_strategy_ == "holdout"
+    assert refit_start is None  # fold models that saw 80% of the rows: the search keeps its time
     cutoff = begun + search_module.FIRST_PASS_STARTS * (deadline - begun)
     assert all(when <= cutoff + 0.05 for when in first_runs.values()), (first_runs, cutoff)
     board = model.leaderboard().set_index("model")

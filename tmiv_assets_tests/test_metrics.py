@@ -11,7 +11,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -64,6 +64,20 @@ def test_rank_roc_auc_equals_scikit_learns_ties_included(distinct):
     assert binary_roc_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
     with pytest.warns(UndefinedMetricWarning, match="Only one class"):  # as scikit-learn: NaN, not an error
         assert np.isnan(binary_roc_auc(np.ones(10, dtype=bool), scores[:10]))
+
+
+def test_bincount_macro_f1_equals_scikit_learns_with_absent_and_unknown_classes():
+    rng = np.random.default_rng(0)
+    classes = np.array(["choice1", "choice2", "choice3", "choice4"])
+    y = rng.choice(classes[:3], size=3_700, p=[0.6, 0.3, 0.1])  # choice4 is never true
+    proba = rng.random((3_700, 4)) * [1.0, 1.0, 0.2, 1.0]  # choice3 is rarely predicted
+    proba[:, 1] = 0.0  # choice2 never is
+    labels = classes[proba.argmax(axis=1)]
+    assert oof_score("f1_macro", "multiclass", y, proba, classes) == pytest.approx(
+        f1_score(y, labels, average="macro"), abs=1e-12)
+    y[:5] = "unseen"  # a label outside `classes` counts as a class of its own, F1 zero
+    assert oof_score("f1_macro", "multiclass", y, proba, classes) == pytest.approx(
+        f1_score(y, labels, average="macro"), abs=1e-12)
 
 
 @pytest.mark.parametrize(("task", "metric"), [(t, m) for t in sorted(METRICS) for m in METRICS[t]])

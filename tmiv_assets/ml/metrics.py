@@ -95,6 +95,17 @@ def binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
+def macro_f1(true_codes: np.ndarray, predicted_codes: np.ndarray, n_classes: int) -> float:
+    """Macro F1 over the classes present in either, as `f1_score(average="macro")` computes it, from one
+    bincount of class codes. Ensemble selection scores hundreds of blends, and `f1_score` took 8 ms a call on
+    3,700 rows of six string classes: 3 s of a 30 s budget."""
+    confusion = np.bincount(n_classes * np.asarray(true_codes) + np.asarray(predicted_codes),
+                            minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    present = support + predicted > 0
+    return float(np.mean(2 * np.diag(confusion)[present] / (support + predicted)[present]))
+
+
 def oof_score(metric: str, task: str, y, predicted: np.ndarray, classes) -> float:
     """Score out-of-fold probabilities (classification, one column per class in `classes` order) or values."""
     if task == "regression":
@@ -113,7 +124,10 @@ def oof_score(metric: str, task: str, y, predicted: np.ndarray, classes) -> floa
     if metric == "accuracy":
         return float(metrics.accuracy_score(y, labels))
     if metric == "f1_macro":
-        return float(metrics.f1_score(y, labels, average="macro"))
+        true_codes = pd.Index(classes).get_indexer(np.asarray(y))
+        if (true_codes < 0).any():  # a label the classes lack scores as its own class, as f1_score counts it
+            return float(metrics.f1_score(y, labels, average="macro"))
+        return macro_f1(true_codes, proba.argmax(axis=1), len(classes))
     raise ValueError(f"metric {metric!r} is not one of {METRICS[task]}")
 
 

@@ -271,12 +271,14 @@ def _labels(context: SearchContext):
 
 
 def search_families(context: SearchContext, families: list[ModelFamily], tuned: int, started: float,
-                    deadline: float, large: bool = False
+                    deadline: float, large: bool = False,
+                    refit_start: Callable[[list[FamilyResult]], float] | None = None,
                     ) -> tuple[list[FamilyResult], dict[str, optuna.Study], dict[str, str]]:
     """First pass: each family's first start configuration, LightGBM's defaults first. Second pass: the
     `tuned` best families share the remaining time in proportion to their budget weights, their other
-    start configurations before sampled ones. Returns the results, the studies and, per family, why it
-    got no more time."""
+    start configurations before sampled ones. `refit_start` maps the results, best first, to the latest
+    time their refits on all rows may start: tuning ends by then. Returns the results, the studies and, per
+    family, why it got no more time."""
     tracker = _Tracker(context, started, deadline)
     searches = [_FamilySearch(context, family, tracker) for family in families]
     # On data so large for the budget that a holdout validates it, a family's first trial grows to its time
@@ -303,6 +305,12 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     for search in searches:
         if search.best is None and any(t.state.is_finished() for t in search.study.trials):
             search.why = "no trial finished: every one failed or was stopped at the time limit"
+    def tuning_deadline() -> float:  # the leaders, and so their refits' cost, change as the tuning goes
+        if refit_start is None:
+            return deadline
+        leaders = sorted((s for s in searches if s.best), key=lambda s: -sign * s.best["value"])
+        return min(deadline, refit_start([s.result() for s in leaders]))
+
     candidates = [s for s in ranked if s.tunable or len(s.family.starts) > 1]
     chosen = candidates[:tuned]
     # Cost-frugal: a family outside the top whose whole trial is nearly free (linear models, naive Bayes on
@@ -310,7 +318,7 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     # depends on measured seconds, so a search capped by max_trials (the reproducible mode) skips it.
     cheap = [] if context.max_trials else [s for s in ranked if s.tunable and s not in chosen]
     for search in cheap:
-        remaining = deadline - time.monotonic()
+        remaining = tuning_deadline() - time.monotonic()
         if search.best["seconds"] < CHEAP_TRIAL_SHARE * remaining:
             search.run(CHEAP_TUNING_TRIALS, time.monotonic() + CHEAP_TUNING_SHARE * remaining)
             search.why = (f"cheap: {len(search.study.trials)} trials at {search.best['seconds']:.2f}s each, "
@@ -321,7 +329,8 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     # time goes to those that use it.
     planned, passed = candidates[:tuned], []
     while True:
-        remaining, weights = max(0.0, deadline - time.monotonic()), sum(s.family.budget_weight for s in planned)
+        remaining = max(0.0, tuning_deadline() - time.monotonic())
+        weights = sum(s.family.budget_weight for s in planned)
         shares = {s.family.name: remaining * s.family.budget_weight / weights for s in planned}
         short = [s for s in planned if s.best["time_boxed"] and
                  shares[s.family.name] < BOXED_TUNING_GROWTH * s.best["seconds"]]
@@ -333,7 +342,10 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         passed += short
         planned = [s for s in candidates if s not in passed][:tuned]
     for position, search in enumerate(planned):
-        remaining = max(0.0, deadline - time.monotonic())
+        remaining = max(0.0, tuning_deadline() - time.monotonic())
+        if not remaining:
+            search.why = "not tuned: the rest of the budget is kept for refitting the leading families on all rows"
+            continue
         share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in planned[position:])
         # Split over workers, the cap counts all of their tuning trials (the first pass ran one per worker);
         # a lone search adds max_trials to whatever its study already holds.
