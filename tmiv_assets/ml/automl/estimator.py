@@ -43,8 +43,8 @@ SEARCH_SHARE_NO_REFIT = 0.9  # when the final model is the search's fold models;
 REFIT_DEADLINE_SHARE = 1.05  # a refit still running then is stopped and the fold models are used
 REFIT_RESERVED_LEADERS = 2  # tuning ends in time for this many leading families' refits on all rows
 # ... when their fold models saw at most this share of the rows (2 or 3 folds): after a 20% holdout the refit
-# gains less than the last tuning seconds do (60,000 flights at 30 s: ROC AUC 0.9242 with the reserve, 0.9251
-# without).
+# gains less than the last tuning seconds do (60,000 flights at 30 s, one run each: ROC AUC 0.9242 with the
+# reserve, 0.9251 without).
 REFIT_RESERVED_MAX_SHARE = 0.7
 HOLDOUT_ROWS = 100_000
 # Training cells (rows x encoded features) per second of budget from which validation gets cheaper: 3 folds
@@ -193,8 +193,6 @@ class AutoML(BaseEstimator):
         families = families_for(self.task_, self.preset, self.include, self.exclude, len(prepared.y))
         deadline = started + self.time_budget_s * (SEARCH_SHARE if prepared.refit else SEARCH_SHARE_NO_REFIT)
         large = self._folds_for_size(prepared.encoded.shape) == 1  # so large for the budget that a holdout validates
-        # OpenMP and BLAS inside models without a thread parameter (histogram boosting, linear algebra) would
-        # otherwise take every core: two search workers' histogram boosting then spun for 37 s on 442 rows.
         # Fold models of 2 or 3 folds saw half or two thirds of the rows: refitting the leaders on all of them is
         # worth more than the last tuning seconds (8,000 loans at 30 s: CatBoost refitted 1.60 RMSE, its fold
         # models 1.69-1.72), so tuning ends when their refits would no longer fit. A single worker's search only,
@@ -202,6 +200,8 @@ class AutoML(BaseEstimator):
         reserve = (prepared.refit and workers == 1 and self.max_trials is None
                    and training_share(self.folds_) <= REFIT_RESERVED_MAX_SHARE)
         refit_start = self._refit_start(started) if reserve else None
+        # OpenMP and BLAS inside models without a thread parameter (histogram boosting, linear algebra) would
+        # otherwise take every core: two search workers' histogram boosting then spun for 37 s on 442 rows.
         with threadpool_limits(context.n_jobs):
             results, studies, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,
                                                         deadline, large, refit_start)
