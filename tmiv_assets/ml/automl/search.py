@@ -301,15 +301,19 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         search.run(1, min(deadline, time.monotonic() + (deadline - time.monotonic()) * share))
         search.why = "first configuration only: ranked below the families chosen for tuning"
     sign = -1 if context.metric in LOWER_IS_BETTER else 1
-    ranked = sorted([s for s in searches if s.best], key=lambda s: -sign * s.best["value"])
+
+    def best_first() -> list[_FamilySearch]:
+        return sorted((s for s in searches if s.best), key=lambda s: -sign * s.best["value"])
+
+    ranked = best_first()
     for search in searches:
         if search.best is None and any(t.state.is_finished() for t in search.study.trials):
             search.why = "no trial finished: every one failed or was stopped at the time limit"
+
     def tuning_deadline() -> float:  # the leaders, and so their refits' cost, change as the tuning goes
         if refit_start is None:
             return deadline
-        leaders = sorted((s for s in searches if s.best), key=lambda s: -sign * s.best["value"])
-        return min(deadline, refit_start([s.result() for s in leaders]))
+        return min(deadline, refit_start([s.result() for s in best_first()]))
 
     candidates = [s for s in ranked if s.tunable or len(s.family.starts) > 1]
     chosen = candidates[:tuned]
