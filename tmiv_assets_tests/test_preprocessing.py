@@ -214,3 +214,11 @@ def test_without_a_target_type_no_category_is_coded():
     X = cities(np.random.default_rng(2), 1000)
     assert not any(name.endswith("_code") for name in TabularEncoder().fit(X).get_feature_names_out())
     assert "city_code" in TabularEncoder(target_type="continuous").fit(X).get_feature_names_out()
+
+
+def test_infinities_are_imputed_as_missing_values_and_the_input_is_left_as_it_was():
+    frame = pd.DataFrame({"ratio": [1.0, np.inf, 3.0, -np.inf, np.nan, 5.0], "size": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    before = frame.copy()
+    encoded = TabularEncoder("none").fit(frame).transform(frame)
+    np.testing.assert_array_equal(encoded[:, 0], [1.0, 3.0, 3.0, 3.0, 3.0, 5.0])  # median of 1, 3 and 5
+    pd.testing.assert_frame_equal(frame, before)

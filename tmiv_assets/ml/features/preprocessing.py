@@ -148,8 +148,8 @@ def _frame(X) -> pd.DataFrame:
 
 
 class TabularEncoder(TransformerMixin, BaseEstimator):
-    """Numbers median-imputed and scaled, then categories one-hot encoded (FrequentCategoriesOneHot), written
-    straight into one row-major float64 matrix.
+    """Numbers median-imputed (infinities too) and scaled, then categories one-hot encoded
+    (FrequentCategoriesOneHot), written straight into one row-major float64 matrix.
 
     With a `target_type` ('binary', 'multiclass' or 'continuous') and a target to fit on, a column whose rare
     categories were pooled also gets scikit-learn's TargetEncoder columns (`<column>_target`, one per class
@@ -314,7 +314,10 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         return self.feature_names_out_
 
     def _numbers(self, X: pd.DataFrame) -> np.ndarray:
-        return X[self.numeric_].to_numpy(dtype=np.float64, na_value=np.nan)
+        # Infinities (a ratio over a zero) count as missing: a scaler or a linear model cannot take them, and
+        # clipping them to the largest finite value would invent a magnitude.
+        numbers = X[self.numeric_].to_numpy(dtype=np.float64, na_value=np.nan)  # may be a view of X
+        return np.where(np.isinf(numbers), np.nan, numbers)
 
     def _filled(self, numbers: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(numbers), self.medians_, numbers)
