@@ -498,6 +498,23 @@ def test_validation_is_sized_to_rows_features_and_budget(rows, columns, budget, 
     assert AutoML(time_budget_s=budget)._n_folds((rows, columns)) == folds
 
 
+def test_many_classes_get_fewer_folds_where_lightgbms_defaults_would_not_finish_their_cross_validation():
+    X, y = make_classification(800, 8, n_informative=6, n_classes=26, n_clusters_per_class=1, random_state=0)
+    X, y = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)]), pd.Series(y)
+
+    def folds(budget: float, **options) -> int:
+        automl = AutoML(task="multiclass", time_budget_s=budget, seed=0, n_jobs=1, **options)
+        automl._prepare(*automl._validate(X, y), None, time.monotonic())
+        return len(automl.folds_)
+
+    # 6,400 training cells at 0.5 s is small by rows x features alone (5 folds), but 26 classes' boosting rounds
+    # are not: the floor's 5 folds would take far more than its share of the search.
+    assert AutoML(time_budget_s=0.5)._n_folds(X.shape) == 5
+    assert folds(0.5) == 1
+    assert folds(0.5, exclude=["lightgbm"]) == 5  # no floor to protect: sized by rows x features only
+    assert folds(600) == 5
+
+
 def test_boosting_stops_early_on_the_validation_fold_and_at_the_deadline():
     X, y = load_breast_cancer(return_X_y=True)
     model = fit_within(LGBMClassifier(n_estimators=2000, learning_rate=0.3, verbose=-1), X[:400], y[:400],

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from tmiv_assets.ml.automl.catalog import PRESETS, families_for
+from tmiv_assets.ml.automl.catalog import PRESETS, families_for, family_named
 from tmiv_assets.ml.automl.ensembles import (
     FoldBagClassifier,
     FoldBagRegressor,
@@ -29,7 +29,7 @@ from tmiv_assets.ml.automl.ensembles import (
     make_voting,
 )
 from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within, training_share
-from tmiv_assets.ml.automl.search import FamilyResult, SearchContext, search_families
+from tmiv_assets.ml.automl.search import FIRST_PASS_SHARE, FamilyResult, SearchContext, search_families
 from tmiv_assets.ml.automl.tuning import COSTS, SAMPLERS, make_storage, trials_frame
 from tmiv_assets.ml.data.splits import cv_folds
 from tmiv_assets.ml.features.engineering import SCALER_KINDS
@@ -54,6 +54,7 @@ HOLDOUT_ROWS = 100_000
 FOLD_TIERS = ((6e4, 1), (3e4, 2), (1.5e4, 3))
 THREAD_MIN_CELLS = 200_000
 BAG_MIN_FOLDS = 5
+FLOOR_PROBE_ROUNDS = 10  # of LightGBM's default 100: a multiclass fold of its defaults is timed on these
 ENSEMBLES = ("caruana", "voting", "stacking", "blending", "bagging", "best")
 MIN_ROWS = 10
 
@@ -177,10 +178,14 @@ class AutoML(BaseEstimator):
         self.preprocessor_ = make_preprocessor(self.scaler, target_type=target_type, random_state=self.seed)
         encoded = np.asarray(self.preprocessor_.fit_transform(X, y), dtype=np.float64)
         self.timings_ = {"encode": time.monotonic() - started}
-        self.folds_ = cv_folds(y, self.task_, self._n_folds(encoded.shape), self.seed, times)
+        self.threads_ = fit_threads(self.n_jobs, encoded.size)
+        n_folds = self._n_folds(encoded.shape)
+        if not self.n_folds and times is None and n_folds > 1 and len(self.classes_ if self.classes_ is not None
+                                                                         else ()) > 2:
+            n_folds = self._folds_for_the_floor(encoded, y, n_folds)
+        self.folds_ = cv_folds(y, self.task_, n_folds, self.seed, times)
         self.cv_strategy_ = ("time-ordered " if times is not None else "") + (
             "holdout" if len(self.folds_) == 1 else f"{len(self.folds_)}-fold")
-        self.threads_ = fit_threads(self.n_jobs, encoded.size)
         scored = np.sort(np.concatenate([valid for _, valid in self.folds_]))
         context = SearchContext(self.task_, self.metric_, y, self.classes_, self.folds_, encoded, self.seed,
                                 self.threads_, self.sampler, self.sampler_options or {}, self.storage,
@@ -192,7 +197,7 @@ class AutoML(BaseEstimator):
         context = replace(prepared.context, worker=worker, workers=workers)
         families = families_for(self.task_, self.preset, self.include, self.exclude, len(prepared.y))
         deadline = started + self.time_budget_s * (SEARCH_SHARE if prepared.refit else SEARCH_SHARE_NO_REFIT)
-        large = self._folds_for_size(prepared.encoded.shape) == 1  # so large for the budget that a holdout validates
+        large = not self.n_folds and len(self.folds_) == 1  # so large for the budget that a holdout validates
         # Fold models of 2 or 3 folds saw half or two thirds of the rows: refitting the leaders on all of them is
         # worth more than the last tuning seconds (8,000 loans at 30 s: CatBoost refitted 1.60 RMSE, its fold
         # models 1.69-1.72), so tuning ends when their refits would no longer fit. A single worker's search only,
@@ -252,6 +257,31 @@ class AutoML(BaseEstimator):
         pressure = shape[0] * shape[1] / self.time_budget_s
         preset_folds = PRESETS[self.preset]["folds"]
         return min([preset_folds] + [folds for floor, folds in FOLD_TIERS if pressure >= floor])
+
+    def _folds_for_the_floor(self, encoded: np.ndarray, y: pd.Series, n_folds: int) -> int:
+        """Fewer folds where LightGBM's defaults, the first trial and the floor of the result, would not finish
+        their cross-validation within the first family's share of the search. Rows x features do not count that
+        multiclass boosting grows a tree per class each round: 26 classes on 16,000 rows x 30 at 30 s took 7 s a
+        fold and never finished on 3 folds (macro F1 0.674; a holdout 0.742), while Ecdat Car's 6 classes are
+        best on 5 (0.246; 3 folds 0.209). Timed on FLOOR_PROBE_ROUNDS of its rounds, on the first fold's rows."""
+        if not any(f.name == "lightgbm" for f in families_for(self.task_, self.preset, self.include, self.exclude)):
+            return n_folds
+        floor = family_named("lightgbm")
+        rounds = floor.build({}, self.task_, self.seed, self.threads_).get_params()["n_estimators"]
+        train = cv_folds(y, self.task_, n_folds, self.seed)[0][0]
+        probe = floor.build({"n_estimators": FLOOR_PROBE_ROUNDS}, self.task_, self.seed, self.threads_)
+        timed = time.monotonic()
+        probe.fit(encoded[train], y.iloc[train])
+        fold_seconds = (time.monotonic() - timed) * rounds / FLOOR_PROBE_ROUNDS
+
+        def share(folds: int) -> float:  # of the rows a fold trains on; a holdout keeps a fifth
+            return 0.8 if folds == 1 else (folds - 1) / folds
+
+        limit = FIRST_PASS_SHARE * SEARCH_SHARE * self.time_budget_s
+        fits = [k for k in (n_folds, 3, 2) if k <= n_folds and k * fold_seconds * share(k) / share(n_folds) <= limit]
+        if not fits:
+            logger.info("LightGBM's defaults would take %.1fs a fold: validating on a holdout", fold_seconds)
+        return max(fits, default=1)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "best_pipeline_")
