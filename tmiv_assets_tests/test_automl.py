@@ -512,7 +512,8 @@ def test_validation_is_sized_to_rows_features_and_budget(rows, columns, budget, 
     assert AutoML(time_budget_s=budget)._n_folds((rows, columns)) == folds
 
 
-def test_many_classes_get_fewer_folds_where_lightgbms_defaults_would_not_finish_their_cross_validation():
+def test_many_classes_get_fewer_folds_where_lightgbms_defaults_would_not_finish_their_cross_validation(
+        monkeypatch):
     X, y = make_classification(800, 8, n_informative=6, n_classes=26, n_clusters_per_class=1, random_state=0)
     X, y = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)]), pd.Series(y)
 
@@ -527,6 +528,14 @@ def test_many_classes_get_fewer_folds_where_lightgbms_defaults_would_not_finish_
     assert folds(0.5) == 1
     assert folds(0.5, exclude=["lightgbm"]) == 5  # no floor to protect: sized by rows x features only
     assert folds(600) == 5
+
+    class FailingLightGBM(LGBMClassifier):
+        def fit(self, X, y, **options):
+            raise ValueError("the floor cannot be fitted on this data")
+
+    failing = replace(family_named("lightgbm"), build=lambda params, task, seed, n_jobs: FailingLightGBM())
+    monkeypatch.setattr(estimator_module, "family_named", lambda name: failing)
+    assert folds(0.5) == 5  # a failed timing says nothing of the cost; the search's first trial records it
 
 
 def test_boosting_stops_early_on_the_validation_fold_and_at_the_deadline():

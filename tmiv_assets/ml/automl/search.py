@@ -380,10 +380,10 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         search.why = (f"tuned: max_trials={context.max_trials} reached" if capped else
                       f"tuned: its {share:.1f}s share of the budget was spent")
     # Time handed back by families that stopped on a plateau goes to those still improving, best first.
-    improving = [s for s in best_first() if s in planned and s.plateau is None]
-    for search in improving if len(improving) < len(planned) else []:
-        if tuning_deadline() > time.monotonic():
-            search.run(None, tuning_deadline())
+    if any(s.plateau is not None for s in planned):
+        for search in best_first():
+            if search in planned and search.plateau is None and tuning_deadline() > time.monotonic():
+                search.run(None, tuning_deadline())
     for search in planned:
         if search.plateau is not None:
             search.why = (f"tuned: stopped after {search.plateau} trials without a better one; "
