@@ -518,9 +518,9 @@ def test_many_classes_get_fewer_folds_where_lightgbms_defaults_would_not_finish_
     X, y = make_classification(800, 8, n_informative=6, n_classes=26, n_clusters_per_class=1, random_state=0)
     X, y = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)]), pd.Series(y)
 
-    def folds(budget: float, **options) -> int:
+    def folds(budget: float, lone: bool = True, **options) -> int:
         automl = AutoML(task="multiclass", time_budget_s=budget, seed=0, n_jobs=1, **options)
-        automl._prepare(*automl._validate(X, y), None, time.monotonic())
+        automl._prepare(*automl._validate(X, y), None, time.monotonic(), lone=lone)
         return len(automl.folds_)
 
     # 6,400 training cells at 0.5 s is small by rows x features alone (5 folds), but 26 classes' boosting rounds
@@ -529,6 +529,8 @@ def test_many_classes_get_fewer_folds_where_lightgbms_defaults_would_not_finish_
     assert folds(0.5) == 1
     assert folds(0.5, exclude=["lightgbm"]) == 5  # no floor to protect: sized by rows x features only
     assert folds(600) == 5
+    # search workers and their assembly must agree on the folds, and max_trials searches never read the clock
+    assert folds(0.5, lone=False) == folds(0.5, max_trials=3) == 5
 
     class FailingLightGBM(LGBMClassifier):
         def fit(self, X, y, **options):

@@ -125,7 +125,7 @@ class AutoML(BaseEstimator):
         """Search, then assemble the final model, all within `time_budget_s`; with `times` (event time per
         row) the validation folds are time-ordered."""
         started = time.monotonic()
-        prepared = self._prepare(X, y, times, started)
+        prepared = self._prepare(X, y, times, started, lone=True)
         outcome = self._search(prepared, worker=0, workers=1, started=started)
         return self._assemble(prepared, [outcome], started)
 
@@ -166,7 +166,9 @@ class AutoML(BaseEstimator):
         return (n_folds < BAG_MIN_FOLDS or times is not None or self.ensemble not in ("caruana", "best")
                 or self.secondary_objective is not None)
 
-    def _prepare(self, X: pd.DataFrame, y: pd.Series, times, started: float) -> Prepared:
+    def _prepare(self, X: pd.DataFrame, y: pd.Series, times, started: float, lone: bool = False) -> Prepared:
+        """Encodes the rows and chooses the folds; `lone` for a fit that is not one of several processes, which
+        must agree on the folds without reading the clock."""
         X, y = self._validate(X, y)
         self.classes_ = np.unique(y) if self.task_ != "regression" else None
         times = None if times is None else pd.Series(times).reset_index(drop=True)
@@ -180,7 +182,8 @@ class AutoML(BaseEstimator):
         self.timings_ = {"encode": time.monotonic() - started}
         self.threads_ = fit_threads(self.n_jobs, encoded.size)
         n_folds = self._n_folds(encoded.shape)
-        if not self.n_folds and times is None and n_folds > 1 and self.classes_ is not None and len(self.classes_) > 2:
+        if lone and self.max_trials is None and not self.n_folds and times is None and n_folds > 1 and (
+                self.classes_ is not None and len(self.classes_) > 2):
             n_folds = self._folds_for_the_floor(encoded, y, n_folds)
         self.folds_ = cv_folds(y, self.task_, n_folds, self.seed, times)
         self.cv_strategy_ = ("time-ordered " if times is not None else "") + (
@@ -196,7 +199,8 @@ class AutoML(BaseEstimator):
         context = replace(prepared.context, worker=worker, workers=workers)
         families = families_for(self.task_, self.preset, self.include, self.exclude, len(prepared.y))
         deadline = started + self.time_budget_s * (SEARCH_SHARE if prepared.refit else SEARCH_SHARE_NO_REFIT)
-        large = not self.n_folds and len(self.folds_) == 1  # so large for the budget that a holdout validates
+        # so large for the budget that a holdout validates: as the folds were chosen, or by size where the user set them
+        large = self._folds_for_size(prepared.encoded.shape) == 1 if self.n_folds else len(self.folds_) == 1
         # Fold models of 2 or 3 folds saw half or two thirds of the rows: refitting the leaders on all of them is
         # worth more than the last tuning seconds (8,000 loans at 30 s: CatBoost refitted 1.60 RMSE, its fold
         # models 1.69-1.72), so tuning ends when their refits would no longer fit. A single worker's search only,
@@ -263,7 +267,8 @@ class AutoML(BaseEstimator):
         multiclass boosting grows a tree per class each round: 26 classes on 16,000 rows x 30 at 30 s took 7 s a
         fold and never finished on 3 folds (macro F1 0.674; a holdout 0.708-0.742), while Ecdat Car's 6 classes are
         best on 5 (0.246; 3 folds 0.209). Timed on FLOOR_PROBE_ROUNDS of its rounds, on the first fold's rows; a
-        fit that fails says nothing of the cost, and the search's first trial records the failure."""
+        fit that fails says nothing of the cost, and the search's first trial records the failure. A lone fit
+        only, not capped by max_trials: the clock decides."""
         if not any(f.name == "lightgbm" for f in families_for(self.task_, self.preset, self.include, self.exclude)):
             return n_folds
         floor = family_named("lightgbm")
@@ -276,15 +281,12 @@ class AutoML(BaseEstimator):
         except FAILURES as failed:
             logger.warning("timing LightGBM's defaults failed (%s): folds sized by rows x features", failed)
             return n_folds
-        fold_seconds = (time.monotonic() - timed) * rounds / FLOOR_PROBE_ROUNDS
-
-        def share(folds: int) -> float:  # of the rows a fold trains on; a holdout keeps a fifth
-            return 0.8 if folds == 1 else (folds - 1) / folds
-
+        # K folds train K-1 times on all rows' worth of data; the timed fold trained on (n_folds-1)/n_folds of them
+        all_rows_seconds = (time.monotonic() - timed) * rounds / FLOOR_PROBE_ROUNDS * n_folds / (n_folds - 1)
         limit = FIRST_PASS_SHARE * SEARCH_SHARE * self.time_budget_s
-        fits = [k for k in (n_folds, 3, 2) if k <= n_folds and k * fold_seconds * share(k) / share(n_folds) <= limit]
+        fits = [k for k in (n_folds, 3, 2) if k <= n_folds and (k - 1) * all_rows_seconds <= limit]
         if not fits:
-            logger.info("LightGBM's defaults would take %.1fs a fold: validating on a holdout", fold_seconds)
+            logger.info("LightGBM's defaults would take %.1fs on all rows: validating on a holdout", all_rows_seconds)
         return max(fits, default=1)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

@@ -316,8 +316,9 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     def _numbers(self, X: pd.DataFrame) -> np.ndarray:
         # Infinities (a ratio over a zero) count as missing: a scaler or a linear model cannot take them, and
         # clipping them to the largest finite value would invent a magnitude.
-        numbers = X[self.numeric_].to_numpy(dtype=np.float64, na_value=np.nan)  # may be a view of X
-        return np.where(np.isinf(numbers), np.nan, numbers)
+        numbers = X[self.numeric_].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)  # never a view of X
+        numbers[np.isinf(numbers)] = np.nan
+        return numbers
 
     def _filled(self, numbers: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(numbers), self.medians_, numbers)
