@@ -305,12 +305,16 @@ def test_a_model_stops_growing_at_its_time_share_and_is_kept(make, size):
     assert model.predict_proba(X[400:]).shape == (len(X) - 400, 2)
 
 
-def test_library_defaults_are_never_time_boxed():
+def test_library_defaults_are_time_boxed_only_when_their_rounds_are_a_ceiling():
     X, y = load_breast_cancer(return_X_y=True)
     now = time.monotonic()
     default = fit_within(LGBMClassifier(verbose=-1), X[:400], y[:400], X[400:], y[400:], deadline=now + 60,
                          grow_until=now)
     assert model_size(default) == 100 and not hasattr(default, "time_boxed_")
+    short = fit_within(LGBMClassifier(verbose=-1), X[:400], y[:400], X[400:], y[400:], deadline=now + 60,
+                       grow_until=now, any_size=True)
+    assert model_size(short) < 100 and short.time_boxed_.endswith(f"after {model_size(short)} rounds")
+    assert best_rounds(short) == model_size(short)  # a refit on all rows grows as many rounds
     forest = fit_within(RandomForestClassifier(n_estimators=5000, random_state=0), X, y, deadline=now + 60,
                         grow_until=now)
     assert model_size(forest) == FIRST_CHUNK  # a forest grows one first chunk whatever the clock says
@@ -504,6 +508,21 @@ def test_a_start_configuration_too_big_for_its_time_is_time_boxed_and_kept_a_sam
     assert defaults.state.name == start.state.name == "COMPLETE" and "time_boxed" not in defaults.user_attrs
     assert start.user_attrs["time_boxed"].startswith("fold 5/5: stopped growing at its time share")
     assert sampled.state.name == "PRUNED" and "deadline" in sampled.user_attrs["pruned_reason"]
+
+
+def test_the_floor_too_slow_for_its_share_is_kept_with_fewer_rounds():
+    X, y = make_classification(6000, 60, n_informative=20, random_state=0)
+    X, y = pd.DataFrame(X).add_prefix("f"), pd.Series(y)
+    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())
+    now = time.monotonic()
+    search = search_module._FamilySearch(prepared.context, family_named("lightgbm"),
+                                         search_module._Tracker(prepared.context, now, now + 10))
+    search.run(1, time.monotonic() + 0.5)  # LightGBM's defaults: 100 rounds a fold need more than 0.5 s
+    floor, folds = search.study.trials[0], len(prepared.context.folds)
+    assert floor.state.name == "COMPLETE" and floor.user_attrs["config"] == {}
+    assert floor.user_attrs["time_boxed"].startswith(f"fold {folds}/{folds}: stopped growing at its time share")
+    assert all(0 < rounds < 100 for rounds in search.best["rounds"])
+    assert time.monotonic() - now < 0.5 + 1.0  # each fold's last round and prediction after its share
 
 
 @pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [

@@ -43,12 +43,13 @@ class DeadlineReached(Exception):
 
 
 def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | None = None,
-               grow_until: float | None = None):
+               grow_until: float | None = None, any_size: bool = False):
     """Fit `estimator` on X, y before the monotonic `deadline`; raise DeadlineReached when it cannot. A model
-    that can stop growing (see `time_boxed`) stops at `grow_until` and is kept; `time_boxed_` then says so."""
+    that can stop growing (see `time_boxed`; with `any_size` also boosting configured below
+    EARLY_STOPPING_FROM rounds) stops at `grow_until` and is kept; `time_boxed_` then says so."""
     module = type(estimator).__module__.split(".")[0]
     stopped_growing = False
-    if grow_until is not None and not time_boxed(estimator, X_valid):
+    if grow_until is not None and not time_boxed(estimator, X_valid, any_size):
         grow_until = None
     stop = grow_until if grow_until is not None else deadline  # grow_until never lies past the deadline
     if _is_boosting(estimator):
@@ -74,11 +75,13 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
     return estimator
 
 
-def time_boxed(estimator, X_valid=None) -> bool:
+def time_boxed(estimator, X_valid=None, any_size: bool = False) -> bool:
     """Whether the model's size is a ceiling it may stop short of: boosting that stops early on its validation
     fold, forests and histogram boosting. Boosting configured below EARLY_STOPPING_FROM rounds (the library
-    defaults) trains exactly as configured."""
-    return _wants_early_stopping(estimator, X_valid) if _is_boosting(estimator) else _grows_in_chunks(estimator)
+    defaults) trains exactly as configured unless `any_size` says its rounds too are only a ceiling."""
+    if _is_boosting(estimator):
+        return any_size or _wants_early_stopping(estimator, X_valid)
+    return _grows_in_chunks(estimator)
 
 
 def model_size(estimator) -> int:
