@@ -4,6 +4,7 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -419,7 +420,7 @@ def test_on_two_folds_tuning_ends_in_time_for_the_leading_families_refits_on_all
     assert model._refit_start(started)(results) == pytest.approx(started + 8 - reserved)
 
 
-def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_families_twice_a_fair_one(monkeypatch):
+def test_lightgbm_defaults_may_take_the_floor_share_the_other_families_twice_a_fair_one(monkeypatch):
     deadlines, shares = [], {}
     search_families, run = estimator_module.search_families, search_module._FamilySearch.run
 
@@ -439,10 +440,19 @@ def test_lightgbm_defaults_may_take_the_whole_first_pass_share_the_other_familie
     AutoML(time_budget_s=4, seed=0, n_jobs=1, include=sorted(included)).fit(X.iloc[:300], y.iloc[:300])
     families = [family.name for family in CATALOG if family.name in included]
     assert families[0] == "lightgbm" and list(shares)[:len(families)] == families  # the first pass, in catalog order
-    assert shares["lightgbm"] == pytest.approx(search_module.FIRST_PASS_SHARE, abs=0.01)  # not twice a fair share: 2/6
+    assert shares["lightgbm"] == pytest.approx(search_module.FLOOR_SHARE, abs=0.01)  # not twice a fair share: 2/6
     for position, name in enumerate(families[1:], start=1):
         fair = search_module.FIRST_PASS_FAIR_SHARES / (len(families) - position)
         assert shares[name] <= min(search_module.FIRST_PASS_SHARE, fair) + 0.01, (name, shares[name])
+
+
+def test_after_a_holdout_tuning_ends_for_the_refit_only_when_the_leaders_refit_fits():
+    model = AutoML(time_budget_s=30)
+    model.folds_ = [(np.arange(80), np.arange(80, 100))]
+    tuning_ends = model._refit_or_search(started=0.0)
+    cheap, costly = SimpleNamespace(fold_seconds=1.0), SimpleNamespace(fold_seconds=10.0)
+    assert tuning_ends([cheap, costly]) == 30 * estimator_module.SEARCH_SHARE  # a 1.4 s refit fits the last 6 s
+    assert tuning_ends([costly, cheap]) == 30  # a 14 s one does not: no refit, the search runs to its own end
 
 
 def test_on_large_data_no_family_starts_past_the_first_pass_share_and_the_rest_is_tuning(monkeypatch):
@@ -464,7 +474,8 @@ def test_on_large_data_no_family_starts_past_the_first_pass_share_and_the_rest_i
     model = AutoML(time_budget_s=5, seed=0, n_jobs=1).fit(X, y)  # 320,000 cells in 5 s: a holdout, large data
     (begun, deadline, large, refit_start), = searches
     assert large and model.cv_strategy_ == "holdout"
-    assert refit_start is None  # fold models that saw 80% of the rows: the search keeps its time
+    # fold models that saw 80% of the rows: the search keeps its time unless the leader's refit fits after it
+    assert refit_start([]) == pytest.approx(deadline + 5 * (1 - estimator_module.SEARCH_SHARE_NO_REFIT))
     cutoff = begun + search_module.FIRST_PASS_STARTS * (deadline - begun)
     assert all(when <= cutoff + 0.05 for when in first_runs.values()), (first_runs, cutoff)
     board = model.leaderboard().set_index("model")

@@ -28,7 +28,7 @@ from tmiv_assets.ml.metrics import LOWER_IS_BETTER, direction_of, is_better, oof
 logger = logging.getLogger(__name__)
 FAILURES = (ValueError, ArithmeticError, np.linalg.LinAlgError)  # recorded as FAIL trials; the search goes on
 FIRST_PASS_SHARE = 0.4
-FLOOR_SHARE = 0.6
+FLOOR_SHARE = 0.6  # LightGBM's defaults, the result's floor, may take this share of the search before they stop short
 FIRST_PASS_STARTS = 0.6  # of the search time: on data validated by a holdout no family starts later
 FIRST_PASS_FAIR_SHARES = 2.0  # a family's first trial may take up to twice its even share of the time left
 CHEAP_TRIAL_SHARE = 0.005  # a family whose trial costs under this share of the time left is tuned anyway
