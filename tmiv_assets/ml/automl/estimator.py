@@ -265,12 +265,13 @@ class AutoML(BaseEstimator):
 
     def _folds_for_the_floor(self, encoded: np.ndarray, y: pd.Series, n_folds: int) -> int:
         """Fewer folds where LightGBM's defaults, the first trial and the floor of the result, would not finish
-        their cross-validation within the first family's share of the search. Rows x features do not count that
-        multiclass boosting grows a tree per class each round: 26 classes on 16,000 rows x 30 at 30 s took 7 s a
-        fold and never finished on 3 folds (macro F1 0.674; a holdout 0.708-0.742), while Ecdat Car's 6 classes are
-        best on 5 (0.246; 3 folds 0.209). Timed on FLOOR_PROBE_ROUNDS of its rounds, on the first fold's rows; a
-        fit that fails says nothing of the cost, and the search's first trial records the failure. A lone fit
-        only, not capped by max_trials: the clock decides."""
+        their cross-validation within the first pass's share of the search (FIRST_PASS_SHARE; the floor may run
+        on to FLOOR_SHARE before it stops short, a margin for a machine that turns busy). Rows x features do not
+        count that multiclass boosting grows a tree per class each round: 26 classes on 16,000 rows x 30 at 30 s
+        took 7 s a fold and never finished on 3 folds (macro F1 0.674; a holdout 0.708-0.742), while Ecdat Car's 6
+        classes are best on 5 (0.246; 3 folds 0.209). Timed on FLOOR_PROBE_ROUNDS of its rounds, on the first
+        fold's rows; a fit that fails says nothing of the cost, and the search's first trial records the failure.
+        A lone fit only, not capped by max_trials: the clock decides."""
         if not any(f.name == "lightgbm" for f in families_for(self.task_, self.preset, self.include, self.exclude)):
             return n_folds
         floor = family_named("lightgbm")

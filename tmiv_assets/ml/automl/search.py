@@ -234,7 +234,7 @@ class _FamilySearch:
         may_time_box = (self.best is None or "start" in trial.user_attrs) and c.max_trials is None
         # Until the family has a model, its rounds are a ceiling too: LightGBM's 100 default rounds on 38,400 x
         # 400 took 14 s on the one core a busy machine left, more than their share of 30 s, and the family
-        # that is the result's floor ended with nothing; 60 of its rounds beat every other family.
+        # that is the result's floor ended with nothing; the rounds it had grown beat every other family.
         any_size = may_time_box and self.best is None
         for step, (train, valid) in enumerate(c.folds):
             trial.set_user_attr("folds_trained", step)
@@ -319,8 +319,8 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             continue
         # One family's first trial may take a share of what is left, so a family too slow for this data
         # (or on a busy machine) is stopped and the families after it still get their turn. The first family
-        # may take the whole first-pass share: unless excluded it is LightGBM's defaults, the floor the result
-        # must not fall below (ten classes' trees on 1,500 rows need more than a fair share of 30 s on two cores).
+        # may take FLOOR_SHARE: unless excluded it is LightGBM's defaults, the floor the result must not fall
+        # below (ten classes' trees on 1,500 rows need more than a fair share of 30 s on two cores).
         share = FLOOR_SHARE if position == 0 else min(FIRST_PASS_SHARE,
                                                            FIRST_PASS_FAIR_SHARES / (len(searches) - position))
         search.run(1, min(deadline, time.monotonic() + (deadline - time.monotonic()) * share))
