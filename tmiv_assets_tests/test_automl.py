@@ -522,9 +522,9 @@ def test_a_start_configuration_too_big_for_its_time_is_time_boxed_and_kept_a_sam
 
 
 def test_the_floor_too_slow_for_its_share_is_kept_with_fewer_rounds():
-    X, y = make_classification(6000, 60, n_informative=20, random_state=0)
+    X, y = make_classification(40_000, 60, n_informative=20, random_state=0)
     X, y = pd.DataFrame(X).add_prefix("f"), pd.Series(y)
-    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())
+    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())  # a holdout
     now = time.monotonic()
     search = search_module._FamilySearch(prepared.context, family_named("lightgbm"),
                                          search_module._Tracker(prepared.context, now, now + 10))
