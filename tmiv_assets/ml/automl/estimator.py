@@ -205,10 +205,12 @@ class AutoML(BaseEstimator):
         # worth more than the last tuning seconds (8,000 loans at 30 s: CatBoost refitted 1.60 RMSE, its fold
         # models 1.69-1.72), so tuning ends when their refits would no longer fit. A single worker's search only,
         # and not one capped by max_trials (the reproducible mode does not depend on the clock).
-        reserve = (prepared.refit and workers == 1 and self.max_trials is None
-                   and training_share(self.folds_) <= REFIT_RESERVED_MAX_SHARE)
-        refit_start = self._refit_start(started) if reserve else None
-        if prepared.refit and not reserve and self._holdout_refit_optional(workers):
+        clocked = prepared.refit and workers == 1 and self.max_trials is None
+        refit_start = None
+        if clocked and training_share(self.folds_) <= REFIT_RESERVED_MAX_SHARE:
+            refit_start = self._refit_start(started)
+        elif (clocked and len(self.folds_) == 1 and self.ensemble in ("caruana", "best")
+              and not self.secondary_objective):  # after a holdout the fold model stands in when no refit fits
             deadline, refit_start = started + self.time_budget_s * SEARCH_SHARE_NO_REFIT, self._refit_or_search(started)
         # OpenMP and BLAS inside models without a thread parameter (histogram boosting, linear algebra) would
         # otherwise take every core: two search workers' histogram boosting then spun for 37 s on 442 rows.
@@ -382,11 +384,6 @@ class AutoML(BaseEstimator):
         the budget."""
         end = started + self.time_budget_s
         return lambda leaders: end - sum(self._refit_cost(r.fold_seconds) for r in leaders[:REFIT_RESERVED_LEADERS])
-
-    def _holdout_refit_optional(self, workers: int) -> bool:
-        """A lone search validated on a holdout whose final model may stay the fold model when no refit fits."""
-        return (len(self.folds_) == 1 and workers == 1 and self.max_trials is None
-                and self.ensemble in ("caruana", "best") and self.secondary_objective is None)
 
     def _refit_or_search(self, started: float) -> Callable[[list[FamilyResult]], float]:
         """After a holdout, tuning ends at the refit share's mark while the leader's refit would fit in what
