@@ -31,6 +31,7 @@ from tmiv_assets.ml.automl.fitting import (
     DeadlineReached,
     best_rounds,
     fit_within,
+    grows_from,
     model_size,
 )
 from tmiv_assets.ml.automl.tuning import COSTS, make_sampler, study_plots
@@ -322,6 +323,26 @@ def test_library_defaults_are_time_boxed_only_when_their_rounds_are_a_ceiling():
     assert best_rounds(forest) == FIRST_CHUNK  # so the refit on all rows grows as many trees, not 5,000
 
 
+@pytest.mark.parametrize("make_model", [
+    lambda: LGBMClassifier(verbose=-1, n_jobs=1),
+    lambda: XGBLabelClassifier(n_estimators=100, n_jobs=1),
+    lambda: CatBoostClassifier(iterations=100, learning_rate=0.1, thread_count=1, verbose=0, random_seed=0)],
+    ids=["lightgbm", "xgboost", "catboost"])
+def test_boosting_stopped_short_goes_on_to_its_configured_rounds(make_model):
+    X, y = load_breast_cancer(return_X_y=True)
+    now = time.monotonic()
+    short = fit_within(make_model(), X[:400], y[:400], X[400:], y[400:], deadline=now + 60, grow_until=now,
+                       any_size=True)
+    assert 0 < model_size(short) < 100
+    grown = make_model()
+    grows_from(grown, short)
+    fit_within(grown, X[:400], y[:400], X[400:], y[400:], deadline=time.monotonic() + 60, init_model=short)
+    assert model_size(grown) == 100  # the rounds it had and the rest, not 100 more
+    whole = fit_within(make_model(), X[:400], y[:400], X[400:], y[400:], deadline=time.monotonic() + 60)
+    # going on from the short model's rounds is training the whole model (up to floating-point sums)
+    np.testing.assert_allclose(grown.predict_proba(X[400:]), whole.predict_proba(X[400:]), atol=1e-3)
+
+
 def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     model = AutoML(time_budget_s=60, seed=0, n_jobs=1, preset="fast", max_trials=3).fit(X, y)  # the cap ends it early
@@ -534,6 +555,27 @@ def test_the_floor_too_slow_for_its_share_is_kept_with_fewer_rounds():
     assert floor.user_attrs["time_boxed"].startswith(f"fold {folds}/{folds}: stopped growing at its time share")
     assert all(0 < rounds < 100 for rounds in search.best["rounds"])
     assert time.monotonic() - now < 0.5 + 1.0  # each fold's last round and prediction after its share
+
+
+def test_a_floor_stopped_short_goes_on_from_its_fold_models():
+    X, y = make_classification(40_000, 60, n_informative=20, random_state=0)
+    X, y = pd.DataFrame(X).add_prefix("f"), pd.Series(y)
+    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())  # a holdout
+    now = time.monotonic()
+    search = search_module._FamilySearch(prepared.context, family_named("lightgbm"),
+                                         search_module._Tracker(prepared.context, now, now + 60))
+    search.run(1, time.monotonic() + 0.5)  # LightGBM's defaults: 100 rounds need more than 0.5 s
+    floor = search.best
+    assert search.can_grow() and model_size(floor["models"][0]) < 100
+    search.grow(time.monotonic() + 60)
+    grown = search.study.trials[-1]
+    assert grown.state.name == "COMPLETE" and grown.user_attrs["grown_from"] == floor["number"]
+    assert search.best["number"] == grown.number and not search.best["time_boxed"] and not search.can_grow()
+    assert model_size(search.best["models"][0]) == 100  # its rounds went on to the defaults' 100
+    assert search.best["value"] > floor["value"]
+    # a refit on all rows trains both trials' rounds, so its cost counts both
+    assert search.best["fold_seconds"] > floor["fold_seconds"]
+    assert search.result().refit_params == {}  # LightGBM's defaults, 100 rounds, on all rows
 
 
 @pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [

@@ -44,10 +44,11 @@ class DeadlineReached(Exception):
 
 
 def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | None = None,
-               grow_until: float | None = None, any_size: bool = False):
+               grow_until: float | None = None, any_size: bool = False, init_model=None):
     """Fit `estimator` on X, y before the monotonic `deadline`; raise DeadlineReached when it cannot. A model
     that can stop growing (see `time_boxed`; with `any_size` also boosting configured below
-    EARLY_STOPPING_FROM rounds) stops at `grow_until` and is kept; `time_boxed_` then says so."""
+    EARLY_STOPPING_FROM rounds) stops at `grow_until` and is kept; `time_boxed_` then says so. Boosting goes on
+    from `init_model`, a fitted model of the same configuration (see `grows_from`)."""
     module = type(estimator).__module__.split(".")[0]
     stopped_growing = False
     if grow_until is not None and not time_boxed(estimator, X_valid, any_size):
@@ -55,7 +56,7 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
     stop = grow_until if grow_until is not None else deadline  # grow_until never lies past the deadline
     if _is_boosting(estimator):
         fit = {"lightgbm": _fit_lightgbm, "catboost": _fit_catboost}.get(module, _fit_xgboost)
-        fit(estimator, X, y, X_valid, y_valid, stop)
+        fit(estimator, X, y, X_valid, y_valid, stop, init_model)
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineReached(f"{type(estimator).__name__} stopped at the deadline after "
                                   f"{model_size(estimator)} rounds")
@@ -83,6 +84,21 @@ def time_boxed(estimator, X_valid=None, any_size: bool = False) -> bool:
     if _is_boosting(estimator):
         return any_size or _wants_early_stopping(estimator, X_valid)
     return _grows_in_chunks(estimator)
+
+
+def can_grow_on(estimator) -> bool:
+    """Whether a fitted model's boosting can go on from its rounds (see `grows_from`)."""
+    return _is_boosting(estimator)
+
+
+def grows_from(estimator, previous) -> None:
+    """Sets the unfitted `estimator`, of `previous`'s configuration, to add the rounds `previous` stopped
+    short of when it goes on from it (`fit_within(..., init_model=previous)`); a configuration that stops early
+    on its validation fold may add all of its rounds again, early stopping ends it."""
+    params = estimator.get_params()
+    name = rounds_parameter(params)
+    if (configured := params.get(name)) is not None and configured < EARLY_STOPPING_FROM:
+        estimator.set_params(**{name: max(1, configured - model_size(previous))})
 
 
 def model_size(estimator) -> int:
@@ -175,8 +191,9 @@ def _wants_early_stopping(estimator, X_valid) -> bool:
     return X_valid is not None and (params.get(rounds_parameter(params)) or 0) >= EARLY_STOPPING_FROM
 
 
-def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline) -> None:
+def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline, init_model=None) -> None:
     callbacks = []
+    init = {} if init_model is None else {"init_model": init_model.booster_}
     if deadline is not None:
         def stop_at_deadline(env) -> None:
             if time.monotonic() > deadline:
@@ -184,9 +201,9 @@ def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline) -> None:
         callbacks.append(stop_at_deadline)
     if _wants_early_stopping(estimator, X_valid):
         callbacks.append(early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
-        estimator.fit(X, y, eval_X=(X_valid,), eval_y=(y_valid,), callbacks=callbacks)
+        estimator.fit(X, y, eval_X=(X_valid,), eval_y=(y_valid,), callbacks=callbacks, **init)
     else:
-        estimator.fit(X, y, callbacks=callbacks)
+        estimator.fit(X, y, callbacks=callbacks, **init)
 
 
 class _CatBoostDeadline:
@@ -197,13 +214,13 @@ class _CatBoostDeadline:
         return time.monotonic() <= self.deadline  # False stops training
 
 
-def _fit_catboost(estimator, X, y, X_valid, y_valid, deadline) -> None:
+def _fit_catboost(estimator, X, y, X_valid, y_valid, deadline, init_model=None) -> None:
     callbacks = [_CatBoostDeadline(deadline)] if deadline is not None else None
     if _wants_early_stopping(estimator, X_valid):
         estimator.fit(X, y, eval_set=(X_valid, y_valid), early_stopping_rounds=EARLY_STOPPING_ROUNDS,
-                      callbacks=callbacks)
+                      callbacks=callbacks, init_model=init_model)
     else:
-        estimator.fit(X, y, callbacks=callbacks)
+        estimator.fit(X, y, callbacks=callbacks, init_model=init_model)
 
 
 class _XGBoostDeadline(TrainingCallback):
@@ -214,14 +231,15 @@ class _XGBoostDeadline(TrainingCallback):
         return time.monotonic() > self.deadline
 
 
-def _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline) -> None:
+def _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline, init_model=None) -> None:
     callbacks = [_XGBoostDeadline(deadline)] if deadline is not None else None
     stopping = EARLY_STOPPING_ROUNDS if _wants_early_stopping(estimator, X_valid) else None
     estimator.set_params(callbacks=callbacks, early_stopping_rounds=stopping)
+    init = {} if init_model is None else {"xgb_model": init_model.get_booster()}
     if stopping:
-        estimator.fit(X, y, eval_set=[(X_valid, y_valid)], verbose=False)
+        estimator.fit(X, y, eval_set=[(X_valid, y_valid)], verbose=False, **init)
     else:
-        estimator.fit(X, y)
+        estimator.fit(X, y, **init)
     estimator.set_params(callbacks=None, early_stopping_rounds=None)  # picklable, and refits run plain
 
 

@@ -7,6 +7,7 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import optuna
@@ -16,7 +17,10 @@ from tmiv_assets.ml.automl.catalog import ModelFamily
 from tmiv_assets.ml.automl.fitting import (
     DeadlineReached,
     best_rounds,
+    can_grow_on,
     fit_within,
+    grows_from,
+    model_size,
     refit_rounds,
     rounds_parameter,
     time_boxed,
@@ -201,27 +205,62 @@ class _FamilySearch:
         if key in self.cache:  # samplers on small spaces repeat themselves; refitting would waste the budget
             trial.set_user_attr("duplicate", True)
             return self.cache[key]
-        full, fold_seconds, models, rounds = self._cross_validate(trial, params)
+        value = self._evaluate(trial, params, trial.number)
+        self.cache[key] = value
+        return value
+
+    def can_grow(self) -> bool:
+        """Whether the best trial stopped growing at its time share and its fold models' boosting can go on."""
+        return (self.best is not None and self.best["time_boxed"] and not self.context.secondary
+                and all(can_grow_on(model) for model in self.best["models"]))
+
+    def grow(self, limit: float) -> None:
+        """Boosting of the best trial goes on from its fold models until the monotonic time `limit`, so the
+        rounds it grew are not trained again; recorded in the study as a trial of its own (`grown_from`)."""
+        self.limit = limit
+        b = self.best
+        record = optuna.trial.FixedTrial({})  # collects the user attributes a trial of the study would
+        record.set_user_attr("config", b["params"])
+        record.set_user_attr("grown_from", b["number"])
+        number, start, value = len(self.study.trials), datetime.now(), None
+        try:
+            value = self._evaluate(record, b["params"], number, grown_from=b)
+        except DeadlineReached as stopped:
+            record.set_user_attr("pruned_reason", str(stopped))
+        except optuna.TrialPruned:
+            pass
+        state = optuna.trial.TrialState.PRUNED if value is None else optuna.trial.TrialState.COMPLETE
+        self.study.add_trial(optuna.trial.FrozenTrial(
+            number, state, value, start, datetime.now(), {}, {}, record.user_attrs, {}, {}, number))
+        self.tracker.callback(self)(self.study, self.study.trials[-1])
+
+    def _evaluate(self, trial, params: dict, number: int, grown_from: dict | None = None) -> float | tuple:
+        """The trial's out-of-fold score; the family's best when it beats it. `grown_from`: a best trial whose
+        fold models the folds' boosting goes on from."""
+        full, fold_seconds, models, rounds = self._cross_validate(trial, params, grown_from)
         c = self.context
         oof = full[c.scored]
         value = oof_score(c.metric, c.task, _codes(c)[c.scored], oof, _labels(c))
         if c.secondary:  # multi-objective: the score and the cost the user trades it against
             value = (value, trial.user_attrs[COSTS[c.secondary]])
-        self.cache[key] = value
         score = value[0] if c.secondary else value
         if self.best is None or is_better(c.metric, score, self.best["value"]):
             per_fold = [oof_score(c.metric, c.task, _codes(c)[v], full[v], _labels(c)) for _, v in c.folds]
-            self.best = {"value": score, "number": trial.number, "params": params, "oof": oof,
+            before = grown_from["fold_seconds"] if grown_from else 0.0  # a refit trains the rounds of both
+            self.best = {"value": score, "number": number, "params": params, "oof": oof,
                          "std": float(np.std(per_fold)),
-                         "seconds": float(sum(fold_seconds)), "fold_seconds": float(np.mean(fold_seconds)),
-                         "models": models, "rounds": rounds, "time_boxed": "time_boxed" in trial.user_attrs}
+                         "seconds": float(sum(fold_seconds)) + (grown_from["seconds"] if grown_from else 0.0),
+                         "fold_seconds": float(np.mean(fold_seconds)) + before,
+                         "models": models, "rounds": rounds, "time_boxed": "time_boxed" in trial.user_attrs,
+                         "row_predict_seconds": 1e-6 * trial.user_attrs[COSTS["latency"]]}
         return value
 
-    def _cross_validate(self, trial: optuna.Trial, params: dict) -> tuple[np.ndarray, list[float], list, list]:
+    def _cross_validate(self, trial: optuna.Trial, params: dict, grown_from: dict | None = None,
+                        ) -> tuple[np.ndarray, list[float], list, list]:
         """Out-of-fold predictions, fold models and their early-stopping rounds; pruned on the running fold
         score (median rule), skipped when a fold is expected to overrun the limit, stopped when one does;
         a family's first trial and its start configurations, time-boxed, stop growing at each fold's share of
-        its time and are kept."""
+        its time and are kept, as are the folds of a trial `grown_from` another's fold models."""
         c = self.context
         y = _codes(c)
         oof = np.full((len(y), len(c.classes) if c.classes is not None else 1), np.nan)
@@ -231,29 +270,38 @@ class _FamilySearch:
         # bigger models that large data needs. Sampled trials compete with converged models, and one that
         # cannot finish is stopped (truncated ones would mislead the sampler). A search capped by max_trials
         # (the reproducible mode) never depends on the clock this way.
-        may_time_box = (self.best is None or "start" in trial.user_attrs) and c.max_trials is None
+        may_time_box = (self.best is None or "start" in trial.user_attrs or grown_from is not None
+                        ) and c.max_trials is None
         # Until the family has a model, its rounds are a ceiling too: LightGBM's 100 default rounds on 38,400 x
         # 400 took 14 s on the one core a busy machine left, more than their share of 30 s, and the family
         # that is the result's floor ended with nothing; the rounds it had grown beat every other family.
-        any_size = may_time_box and self.best is None
+        any_size = may_time_box and (self.best is None or grown_from is not None)
         for step, (train, valid) in enumerate(c.folds):
             trial.set_user_attr("folds_trained", step)
             model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
+            previous = grown_from["models"][step] if grown_from else None
+            if previous is not None:
+                grows_from(model, previous)
             X_valid = c.X[valid]
             now = time.monotonic()
             boxed = may_time_box and time_boxed(model, X_valid, any_size)
-            expected = (np.mean(seconds) if seconds else self.fold_seconds) * (BOXED_FOLD_MINIMUM if boxed else 1.0)
+            if previous is not None:  # before its first new round, the model so far predicts the training rows
+                expected = (grown_from["row_predict_seconds"] * len(train)
+                            + grown_from["fold_seconds"] / max(1, model_size(previous)))
+            else:
+                expected = (np.mean(seconds) if seconds else self.fold_seconds) * (
+                    BOXED_FOLD_MINIMUM if boxed else 1.0)
             if self.tracker.best is not None and expected and now + expected > self.limit:
                 reason = f"fold {step + 1}/{len(c.folds)}: the fold would overrun the time budget"
                 trial.set_user_attr("pruned_reason", reason)
-                if step == 0:  # the family's next trial would not fit either: end its search here
+                if step == 0 and grown_from is None:  # the family's next trial would not fit either: end its search
                     self.study.stop()
                 raise optuna.TrialPruned(reason)
             started = now
             grow_until = now + BOXED_FOLD_GROWTH * (self.limit - now) / (len(c.folds) - step) if boxed else None
             try:
                 fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit, grow_until=grow_until,
-                           any_size=any_size)
+                           any_size=any_size, init_model=previous)
             except DeadlineReached as stopped:
                 trial.set_user_attr("pruned_reason", f"fold {step + 1}/{len(c.folds)}: {stopped}")
                 raise optuna.TrialPruned(str(stopped)) from stopped
@@ -353,16 +401,19 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             search.why = (f"cheap: {len(search.study.trials)} trials at {search.best['seconds']:.2f}s each, "
                           "not tuned further")
     # A family whose first trial was time-boxed needs more than that time to converge: it is tuned only when
-    # its share at least doubles it (growth as in FLAML's cost-frugal search); otherwise its slot and its
-    # share pass to the next family in the ranking. The tuned families are settled before any runs, so the
-    # time goes to those that use it.
+    # its share at least doubles it (growth as in FLAML's cost-frugal search); boosting's rounds go on from
+    # its fold models instead (`grow`); otherwise its slot and its share pass to the next family in the
+    # ranking. The tuned families are settled before any runs, so the time goes to those that use it.
     planned, passed = candidates[:tuned], []
+
+    def outgrown(search: _FamilySearch, share: float) -> bool:
+        return search.best["time_boxed"] and share < BOXED_TUNING_GROWTH * search.best["seconds"]
+
     while True:
         remaining = max(0.0, tuning_deadline() - time.monotonic())
         weights = sum(s.family.budget_weight for s in planned)
         shares = {s.family.name: remaining * s.family.budget_weight / weights for s in planned}
-        short = [s for s in planned if s.best["time_boxed"] and
-                 shares[s.family.name] < BOXED_TUNING_GROWTH * s.best["seconds"]]
+        short = [s for s in planned if outgrown(s, shares[s.family.name]) and not s.can_grow()]
         if not short:
             break
         for search in short:
@@ -379,8 +430,16 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         # Split over workers, the cap counts all of their tuning trials (the first pass ran one per worker);
         # a lone search adds max_trials to whatever its study already holds.
         total = None if context.max_trials is None or context.workers == 1 else context.workers + context.max_trials
-        before = len(search.study.trials)
-        search.run(context.max_trials, time.monotonic() + share, total)
+        before, limit = len(search.study.trials), time.monotonic() + share
+        if outgrown(search, share):  # its rounds go on; when they all fit, the time left goes to its tuning
+            boxed_at = search.best["seconds"]
+            search.grow(limit)
+            if not search.best["time_boxed"]:
+                search.run(context.max_trials, limit, total)
+            search.why = (f"first trial time-boxed at {boxed_at:.1f}s; its boosting went on for a {share:.1f}s "
+                          "share instead of being tuned")
+            continue
+        search.run(context.max_trials, limit, total)
         capped = context.max_trials is not None and (len(search.study.trials) >= total if total else
                                                       len(search.study.trials) - before >= context.max_trials)
         search.why = (f"tuned: max_trials={context.max_trials} reached" if capped else
