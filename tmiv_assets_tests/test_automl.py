@@ -578,6 +578,24 @@ def test_a_floor_stopped_short_goes_on_from_its_fold_models():
     assert search.result().refit_params == {}  # LightGBM's defaults, 100 rounds, on all rows
 
 
+def test_a_leader_stopped_short_goes_on_instead_of_giving_its_tuning_slot_away():
+    X, y = make_classification(40_000, 60, n_informative=20, random_state=0)
+    X, y = pd.DataFrame(X).add_prefix("f"), pd.Series(y)
+    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())  # a holdout
+    families = [family_named("lightgbm"), family_named("linear")]
+    started = time.monotonic()
+    # the floor's 60% of 1.5 s cannot grow LightGBM's 100 default rounds; the 40% left cannot double it
+    results, studies, reasons = search_module.search_families(prepared.context, families, 1, started, started + 1.5,
+                                                              large=True)
+    floor, grown = (t for t in studies["lightgbm"].trials if t.state.is_finished())
+    assert "time_boxed" in floor.user_attrs and grown.user_attrs["grown_from"] == floor.number
+    assert reasons["lightgbm"].startswith("first trial time-boxed") and "went on from its fold models" in reasons[
+        "lightgbm"]
+    lightgbm = next(r for r in results if r.family.name == "lightgbm")
+    assert model_size(lightgbm.fold_models[0]) > int(floor.user_attrs["time_boxed"].split()[-2])
+    assert time.monotonic() - started < 1.5 + 1.0
+
+
 @pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [
     (500, 10, 30, 5), (10_000, 50, 30, 3), (20_000, 50, 30, 2), (20_000, 100, 30, 1), (50_000, 150, 300, 3),
     (150_000, 5, 600, 1)])

@@ -87,8 +87,9 @@ def time_boxed(estimator, X_valid=None, any_size: bool = False) -> bool:
 
 
 def can_grow_on(estimator) -> bool:
-    """Whether a fitted model's boosting can go on from its rounds (see `grows_from`)."""
-    return _is_boosting(estimator)
+    """Whether a fitted model's boosting can go on from its rounds (see `grows_from`), at a cost known from its
+    first round (a fit with a deadline measures it)."""
+    return _is_boosting(estimator) and hasattr(estimator, "first_round_seconds_")
 
 
 def grows_from(estimator, previous) -> None:
@@ -195,7 +196,10 @@ def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline, init_model=None) 
     callbacks = []
     init = {} if init_model is None else {"init_model": init_model.booster_}
     if deadline is not None:
+        first_round = _FirstRound(estimator)
+
         def stop_at_deadline(env) -> None:
+            first_round()
             if time.monotonic() > deadline:
                 raise EarlyStopException(env.iteration, env.evaluation_result_list or [])
         callbacks.append(stop_at_deadline)
@@ -206,16 +210,30 @@ def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline, init_model=None) 
         estimator.fit(X, y, callbacks=callbacks, **init)
 
 
+class _FirstRound:
+    """Called after every boosting round: sets the estimator's `first_round_seconds_`, the seconds from the start
+    of its fit to the end of its first round (the data's binning included), which going on from it costs again."""
+
+    def __init__(self, estimator):
+        self.estimator, self.started = estimator, time.monotonic()
+        estimator.__dict__.pop("first_round_seconds_", None)
+
+    def __call__(self) -> None:
+        if "first_round_seconds_" not in self.estimator.__dict__:
+            self.estimator.first_round_seconds_ = time.monotonic() - self.started
+
+
 class _CatBoostDeadline:
-    def __init__(self, deadline: float):
-        self.deadline = deadline
+    def __init__(self, estimator, deadline: float):
+        self.first_round, self.deadline = _FirstRound(estimator), deadline
 
     def after_iteration(self, info) -> bool:
+        self.first_round()
         return time.monotonic() <= self.deadline  # False stops training
 
 
 def _fit_catboost(estimator, X, y, X_valid, y_valid, deadline, init_model=None) -> None:
-    callbacks = [_CatBoostDeadline(deadline)] if deadline is not None else None
+    callbacks = [_CatBoostDeadline(estimator, deadline)] if deadline is not None else None
     if _wants_early_stopping(estimator, X_valid):
         estimator.fit(X, y, eval_set=(X_valid, y_valid), early_stopping_rounds=EARLY_STOPPING_ROUNDS,
                       callbacks=callbacks, init_model=init_model)
@@ -224,15 +242,17 @@ def _fit_catboost(estimator, X, y, X_valid, y_valid, deadline, init_model=None) 
 
 
 class _XGBoostDeadline(TrainingCallback):
-    def __init__(self, deadline: float):
-        self.deadline = deadline
+    def __init__(self, estimator, deadline: float):
+        super().__init__()
+        self.first_round, self.deadline = _FirstRound(estimator), deadline
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        self.first_round()
         return time.monotonic() > self.deadline
 
 
 def _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline, init_model=None) -> None:
-    callbacks = [_XGBoostDeadline(deadline)] if deadline is not None else None
+    callbacks = [_XGBoostDeadline(estimator, deadline)] if deadline is not None else None
     stopping = EARLY_STOPPING_ROUNDS if _wants_early_stopping(estimator, X_valid) else None
     estimator.set_params(callbacks=callbacks, early_stopping_rounds=stopping)
     init = {} if init_model is None else {"xgb_model": init_model.get_booster()}

@@ -20,7 +20,6 @@ from tmiv_assets.ml.automl.fitting import (
     can_grow_on,
     fit_within,
     grows_from,
-    model_size,
     refit_rounds,
     rounds_parameter,
     time_boxed,
@@ -225,9 +224,7 @@ class _FamilySearch:
         number, start, value = len(self.study.trials), datetime.now(), None
         try:
             value = self._evaluate(record, b["params"], number, grown_from=b)
-        except DeadlineReached as stopped:
-            record.set_user_attr("pruned_reason", str(stopped))
-        except optuna.TrialPruned:
+        except optuna.TrialPruned:  # its pruned_reason says why
             pass
         state = optuna.trial.TrialState.PRUNED if value is None else optuna.trial.TrialState.COMPLETE
         self.study.add_trial(optuna.trial.FrozenTrial(
@@ -285,9 +282,8 @@ class _FamilySearch:
             X_valid = c.X[valid]
             now = time.monotonic()
             boxed = may_time_box and time_boxed(model, X_valid, any_size)
-            if previous is not None:  # before its first new round, the model so far predicts the training rows
-                expected = (grown_from["row_predict_seconds"] * len(train)
-                            + grown_from["fold_seconds"] / max(1, model_size(previous)))
+            if previous is not None:  # the data's binning and a round again, after the model so far predicts the rows
+                expected = previous.first_round_seconds_ + grown_from["row_predict_seconds"] * len(train)
             else:
                 expected = (np.mean(seconds) if seconds else self.fold_seconds) * (
                     BOXED_FOLD_MINIMUM if boxed else 1.0)
@@ -431,13 +427,13 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         # a lone search adds max_trials to whatever its study already holds.
         total = None if context.max_trials is None or context.workers == 1 else context.workers + context.max_trials
         before, limit = len(search.study.trials), time.monotonic() + share
-        if outgrown(search, share):  # its rounds go on; when they all fit, the time left goes to its tuning
-            boxed_at = search.best["seconds"]
+        if outgrown(search, share) and search.can_grow():
+            search.why = (f"first trial time-boxed at {search.best['seconds']:.1f}s; its boosting went on from its "
+                          f"fold models for a {share:.1f}s share")
             search.grow(limit)
-            if not search.best["time_boxed"]:
+            if not search.best["time_boxed"]:  # its rounds all fit: the time left goes to tuning
                 search.run(context.max_trials, limit, total)
-            search.why = (f"first trial time-boxed at {boxed_at:.1f}s; its boosting went on for a {share:.1f}s "
-                          "share instead of being tuned")
+                search.why += ", then tuned"
             continue
         search.run(context.max_trials, limit, total)
         capped = context.max_trials is not None and (len(search.study.trials) >= total if total else
