@@ -542,15 +542,27 @@ def test_a_start_configuration_too_big_for_its_time_is_time_boxed_and_kept_a_sam
     assert sampled.state.name == "PRUNED" and "deadline" in sampled.user_attrs["pruned_reason"]
 
 
-def test_the_floor_too_slow_for_its_share_is_kept_with_fewer_rounds():
+def holdout_context() -> search_module.SearchContext:
+    """40,000 x 60 binary rows validated on a holdout (at a 10 s budget), where LightGBM's 100 default rounds
+    need more than half a second on one thread."""
     X, y = make_classification(40_000, 60, n_informative=20, random_state=0)
     X, y = pd.DataFrame(X).add_prefix("f"), pd.Series(y)
-    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())  # a holdout
+    return AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic()).context
+
+
+def floor_given(context: search_module.SearchContext, seconds: float):
+    """LightGBM's search after its first trial, its defaults, had `seconds`."""
     now = time.monotonic()
-    search = search_module._FamilySearch(prepared.context, family_named("lightgbm"),
-                                         search_module._Tracker(prepared.context, now, now + 10))
-    search.run(1, time.monotonic() + 0.5)  # LightGBM's defaults: 100 rounds a fold need more than 0.5 s
-    floor, folds = search.study.trials[0], len(prepared.context.folds)
+    search = search_module._FamilySearch(context, family_named("lightgbm"),
+                                         search_module._Tracker(context, now, now + 60))
+    search.run(1, now + seconds)
+    return search
+
+
+def test_the_floor_too_slow_for_its_share_is_kept_with_fewer_rounds():
+    context, now = holdout_context(), time.monotonic()
+    search = floor_given(context, 0.5)
+    floor, folds = search.study.trials[0], len(context.folds)
     assert floor.state.name == "COMPLETE" and floor.user_attrs["config"] == {}
     assert floor.user_attrs["time_boxed"].startswith(f"fold {folds}/{folds}: stopped growing at its time share")
     assert all(0 < rounds < 100 for rounds in search.best["rounds"])
@@ -558,13 +570,7 @@ def test_the_floor_too_slow_for_its_share_is_kept_with_fewer_rounds():
 
 
 def test_a_floor_stopped_short_goes_on_from_its_fold_models():
-    X, y = make_classification(40_000, 60, n_informative=20, random_state=0)
-    X, y = pd.DataFrame(X).add_prefix("f"), pd.Series(y)
-    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())  # a holdout
-    now = time.monotonic()
-    search = search_module._FamilySearch(prepared.context, family_named("lightgbm"),
-                                         search_module._Tracker(prepared.context, now, now + 60))
-    search.run(1, time.monotonic() + 0.5)  # LightGBM's defaults: 100 rounds need more than 0.5 s
+    search = floor_given(holdout_context(), 0.5)
     floor = search.best
     assert search.can_grow() and model_size(floor["models"][0]) < 100
     search.grow(time.monotonic() + 60)
@@ -579,13 +585,10 @@ def test_a_floor_stopped_short_goes_on_from_its_fold_models():
 
 
 def test_a_leader_stopped_short_goes_on_instead_of_giving_its_tuning_slot_away():
-    X, y = make_classification(40_000, 60, n_informative=20, random_state=0)
-    X, y = pd.DataFrame(X).add_prefix("f"), pd.Series(y)
-    prepared = AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic())  # a holdout
-    families = [family_named("lightgbm"), family_named("linear")]
+    context, families = holdout_context(), [family_named("lightgbm"), family_named("linear")]
     started = time.monotonic()
     # the floor's 60% of 1.5 s cannot grow LightGBM's 100 default rounds; the 40% left cannot double it
-    results, studies, reasons = search_module.search_families(prepared.context, families, 1, started, started + 1.5,
+    results, studies, reasons = search_module.search_families(context, families, 1, started, started + 1.5,
                                                               large=True)
     floor, grown = (t for t in studies["lightgbm"].trials if t.state.is_finished())
     assert "time_boxed" in floor.user_attrs and grown.user_attrs["grown_from"] == floor.number
