@@ -543,9 +543,9 @@ def test_a_start_configuration_too_big_for_its_time_is_time_boxed_and_kept_a_sam
 
 
 def holdout_context() -> search_module.SearchContext:
-    """40,000 x 60 binary rows validated on a holdout (at a 10 s budget), where LightGBM's 100 default rounds
-    need more than half a second on one thread."""
-    X, y = make_classification(40_000, 60, n_informative=20, random_state=0)
+    """40,000 x 60 rows of 3 classes validated on a holdout (at a 10 s budget), where LightGBM's 100 default
+    rounds take 3.5-5.6 s on one thread, their first round (the binning included) 0.35-0.56 s."""
+    X, y = make_classification(40_000, 60, n_informative=20, n_classes=3, random_state=0)
     X, y = pd.DataFrame(X).add_prefix("f"), pd.Series(y)
     return AutoML(time_budget_s=10, seed=0, n_jobs=1)._prepare(X, y, None, time.monotonic()).context
 
@@ -561,16 +561,16 @@ def floor_given(context: search_module.SearchContext, seconds: float):
 
 def test_the_floor_too_slow_for_its_share_is_kept_with_fewer_rounds():
     context, now = holdout_context(), time.monotonic()
-    search = floor_given(context, 0.5)
+    search = floor_given(context, 1.2)
     floor, folds = search.study.trials[0], len(context.folds)
     assert floor.state.name == "COMPLETE" and floor.user_attrs["config"] == {}
     assert floor.user_attrs["time_boxed"].startswith(f"fold {folds}/{folds}: stopped growing at its time share")
     assert all(0 < rounds < 100 for rounds in search.best["rounds"])
-    assert time.monotonic() - now < 0.5 + 1.0  # each fold's last round and prediction after its share
+    assert time.monotonic() - now < 1.2 + 1.0  # each fold's last round and prediction after its share
 
 
 def test_a_floor_stopped_short_goes_on_from_its_fold_models():
-    search = floor_given(holdout_context(), 0.5)
+    search = floor_given(holdout_context(), 1.2)
     floor = search.best
     assert search.can_grow() and model_size(floor["models"][0]) < 100
     search.grow(time.monotonic() + 60)
@@ -585,18 +585,15 @@ def test_a_floor_stopped_short_goes_on_from_its_fold_models():
 
 
 def test_a_leader_stopped_short_goes_on_instead_of_giving_its_tuning_slot_away():
-    context, families = holdout_context(), [family_named("lightgbm"), family_named("linear")]
-    started = time.monotonic()
-    # the floor's 60% of 1.5 s cannot grow LightGBM's 100 default rounds; the 40% left cannot double it
-    results, studies, reasons = search_module.search_families(context, families, 1, started, started + 1.5,
-                                                              large=True)
-    floor, grown = (t for t in studies["lightgbm"].trials if t.state.is_finished())
+    context, started = holdout_context(), time.monotonic()
+    # the floor's 60% of 2 s cannot grow LightGBM's 100 default rounds; the 40% left cannot double it
+    _, studies, reasons = search_module.search_families(context, [family_named("lightgbm")], 1, started,
+                                                        started + 2.0, large=True)
+    floor, grown = [t for t in studies["lightgbm"].trials if t.state.is_finished()][:2]
     assert "time_boxed" in floor.user_attrs and grown.user_attrs["grown_from"] == floor.number
     assert reasons["lightgbm"].startswith("first trial time-boxed") and "went on from its fold models" in reasons[
         "lightgbm"]
-    lightgbm = next(r for r in results if r.family.name == "lightgbm")
-    assert model_size(lightgbm.fold_models[0]) > int(floor.user_attrs["time_boxed"].split()[-2])
-    assert time.monotonic() - started < 1.5 + 1.0
+    assert time.monotonic() - started < 2.0 + 1.0
 
 
 @pytest.mark.parametrize(("rows", "columns", "budget", "folds"), [
