@@ -317,6 +317,9 @@ def test_library_defaults_are_time_boxed_only_when_their_rounds_are_a_ceiling():
                        grow_until=now, any_size=True)
     assert model_size(short) < 100 and short.time_boxed_.endswith(f"after {model_size(short)} rounds")
     assert best_rounds(short) == model_size(short)  # a refit on all rows grows as many rounds
+    whole = fit_within(LGBMClassifier(n_estimators=1, verbose=-1), X[:400], y[:400], X[400:], y[400:],
+                       deadline=now + 60, grow_until=now, any_size=True)
+    assert model_size(whole) == 1 and not hasattr(whole, "time_boxed_")  # its last round ended past the clock
     forest = fit_within(RandomForestClassifier(n_estimators=5000, random_state=0), X, y, deadline=now + 60,
                         grow_until=now)
     assert model_size(forest) == FIRST_CHUNK  # a forest grows one first chunk whatever the clock says

@@ -56,10 +56,15 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
     stop = grow_until if grow_until is not None else deadline  # grow_until never lies past the deadline
     if _is_boosting(estimator):
         fit = {"lightgbm": _fit_lightgbm, "catboost": _fit_catboost}.get(module, _fit_xgboost)
+        configured = estimator.get_params().get(rounds_parameter(estimator.get_params()))
+        planned = math.inf if configured is None else configured + (
+            0 if init_model is None else model_size(init_model))
         fit(estimator, X, y, X_valid, y_valid, stop, init_model)
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineReached(f"{type(estimator).__name__} stopped at the deadline after "
                                   f"{model_size(estimator)} rounds")
+        # short of its rounds when the clock passed: one whose last round ended past it is whole
+        stopped_growing = grow_until is not None and time.monotonic() > grow_until and model_size(estimator) < planned
     elif _grows_in_chunks(estimator):
         stopped_growing = _fit_in_chunks(estimator, X, y, deadline, grow_until)
     elif deadline is not None and _iterates(estimator):
@@ -72,7 +77,7 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
         estimator.fit(X, y)
     if deadline is not None and time.monotonic() > deadline:
         raise DeadlineReached(f"{type(estimator).__name__} finished after the deadline")
-    if grow_until is not None and (stopped_growing or time.monotonic() > grow_until):
+    if stopped_growing:
         estimator.time_boxed_ = f"stopped growing at its time share after {model_size(estimator)} rounds"
     return estimator
 
