@@ -11,6 +11,7 @@ Two clocks: at the hard `deadline` a fit is abandoned (DeadlineReached); at the 
 whose size is only a ceiling (boosting that stops early on its validation fold, forests, histogram
 boosting) stops growing and is kept as it is, so a fit on data that needs more rounds than the time allows
 still yields the best model that time could buy instead of nothing (as AutoGluon's time-limited fits do).
+Boosting kept short of its rounds can later go on from that model (`init_model`, see `grows_from`).
 """
 
 from __future__ import annotations
