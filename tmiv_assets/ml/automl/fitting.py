@@ -57,7 +57,7 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
     stop = grow_until if grow_until is not None else deadline  # grow_until never lies past the deadline
     if _is_boosting(estimator):
         fit = {"lightgbm": _fit_lightgbm, "catboost": _fit_catboost}.get(module, _fit_xgboost)
-        configured = estimator.get_params().get(rounds_parameter(estimator.get_params()))
+        configured = _configured_rounds(estimator)
         planned = math.inf if configured is None else configured + (
             0 if init_model is None else model_size(init_model))
         fit(estimator, X, y, X_valid, y_valid, stop, init_model)
@@ -102,10 +102,8 @@ def grows_from(estimator, previous) -> None:
     """Sets the unfitted `estimator`, of `previous`'s configuration, to add the rounds `previous` stopped
     short of when it goes on from it (`fit_within(..., init_model=previous)`); a configuration that stops early
     on its validation fold may add all of its rounds again, early stopping ends it."""
-    params = estimator.get_params()
-    name = rounds_parameter(params)
-    if (configured := params.get(name)) is not None and configured < EARLY_STOPPING_FROM:
-        estimator.set_params(**{name: max(1, configured - model_size(previous))})
+    if (configured := _configured_rounds(estimator)) is not None and configured < EARLY_STOPPING_FROM:
+        estimator.set_params(**{rounds_parameter(estimator.get_params()): max(1, configured - model_size(previous))})
 
 
 def model_size(estimator) -> int:
@@ -193,9 +191,14 @@ def _fit_in_iterations(estimator, X, y, deadline: float) -> None:
         estimator.set_params(max_iter=total, warm_start=False)  # refits and later fits start from scratch
 
 
-def _wants_early_stopping(estimator, X_valid) -> bool:
+def _configured_rounds(estimator) -> int | None:
+    """The rounds the estimator is configured to grow; None where the library's default applies unset."""
     params = estimator.get_params()
-    return X_valid is not None and (params.get(rounds_parameter(params)) or 0) >= EARLY_STOPPING_FROM
+    return params.get(rounds_parameter(params))
+
+
+def _wants_early_stopping(estimator, X_valid) -> bool:
+    return X_valid is not None and (_configured_rounds(estimator) or 0) >= EARLY_STOPPING_FROM
 
 
 def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline, init_model=None) -> None:

@@ -243,11 +243,11 @@ class _FamilySearch:
         score = value[0] if c.secondary else value
         if self.best is None or is_better(c.metric, score, self.best["value"]):
             per_fold = [oof_score(c.metric, c.task, _codes(c)[v], full[v], _labels(c)) for _, v in c.folds]
-            before = grown_from["fold_seconds"] if grown_from else 0.0  # a refit trains the rounds of both
+            earlier = grown_from or {"seconds": 0.0, "fold_seconds": 0.0}  # a refit trains the rounds of both
             self.best = {"value": score, "number": number, "params": params, "oof": oof,
                          "std": float(np.std(per_fold)),
-                         "seconds": float(sum(fold_seconds)) + (grown_from["seconds"] if grown_from else 0.0),
-                         "fold_seconds": float(np.mean(fold_seconds)) + before,
+                         "seconds": float(sum(fold_seconds)) + earlier["seconds"],
+                         "fold_seconds": float(np.mean(fold_seconds)) + earlier["fold_seconds"],
                          "models": models, "rounds": rounds, "time_boxed": "time_boxed" in trial.user_attrs,
                          "row_predict_seconds": 1e-6 * trial.user_attrs[COSTS["latency"]]}
         return value
