@@ -13,7 +13,7 @@ import pytest
 from catboost import CatBoostClassifier
 from lightgbm import LGBMClassifier
 from sklearn.datasets import load_breast_cancer, load_diabetes, make_classification
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import Lasso, LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -30,6 +30,7 @@ from tmiv_assets.ml.automl.fitting import (
     SOLVER_CHUNK,
     DeadlineReached,
     best_rounds,
+    can_grow_on,
     fit_within,
     grows_from,
     model_size,
@@ -329,21 +330,26 @@ def test_library_defaults_are_time_boxed_only_when_their_rounds_are_a_ceiling():
 @pytest.mark.parametrize("make_model", [
     lambda: LGBMClassifier(verbose=-1, n_jobs=1),
     lambda: XGBLabelClassifier(n_estimators=100, n_jobs=1),
-    lambda: CatBoostClassifier(iterations=100, learning_rate=0.1, thread_count=1, verbose=0, random_seed=0)],
-    ids=["lightgbm", "xgboost", "catboost"])
-def test_boosting_stopped_short_goes_on_to_its_configured_rounds(make_model):
+    lambda: CatBoostClassifier(iterations=100, learning_rate=0.1, thread_count=1, verbose=0, random_seed=0),
+    lambda: RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1),
+    lambda: HistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=0)],
+    ids=["lightgbm", "xgboost", "catboost", "random_forest", "hist_gradient_boosting"])
+def test_a_model_stopped_short_goes_on_to_its_configured_size(make_model):
     X, y = load_breast_cancer(return_X_y=True)
     now = time.monotonic()
     short = fit_within(make_model(), X[:400], y[:400], X[400:], y[400:], deadline=now + 60, grow_until=now,
                        any_size=True)
-    assert 0 < model_size(short) < 100
+    held, before = model_size(short), short.predict_proba(X[400:])
+    assert 0 < held < 100 and can_grow_on(short)
     grown = make_model()
     grows_from(grown, short)
     fit_within(grown, X[:400], y[:400], X[400:], y[400:], deadline=time.monotonic() + 60, init_model=short)
-    assert model_size(grown) == 100  # the rounds it had and the rest, not 100 more
+    assert model_size(grown) == 100 and not hasattr(grown, "time_boxed_")  # what it had and the rest, not 100 more
     whole = fit_within(make_model(), X[:400], y[:400], X[400:], y[400:], deadline=time.monotonic() + 60)
-    # going on from the short model's rounds is training the whole model (up to floating-point sums)
+    # going on from the short model is training the whole model (up to floating-point sums)
     np.testing.assert_allclose(grown.predict_proba(X[400:]), whole.predict_proba(X[400:]), atol=1e-3)
+    # the trial it went on from keeps its own model
+    assert model_size(short) == held and np.array_equal(short.predict_proba(X[400:]), before)
 
 
 def test_lightgbm_defaults_come_first_and_the_result_is_never_below_them():
@@ -587,15 +593,16 @@ def test_a_floor_stopped_short_goes_on_from_its_fold_models():
     assert search.result().refit_params == {}  # LightGBM's defaults, 100 rounds, on all rows
 
 
-def test_a_leader_stopped_short_goes_on_instead_of_giving_its_tuning_slot_away():
+@pytest.mark.parametrize("family", ["lightgbm", "extra_trees"])
+def test_a_leader_stopped_short_goes_on_instead_of_giving_its_tuning_slot_away(family):
     context, started = holdout_context(), time.monotonic()
-    # the floor's 60% of 2 s cannot grow LightGBM's 100 default rounds; the 40% left cannot double it
-    _, studies, reasons = search_module.search_families(context, [family_named("lightgbm")], 1, started,
+    # the first trial's 60% of 2 s cannot grow LightGBM's 100 default rounds or 200 extra trees on 32,000 rows;
+    # the 40% left cannot double it
+    _, studies, reasons = search_module.search_families(context, [family_named(family)], 1, started,
                                                         started + 2.0, large=True)
-    floor, grown = [t for t in studies["lightgbm"].trials if t.state.is_finished()][:2]
-    assert "time_boxed" in floor.user_attrs and grown.user_attrs["grown_from"] == floor.number
-    assert reasons["lightgbm"].startswith("first trial time-boxed") and "went on from its fold models" in reasons[
-        "lightgbm"]
+    first, grown = [t for t in studies[family].trials if t.state.is_finished()][:2]
+    assert "time_boxed" in first.user_attrs and grown.user_attrs["grown_from"] == first.number
+    assert reasons[family].startswith("first trial time-boxed") and "fold models went on growing" in reasons[family]
     assert time.monotonic() - started < 2.0 + 1.0
 
 

@@ -11,11 +11,13 @@ Two clocks: at the hard `deadline` a fit is abandoned (DeadlineReached); at the 
 whose size is only a ceiling (boosting that stops early on its validation fold, forests, histogram
 boosting) stops growing and is kept as it is, so a fit on data that needs more rounds than the time allows
 still yields the best model that time could buy instead of nothing (as AutoGluon's time-limited fits do).
-Boosting kept short of its rounds can later go on from that model (`init_model`, see `grows_from`).
+A model kept short of its rounds or trees can later go on from where it stopped (`init_model`, see
+`grows_from`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -48,8 +50,8 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
                grow_until: float | None = None, any_size: bool = False, init_model=None):
     """Fit `estimator` on X, y before the monotonic `deadline`; raise DeadlineReached when it cannot. A model
     that can stop growing (see `time_boxed`; with `any_size` also boosting configured below
-    EARLY_STOPPING_FROM rounds) stops at `grow_until` and is kept; `time_boxed_` then says so. Boosting goes on
-    from `init_model`, a fitted model of the same configuration (see `grows_from`)."""
+    EARLY_STOPPING_FROM rounds) stops at `grow_until` and is kept; `time_boxed_` then says so. The fit goes on
+    from `init_model`, a fitted model of the same configuration (see `grows_from`), which stays as it is."""
     module = type(estimator).__module__.split(".")[0]
     stopped_growing = False
     if grow_until is not None and not time_boxed(estimator, X_valid, any_size):
@@ -67,6 +69,8 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
         # short of its rounds when the clock passed: one whose last round ended past it is whole
         stopped_growing = grow_until is not None and time.monotonic() > grow_until and model_size(estimator) < planned
     elif _grows_in_chunks(estimator):
+        if init_model is not None:
+            _take_over(estimator, init_model)
         stopped_growing = _fit_in_chunks(estimator, X, y, deadline, grow_until)
     elif deadline is not None and _iterates(estimator):
         _fit_in_iterations(estimator, X, y, deadline)
@@ -93,17 +97,28 @@ def time_boxed(estimator, X_valid=None, any_size: bool = False) -> bool:
 
 
 def can_grow_on(estimator) -> bool:
-    """Whether a fitted model's boosting can go on from its rounds (see `grows_from`), at a cost known from its
-    first round (a fit with a deadline measures it)."""
-    return _is_boosting(estimator) and hasattr(estimator, "first_round_seconds_")
+    """Whether a fitted model can go on from its rounds or trees (see `grows_from`), at a cost known from its
+    first round or chunk (a fit with a deadline measures it)."""
+    return (_is_boosting(estimator) or _grows_in_chunks(estimator)) and hasattr(estimator, "first_round_seconds_")
 
 
 def grows_from(estimator, previous) -> None:
     """Sets the unfitted `estimator`, of `previous`'s configuration, to add the rounds `previous` stopped
     short of when it goes on from it (`fit_within(..., init_model=previous)`); a configuration that stops early
-    on its validation fold may add all of its rounds again, early stopping ends it."""
+    on its validation fold may add all of its rounds again, early stopping ends it. Forests and histogram
+    boosting keep their configured size: their warm start adds what `previous` lacks."""
+    if not _is_boosting(estimator):
+        return
     if (configured := _configured_rounds(estimator)) is not None and configured < EARLY_STOPPING_FROM:
         estimator.set_params(**{rounds_parameter(estimator.get_params()): max(1, configured - model_size(previous))})
+
+
+def growth_start_seconds(previous, row_predict_seconds: float, rows: int) -> float:
+    """Expected seconds before going on from `previous` on `rows` training rows adds to it: its first round or
+    chunk again (the data's binning included) and, for boosting, the model so far predicting the rows, whose
+    scores the next round starts from; a forest's new trees need no prediction."""
+    rescoring = 0.0 if _is_forest(previous) else row_predict_seconds * rows
+    return previous.first_round_seconds_ + rescoring
 
 
 def model_size(estimator) -> int:
@@ -161,6 +176,20 @@ def _is_boosting(estimator) -> bool:
 
 def _grows_in_chunks(estimator) -> bool:
     return type(estimator).__module__.startswith("sklearn.ensemble") and "warm_start" in estimator.get_params()
+
+
+def _is_forest(estimator) -> bool:
+    return _grows_in_chunks(estimator) and "n_estimators" in estimator.get_params() and not hasattr(
+        estimator, "learning_rate")
+
+
+def _take_over(estimator, fitted) -> None:
+    """Gives the unfitted `estimator`, of `fitted`'s configuration, a copy of `fitted`'s trees or iterations,
+    which its warm start then adds to; `fitted` stays as it is (it is the trial it went on from)."""
+    params = estimator.get_params(deep=False)
+    state = {k: v for k, v in fitted.__dict__.items() if k not in ("time_boxed_", "first_round_seconds_")}
+    estimator.__dict__.update(copy.deepcopy(state))
+    estimator.set_params(**params)
 
 
 def _iterates(estimator) -> bool:
@@ -273,10 +302,10 @@ def _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline, init_model=None) -
 
 
 def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> bool:
-    """Forests add trees, histogram boosting adds iterations, a chunk at a time, looking at the clock between.
-    Chunks after the first are sized to the time left at the pace measured so far (up to CHUNK): past
-    `grow_until` the model is kept as grown (returns True); a chunk that would end past the deadline is not
-    started."""
+    """Forests add trees, histogram boosting adds iterations, a chunk at a time, looking at the clock between,
+    to what the estimator already holds (see `_take_over`). Chunks after the first are sized to the time left at
+    the pace measured so far (up to CHUNK): past `grow_until` the model is kept as grown (returns True); a chunk
+    that would end past the deadline is not started. The first chunk's seconds are `first_round_seconds_`."""
     size = "n_estimators" if "n_estimators" in estimator.get_params() else "max_iter"
     target = estimator.get_params()[size]
     if deadline is None and grow_until is None:
@@ -284,14 +313,17 @@ def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> bool:
         return False
     estimator.set_params(warm_start=True)
     try:
-        grown, started, step = 0, time.monotonic(), FIRST_CHUNK
+        held = model_size(estimator)
+        grown, started, step = held, time.monotonic(), FIRST_CHUNK
+        estimator.__dict__.pop("first_round_seconds_", None)
         while True:
             grown = min(target, grown + step)
             estimator.set_params(**{size: grown}).fit(X, y)
+            now = time.monotonic()
+            estimator.__dict__.setdefault("first_round_seconds_", now - started)
             if grown == target or getattr(estimator, "n_iter_", grown) < grown:  # grown, or stopped by itself
                 return False
-            now = time.monotonic()
-            pace = (now - started) / grown
+            pace = (now - started) / (grown - held)
             if grow_until is not None and now + pace > grow_until:
                 return True
             if deadline is not None and now + pace > deadline:

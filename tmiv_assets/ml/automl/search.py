@@ -20,6 +20,7 @@ from tmiv_assets.ml.automl.fitting import (
     can_grow_on,
     fit_within,
     grows_from,
+    growth_start_seconds,
     refit_rounds,
     rounds_parameter,
     time_boxed,
@@ -209,13 +210,14 @@ class _FamilySearch:
         return value
 
     def can_grow(self) -> bool:
-        """Whether the best trial stopped growing at its time share and its fold models' boosting can go on."""
+        """Whether the best trial stopped growing at its time share and its fold models can go on growing."""
         return (self.best is not None and self.best["time_boxed"] and not self.context.secondary
                 and all(can_grow_on(model) for model in self.best["models"]))
 
     def grow(self, limit: float) -> None:
-        """Boosting of the best trial goes on from its fold models until the monotonic time `limit`, so the
-        rounds it grew are not trained again; recorded in the study as a trial of its own (`grown_from`)."""
+        """The best trial's fold models go on growing (boosting's rounds, a forest's trees) until the monotonic
+        time `limit`, so what they grew is not trained again; recorded in the study as a trial of its own
+        (`grown_from`)."""
         self.limit = limit
         b = self.best
         record = optuna.trial.FixedTrial({})  # collects the user attributes a trial of the study would
@@ -275,15 +277,19 @@ class _FamilySearch:
         any_size = may_time_box and (self.best is None or grown_from is not None)
         for step, (train, valid) in enumerate(c.folds):
             trial.set_user_attr("folds_trained", step)
-            model = self.family.build(c.params_for(self.family, params), c.task, c.seed, c.n_jobs)
             previous = grown_from["models"][step] if grown_from else None
-            if previous is not None:
+            # a fold whose model grew whole in the trial it goes on from keeps that model
+            kept = previous is not None and not hasattr(previous, "time_boxed_")
+            model = previous if kept else self.family.build(c.params_for(self.family, params), c.task, c.seed,
+                                                             c.n_jobs)
+            if previous is not None and not kept:
                 grows_from(model, previous)
             X_valid = c.X[valid]
             now = time.monotonic()
             boxed = may_time_box and time_boxed(model, X_valid, any_size)
-            if previous is not None:  # the data's binning and a round again, after the model so far predicts the rows
-                expected = previous.first_round_seconds_ + grown_from["row_predict_seconds"] * len(train)
+            if previous is not None:
+                expected = 0.0 if kept else growth_start_seconds(previous, grown_from["row_predict_seconds"],
+                                                                 len(train))
             else:
                 expected = (np.mean(seconds) if seconds else self.fold_seconds) * (
                     BOXED_FOLD_MINIMUM if boxed else 1.0)
@@ -296,8 +302,9 @@ class _FamilySearch:
             started = now
             grow_until = now + BOXED_FOLD_GROWTH * (self.limit - now) / (len(c.folds) - step) if boxed else None
             try:
-                fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit, grow_until=grow_until,
-                           any_size=any_size, init_model=previous)
+                if not kept:
+                    fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit,
+                               grow_until=grow_until, any_size=any_size, init_model=previous)
             except DeadlineReached as stopped:
                 trial.set_user_attr("pruned_reason", f"fold {step + 1}/{len(c.folds)}: {stopped}")
                 raise optuna.TrialPruned(str(stopped)) from stopped
@@ -397,9 +404,10 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             search.why = (f"cheap: {len(search.study.trials)} trials at {search.best['seconds']:.2f}s each, "
                           "not tuned further")
     # A family whose first trial was time-boxed needs more than that time to converge: it is tuned only when
-    # its share at least doubles it (growth as in FLAML's cost-frugal search); boosting's rounds go on from
-    # its fold models instead (`grow`); otherwise its slot and its share pass to the next family in the
-    # ranking. The tuned families are settled before any runs, so the time goes to those that use it.
+    # its share at least doubles it (growth as in FLAML's cost-frugal search); otherwise its fold models go
+    # on growing (`grow`: boosting's rounds, a forest's trees), and a family whose models cannot passes its
+    # slot and its share to the next family in the ranking. The tuned families are settled before any runs,
+    # so the time goes to those that use it.
     planned, passed = candidates[:tuned], []
 
     def outgrown(search: _FamilySearch, share: float) -> bool:
@@ -428,8 +436,8 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         total = None if context.max_trials is None or context.workers == 1 else context.workers + context.max_trials
         before, limit = len(search.study.trials), time.monotonic() + share
         if outgrown(search, share) and search.can_grow():
-            search.why = (f"first trial time-boxed at {search.best['seconds']:.1f}s; its boosting went on from its "
-                          f"fold models for a {share:.1f}s share")
+            search.why = (f"first trial time-boxed at {search.best['seconds']:.1f}s; its fold models went on growing "
+                          f"for a {share:.1f}s share")
             search.grow(limit)
             if not search.best["time_boxed"]:  # its rounds all fit: the time left goes to tuning
                 search.run(context.max_trials, limit, total)
