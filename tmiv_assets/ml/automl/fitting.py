@@ -187,7 +187,7 @@ def _take_over(estimator, fitted) -> None:
     """Gives the unfitted `estimator`, of `fitted`'s configuration, a copy of `fitted`'s trees or iterations,
     which its warm start then adds to; `fitted` stays as it is (it is the trial it went on from)."""
     params = estimator.get_params(deep=False)
-    state = {k: v for k, v in fitted.__dict__.items() if k not in ("time_boxed_", "first_round_seconds_")}
+    state = {k: v for k, v in fitted.__dict__.items() if k != "time_boxed_"}  # the fit times its own first chunk
     estimator.__dict__.update(copy.deepcopy(state))
     estimator.set_params(**params)
 
@@ -249,8 +249,9 @@ def _fit_lightgbm(estimator, X, y, X_valid, y_valid, deadline, init_model=None) 
 
 
 class _FirstRound:
-    """Called after every boosting round: sets the estimator's `first_round_seconds_`, the seconds from the start
-    of its fit to the end of its first round (the data's binning included), which going on from it costs again."""
+    """Called after every boosting round or chunk: sets the estimator's `first_round_seconds_`, the seconds from
+    the start of its fit to the end of its first round (the data's binning included), which going on from it
+    costs again."""
 
     def __init__(self, estimator):
         self.estimator, self.started = estimator, time.monotonic()
@@ -314,13 +315,12 @@ def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> bool:
     estimator.set_params(warm_start=True)
     try:
         held = model_size(estimator)
-        grown, started, step = held, time.monotonic(), FIRST_CHUNK
-        estimator.__dict__.pop("first_round_seconds_", None)
+        grown, started, step, first_round = held, time.monotonic(), FIRST_CHUNK, _FirstRound(estimator)
         while True:
             grown = min(target, grown + step)
             estimator.set_params(**{size: grown}).fit(X, y)
+            first_round()
             now = time.monotonic()
-            estimator.__dict__.setdefault("first_round_seconds_", now - started)
             if grown == target or getattr(estimator, "n_iter_", grown) < grown:  # grown, or stopped by itself
                 return False
             pace = (now - started) / (grown - held)
