@@ -733,3 +733,16 @@ def test_two_search_workers_share_one_study_and_their_best_trials_are_assembled(
     assert model.search_workers_ == 2 and model.predict(X.head(3)).shape == (3,)
     with pytest.raises(ValueError, match="share their studies through `storage`"):
         AutoML(preset="fast").search_worker(X, y, worker=0, workers=2)
+
+
+def test_a_worker_that_starts_after_another_has_tuned_still_scores_every_family(tmp_path):
+    storage = str(tmp_path / "studies.log")
+    ahead = _search_part((storage, 1))  # worker 1 has tuned its best family before worker 0 starts
+    late = _search_part((storage, 0))
+    assert {r.family.name for r in late.results} == {r.family.name for r in ahead.results} == set(ahead.reasons)
+    # the pruner was armed: worker 0's first trial of the tuned family met more than its startup trials of worker 1
+    tuned = next(name for name, why in ahead.reasons.items() if why.startswith("tuned"))
+    trials = optuna.load_study(study_name=f"shared-regression-{tuned}", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage))).trials
+    first_late = next(t.number for t in trials if t.user_attrs.get("worker") == 0)
+    assert sum(t.state.name == "COMPLETE" and t.number < first_late for t in trials) > 3

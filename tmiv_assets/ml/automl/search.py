@@ -320,7 +320,9 @@ class _FamilySearch:
             if hasattr(model, "stopped_reason_"):
                 trial.set_user_attr("early_stopping", model.stopped_reason_)
             seen.extend(valid)
-            if step == len(c.folds) - 1 or c.secondary:  # Optuna prunes single-objective studies only
+            # Optuna prunes single-objective studies only. A family's first trial here is its only score in this
+            # search's ranking: other workers' trials in a shared study (or an earlier run's) must not prune it.
+            if step == len(c.folds) - 1 or c.secondary or self.best is None:
                 continue
             running = oof_score(c.metric, c.task, y[seen], oof[seen], _labels(c))
             trial.report(running, step)
