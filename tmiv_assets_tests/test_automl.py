@@ -13,7 +13,7 @@ import pytest
 from catboost import CatBoostClassifier
 from lightgbm import LGBMClassifier
 from sklearn.datasets import load_breast_cancer, load_diabetes, make_classification
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import Lasso, LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -325,6 +325,25 @@ def test_library_defaults_are_time_boxed_only_when_their_rounds_are_a_ceiling():
                         grow_until=now)
     assert model_size(forest) == FIRST_CHUNK  # a forest grows one first chunk whatever the clock says
     assert best_rounds(forest) == FIRST_CHUNK  # so the refit on all rows grows as many trees, not 5,000
+
+
+def test_a_forest_on_a_machine_that_slows_mid_fit_still_stops_growing_before_its_deadline(monkeypatch):
+    X, y = load_breast_cancer(return_X_y=True)
+    fit, pace = ExtraTreesClassifier.fit, []
+
+    def slowing(model, *args, **kwargs):  # other work starts after the first chunk: each tree takes 2.5x longer
+        held = len(getattr(model, "estimators_", []))
+        fit(model, *args, **kwargs)
+        time.sleep((0.02 if not pace else 0.05) * (len(model.estimators_) - held))
+        pace.append(len(model.estimators_) - held)
+        return model
+
+    monkeypatch.setattr(ExtraTreesClassifier, "fit", slowing)
+    now = time.monotonic()
+    model = fit_within(ExtraTreesClassifier(n_estimators=500, random_state=0), X, y, deadline=now + 1.0,
+                       grow_until=now + 0.85)
+    assert time.monotonic() - now < 1.0 and model.time_boxed_  # kept, not lost to a chunk sized at the old pace
+    assert pace[0] == FIRST_CHUNK and len(pace) > 2  # the pace was measured again before the end
 
 
 @pytest.mark.parametrize("make_model", [
