@@ -331,19 +331,19 @@ def test_a_forest_on_a_machine_that_slows_mid_fit_still_stops_growing_before_its
     X, y = load_breast_cancer(return_X_y=True)
     fit, pace = ExtraTreesClassifier.fit, []
 
-    def slowing(model, *args, **kwargs):  # other work starts after the first chunk: each tree takes 1.8x longer
+    def slowing(model, *args, **kwargs):  # other work starts after the first chunk: each tree takes 2.5x longer
         held = len(getattr(model, "estimators_", []))
         fit(model, *args, **kwargs)
-        time.sleep((0.05 if not pace else 0.09) * (len(model.estimators_) - held))
+        time.sleep((0.02 if not pace else 0.05) * (len(model.estimators_) - held))
         pace.append(len(model.estimators_) - held)
         return model
 
     monkeypatch.setattr(ExtraTreesClassifier, "fit", slowing)
     now = time.monotonic()
-    model = fit_within(ExtraTreesClassifier(n_estimators=500, random_state=0), X, y, deadline=now + 2.0,
-                       grow_until=now + 1.7)
-    assert time.monotonic() - now < 2.0 and model.time_boxed_  # kept, not lost to a chunk sized at the old pace
-    assert pace[0] == FIRST_CHUNK
+    model = fit_within(ExtraTreesClassifier(n_estimators=500, random_state=0), X, y, deadline=now + 1.0,
+                       grow_until=now + 0.85)
+    assert time.monotonic() - now < 1.0 and model.time_boxed_  # kept, not lost to a chunk sized at the old pace
+    assert pace[0] == FIRST_CHUNK and len(pace) > 2  # the pace was measured again before the end
 
 
 @pytest.mark.parametrize("make_model", [
@@ -470,18 +470,17 @@ def test_on_two_folds_tuning_ends_in_time_for_the_leading_families_refits_on_all
 
 
 def test_lightgbm_defaults_may_take_the_floor_share_the_other_families_twice_a_fair_one(monkeypatch):
-    deadlines, shares, growth = [], {}, {}
+    deadlines, shares = [], {}
     search_families, run = estimator_module.search_families, search_module._FamilySearch.run
 
     def deadline_kept(context, families, tuned, started, deadline, large, refit_start):
         deadlines.append(deadline)
         return search_families(context, families, tuned, started, deadline, large, refit_start)
 
-    def share_kept(search, n_trials, limit, study_total=None, grow_limit=None):  # of the search time left
+    def share_kept(search, n_trials, limit, study_total=None):  # of the search time left, at each first trial
         now = time.monotonic()
         shares.setdefault(search.family.name, (limit - now) / (deadlines[0] - now))
-        growth.setdefault(search.family.name, ((grow_limit or limit) - now) / (deadlines[0] - now))
-        return run(search, n_trials, limit, study_total, grow_limit)
+        return run(search, n_trials, limit, study_total)
 
     monkeypatch.setattr(estimator_module, "search_families", deadline_kept)
     monkeypatch.setattr(search_module._FamilySearch, "run", share_kept)
@@ -494,9 +493,6 @@ def test_lightgbm_defaults_may_take_the_floor_share_the_other_families_twice_a_f
     for position, name in enumerate(families[1:], start=1):
         fair = search_module.FIRST_PASS_FAIR_SHARES / (len(families) - position)
         assert shares[name] <= min(search_module.FIRST_PASS_SHARE, fair) + 0.01, (name, shares[name])
-        # a model that can stop growing does so at an even share: a leader goes on growing after the first pass
-        assert growth[name] <= 1 / (len(families) - position) + 0.01, (name, growth[name])
-    assert growth["lightgbm"] == pytest.approx(search_module.FLOOR_SHARE, abs=0.01)
 
 
 def test_after_a_holdout_tuning_ends_for_the_refit_only_when_the_leaders_refit_fits():
@@ -516,9 +512,9 @@ def test_on_large_data_no_family_starts_past_the_first_pass_share_and_the_rest_i
         searches.append((time.monotonic(), deadline, large, refit_start))
         return search_families(context, families, tuned, started, deadline, large, refit_start)
 
-    def first_run_kept(search, n_trials, limit, study_total=None, grow_limit=None):
+    def first_run_kept(search, n_trials, limit, study_total=None):
         first_runs.setdefault(search.family.name, time.monotonic())
-        return run(search, n_trials, limit, study_total, grow_limit)
+        return run(search, n_trials, limit, study_total)
 
     monkeypatch.setattr(estimator_module, "search_families", search_kept)
     monkeypatch.setattr(search_module._FamilySearch, "run", first_run_kept)

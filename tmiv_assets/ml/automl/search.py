@@ -146,23 +146,21 @@ class _FamilySearch:
                 self.study.enqueue_trial({}, user_attrs={"start": index})
         self.best: dict | None = None
         self.cache: dict[str, float] = {}
-        self.limit = self.grow_limit = 0.0  # trials stop at the limit; time-boxed ones stop growing before grow_limit
+        self.limit = 0.0
         self.fold_seconds = 0.0  # of the last finished trial: whether the next one fits before the limit
         self.why = "not reached: the search budget was spent before its first trial"
         self.stale = 0  # finished trials since the best one
         self.plateau: int | None = None  # trials without a better one after which the family stopped
 
-    def run(self, n_trials: int | None, limit: float, study_total: int | None = None,
-            grow_limit: float | None = None) -> None:
+    def run(self, n_trials: int | None, limit: float, study_total: int | None = None) -> None:
         """Trials until `n_trials`, the study (every worker's trials) holds `study_total`, or the monotonic time
-        `limit`; folds are pruned when they would overrun it. A time-boxed trial stops growing by `grow_limit`
-        (at most `limit`)."""
+        `limit`; folds are pruned when they would overrun it."""
         if not self.tunable:
             started = sum("start" in t.user_attrs and t.state.is_finished() for t in self.study.trials)
             n_trials = min(n_trials or len(self.family.starts), len(self.family.starts) - started)
         if n_trials == 0 or time.monotonic() >= limit:
             return
-        self.limit, self.grow_limit = limit, min(limit, grow_limit or limit)
+        self.limit = limit
         if study_total is not None and len(self.study.trials) >= study_total:
             return
         # Workers stop together at the shared total, so one that drew cheap trials keeps going for the others.
@@ -220,7 +218,7 @@ class _FamilySearch:
         """The best trial's fold models go on growing (boosting's rounds, a forest's trees) until the monotonic
         time `limit`, so what they grew is not trained again; recorded in the study as a trial of its own
         (`grown_from`)."""
-        self.limit = self.grow_limit = limit
+        self.limit = limit
         b = self.best
         record = optuna.trial.FixedTrial({})  # collects the user attributes a trial of the study would
         record.set_user_attr("config", b["params"])
@@ -302,8 +300,7 @@ class _FamilySearch:
                     self.study.stop()
                 raise optuna.TrialPruned(reason)
             started = now
-            grow_until = now + BOXED_FOLD_GROWTH * max(0.0, self.grow_limit - now) / (len(c.folds) - step
-                                                                                     ) if boxed else None
+            grow_until = now + BOXED_FOLD_GROWTH * (self.limit - now) / (len(c.folds) - step) if boxed else None
             try:
                 if not kept:
                     fit_within(model, c.X[train], y[train], X_valid, y[valid], deadline=self.limit,
@@ -376,15 +373,10 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         # One family's first trial may take a share of what is left, so a family too slow for this data
         # (or on a busy machine) is stopped and the families after it still get their turn. The first family
         # may take FLOOR_SHARE: unless excluded it is LightGBM's defaults, the floor the result must not fall
-        # below (ten classes' trees on 1,500 rows need more than a fair share of 30 s on two cores). A later
-        # family's model that can stop growing does so at its even share (a leader's fold models go on growing
-        # after the first pass, the others' time is saved); one that cannot may take up to twice that.
-        even = 1.0 / (len(searches) - position)
-        share = FLOOR_SHARE if position == 0 else min(FIRST_PASS_SHARE, FIRST_PASS_FAIR_SHARES * even)
-        now = time.monotonic()
-        left = deadline - now
-        search.run(1, min(deadline, now + left * share),
-                   grow_limit=None if position == 0 else now + left * min(share, even))
+        # below (ten classes' trees on 1,500 rows need more than a fair share of 30 s on two cores).
+        share = FLOOR_SHARE if position == 0 else min(FIRST_PASS_SHARE,
+                                                           FIRST_PASS_FAIR_SHARES / (len(searches) - position))
+        search.run(1, min(deadline, time.monotonic() + (deadline - time.monotonic()) * share))
         search.why = "first configuration only: ranked below the families chosen for tuning"
     sign = -1 if context.metric in LOWER_IS_BETTER else 1
 
