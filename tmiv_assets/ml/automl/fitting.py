@@ -306,9 +306,10 @@ def _fit_xgboost(estimator, X, y, X_valid, y_valid, deadline, init_model=None) -
 
 def _fit_in_chunks(estimator, X, y, deadline, grow_until=None) -> bool:
     """Forests add trees, histogram boosting adds iterations, a chunk at a time, looking at the clock between,
-    to what the estimator already holds (see `_take_over`). Chunks after the first are sized to the time left at
-    the pace measured so far (up to CHUNK): past `grow_until` the model is kept as grown (returns True); a chunk
-    that would end past the deadline is not started. The first chunk's seconds are `first_round_seconds_`."""
+    to what the estimator already holds (see `_take_over`). Chunks after the first are sized to half the time
+    left at the pace measured so far (up to CHUNK): past `grow_until` the model is kept as grown (returns True);
+    a chunk that would end past the deadline is not started. The first chunk's seconds are
+    `first_round_seconds_`."""
     size = "n_estimators" if "n_estimators" in estimator.get_params() else "max_iter"
     target = estimator.get_params()[size]
     if deadline is None and grow_until is None:
