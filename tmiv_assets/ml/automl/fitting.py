@@ -189,7 +189,8 @@ def _take_over(estimator, fitted) -> None:
     """Gives the unfitted `estimator`, of `fitted`'s configuration, a copy of `fitted`'s trees or iterations,
     which its warm start then adds to; `fitted` stays as it is (it is the trial it went on from)."""
     params = estimator.get_params(deep=False)
-    state = {k: v for k, v in fitted.__dict__.items() if k != "time_boxed_"}  # the fit times its own first chunk
+    # whether this fit stops short is its own to say (fit_within sets time_boxed_, never clears it)
+    state = {k: v for k, v in fitted.__dict__.items() if k != "time_boxed_"}
     estimator.__dict__.update(copy.deepcopy(state))
     estimator.set_params(**params)
 
