@@ -35,7 +35,7 @@ from tmiv_assets.ml.automl.fitting import (
     grows_from,
     model_size,
 )
-from tmiv_assets.ml.automl.tuning import COSTS, make_sampler, study_plots
+from tmiv_assets.ml.automl.tuning import COSTS, make_sampler, make_storage, study_plots
 from tmiv_assets.ml.features.preprocessing import make_preprocessor
 from tmiv_assets.ml.metrics import score_model
 
@@ -142,8 +142,7 @@ def test_study_shared_through_journal_storage(tmp_path):
     for _ in range(2):  # a second process would do the same with the same storage and study names
         AutoML(time_budget_s=30, preset="fast", include=["linear"], max_trials=2, n_jobs=1, storage=storage,
                study_prefix="shared").fit(X.head(100), y.head(100))
-    study = optuna.load_study(study_name="shared-regression-linear", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(storage)))
+    study = optuna.load_study(study_name="shared-regression-linear", storage=make_storage(storage))
     assert len(study.trials) == 2 * 3
     assert set(study_plots(study)) == {"history", "param_importance"}
 
@@ -761,7 +760,6 @@ def test_a_worker_that_starts_after_another_has_tuned_still_scores_every_family(
     assert {r.family.name for r in late.results} == {r.family.name for r in ahead.results} == set(ahead.reasons)
     # the pruner was armed: worker 0's first trial of the tuned family met more than its startup trials of worker 1
     tuned = next(name for name, why in ahead.reasons.items() if why.startswith("tuned"))
-    trials = optuna.load_study(study_name=f"shared-regression-{tuned}", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(storage))).trials
+    trials = optuna.load_study(study_name=f"shared-regression-{tuned}", storage=make_storage(storage)).trials
     first_late = next(t.number for t in trials if t.user_attrs.get("worker") == 0)
     assert sum(t.state.name == "COMPLETE" and t.number < first_late for t in trials) > 3
