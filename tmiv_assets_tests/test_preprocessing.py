@@ -210,6 +210,17 @@ def test_pooled_categories_get_a_code_a_tree_splits_on_where_the_target_encoding
     assert tree_auc([count, code]) > 0.9
 
 
+def test_without_target_encodings_the_pooled_columns_keep_their_code_only():
+    X = cities(np.random.default_rng(2), 1000)
+    y = pd.Series(np.arange(1000.0))
+    encoded = TabularEncoder(target_type="continuous").fit(X, y)
+    assert encoded.target_columns_ == ["city_target"]
+    plain = TabularEncoder(target_type="continuous", encode_targets=False).fit(X, y)
+    names = list(plain.get_feature_names_out())
+    assert plain.target_columns_ == [] and "city_code" in names
+    assert names == [name for name in encoded.get_feature_names_out() if name != "city_target"]
+
+
 def test_without_a_target_type_no_category_is_coded():
     X = cities(np.random.default_rng(2), 1000)
     assert not any(name.endswith("_code") for name in TabularEncoder().fit(X).get_feature_names_out())

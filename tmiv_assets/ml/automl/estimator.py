@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from tmiv_assets.ml.automl.catalog import PRESETS, families_for, family_named
+from tmiv_assets.ml.automl.encoding import target_encodings_pay
 from tmiv_assets.ml.automl.ensembles import (
     FoldBagClassifier,
     FoldBagRegressor,
@@ -54,6 +55,7 @@ HOLDOUT_ROWS = 100_000
 FOLD_TIERS = ((6e4, 1), (3e4, 2), (1.5e4, 3))
 THREAD_MIN_CELLS = 200_000
 BAG_MIN_FOLDS = 5
+ENCODING_CHECK_SHARE = 0.1  # of the budget: the check of the pooled columns' target encodings stops by then
 FLOOR_PROBE_ROUNDS = 10  # of LightGBM's default 100: a multiclass fold of its defaults is timed on these
 ENSEMBLES = ("caruana", "voting", "stacking", "blending", "bagging", "best")
 MIN_ROWS = 10
@@ -179,8 +181,11 @@ class AutoML(BaseEstimator):
         target_type = None if times is not None else TARGET_TYPE_OF[self.task_]
         self.preprocessor_ = make_preprocessor(self.scaler, target_type=target_type, random_state=self.seed)
         encoded = np.asarray(self.preprocessor_.fit_transform(X, y), dtype=np.float64)
-        self.timings_ = {"encode": time.monotonic() - started}
         self.threads_ = fit_threads(self.n_jobs, encoded.size)
+        self.target_encoding_ = "none: time-ordered rows" if times is not None else "none: no pooled column to encode"
+        if self.preprocessor_.named_steps["encode"].target_columns_:
+            encoded = self._target_encoding_checked(X, y, encoded, started, lone)
+        self.timings_ = {"encode": time.monotonic() - started}
         n_folds = self._n_folds(encoded.shape)
         if lone and self.max_trials is None and not self.n_folds and times is None and n_folds > 1 and (
                 self.classes_ is not None and len(self.classes_) > 2):
@@ -194,6 +199,28 @@ class AutoML(BaseEstimator):
                                 f"{self.study_prefix}-{self.task_}", self.max_trials, self.progress,
                                 self.pinned_params or {}, scored, self.secondary_objective)
         return Prepared(encoded, y, context, self._refits(times), scored)
+
+    def _target_encoding_checked(self, X: pd.DataFrame, y: pd.Series, encoded: np.ndarray, started: float,
+                                 lone: bool) -> np.ndarray:
+        """The rows encoded again without the pooled columns' target encodings where a holdout says they cost
+        accuracy (`target_encodings_pay`); the check may take ENCODING_CHECK_SHARE of the budget. A lone fit not
+        capped by max_trials only: search workers must encode alike without reading the clock."""
+        if not lone or self.max_trials is not None:
+            self.target_encoding_ = "kept: not checked (search workers or max_trials)"
+            return encoded
+        pays = target_encodings_pay(X, y, self.task_, self.metric_, self.classes_, self.seed, self.threads_,
+                                    started + ENCODING_CHECK_SHARE * self.time_budget_s, self.scaler)
+        if pays is None:
+            self.target_encoding_ = "kept: the holdout check did not finish in its share of the budget"
+        elif pays:
+            self.target_encoding_ = "kept: the holdout validated no worse with it"
+        else:
+            self.target_encoding_ = "dropped: the holdout validated better without it; pooled columns keep their code"
+            self.preprocessor_ = make_preprocessor(self.scaler, target_type=TARGET_TYPE_OF[self.task_],
+                                                   random_state=self.seed, encode_targets=False)
+            encoded = np.asarray(self.preprocessor_.fit_transform(X, y), dtype=np.float64)
+        logger.info("target encoding of pooled categories %s", self.target_encoding_)
+        return encoded
 
     def _search(self, prepared: Prepared, worker: int, workers: int, started: float) -> SearchOutcome:
         context = replace(prepared.context, worker=worker, workers=workers)

@@ -159,7 +159,8 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     tell one category from another where the target encoding carries nothing (273 US areas, each half inbound
     and half outbound, whose counts mean different things in each). `fit_transform` encodes the training rows
     cross-fitted (no row sees its own target); `transform` uses the statistics of all training rows.
-    Continuous targets' encodings are standardized.
+    Continuous targets' encodings are standardized. With `encode_targets=False` the pooled columns keep their
+    code and get no target encoding (where it costs the models accuracy, see `automl.encoding`).
 
     It computes what a ColumnTransformer of SimpleImputer + scaler and the category encoder does, without
     stacking column blocks of different memory layouts, which took about 1 s per million rows of the served
@@ -167,11 +168,12 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, scaler: str = "standard", max_categories: int = 30, target_type: str | None = None,
-                 random_state: int = 0):
+                 random_state: int = 0, encode_targets: bool = True):
         self.scaler = scaler
         self.max_categories = max_categories
         self.target_type = target_type
         self.random_state = random_state
+        self.encode_targets = encode_targets
 
     def fit(self, X: pd.DataFrame, y=None) -> TabularEncoder:
         self._fit(_frame(X), y, cross_fitted=False)
@@ -214,7 +216,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         self.code_categories_ = [ranked[column] for column in self.coded_]
         codes = [f"{column}_code" for column in self.coded_]
         self.target_encoded_, self.target_categories_ = [], []
-        for column in [] if y is None else text.columns:  # those with a category common enough for its encoding
+        for column in [] if y is None or not self.encode_targets else text.columns:  # with a category common enough
             if (supported := self._supported_categories(text[column], y)).size:
                 self.target_encoded_.append(column)
                 self.target_categories_.append(supported)
@@ -234,6 +236,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             encoded = [f"{column}_{suffix}" for column in self.target_encoded_ for suffix in suffixes]
             if targets is not None:
                 targets = (targets - self.target_center_) / self.target_scale_
+        self.target_columns_ = encoded
         self.feature_names_out_ = np.asarray([*self.numeric_, *categories, *codes, *encoded], dtype=object)
         return targets, text
 
@@ -325,9 +328,10 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
 
 
 def make_preprocessor(scaler: str = "standard", max_categories: int = 30, target_type: str | None = None,
-                      random_state: int = 0) -> Pipeline:
+                      random_state: int = 0, encode_targets: bool = True) -> Pipeline:
     """Types, then median imputation and scaling of numbers, and one-hot encoding of categories with rare
     ones pooled (a long tail such as 100 airports stays a few dozen columns); with a `target_type`, pooled
-    columns are target-encoded too (TabularEncoder). Fitted on training rows only."""
+    columns are coded and, unless `encode_targets` is False, target-encoded too (TabularEncoder). Fitted on
+    training rows only."""
     return Pipeline([("types", TabularTypes()),
-                     ("encode", TabularEncoder(scaler, max_categories, target_type, random_state))])
+                     ("encode", TabularEncoder(scaler, max_categories, target_type, random_state, encode_targets))])

