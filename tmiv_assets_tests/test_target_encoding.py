@@ -37,14 +37,39 @@ def test_a_check_past_its_deadline_decides_nothing():
 def test_automl_fits_without_the_encodings_the_check_dropped_and_says_so():
     X, y = inspections(4000)
     model = AutoML(task="regression", time_budget_s=8, include=["linear", "random_forest"], n_jobs=2).fit(X, y)
-    assert model.target_encoding_.startswith("dropped")
+    assert model.target_encoding_ == "drop: the holdout validated better without them"
     names = list(model.preprocessor_.get_feature_names_out())
     assert "business_name_code" in names and not any(name.endswith("_target") for name in names)
     assert np.isfinite(model.predict(X.head(50))).all()
     # the reproducible mode does not read the clock, so it does not run the timed check
     capped = AutoML(task="regression", time_budget_s=30, include=["linear"], max_trials=1, n_jobs=2).fit(X, y)
-    assert capped.target_encoding_.startswith("kept: not checked")
+    assert capped.target_encoding_.startswith("keep: not checked")
     assert "business_name_target" in capped.preprocessor_.get_feature_names_out()
+    assert capped.target_encoding_for(X, y) == "keep"
+
+
+def test_search_workers_encode_as_decided_once_for_all_of_them(tmp_path):
+    X, y = inspections(4000)
+    settings = {"task": "regression", "time_budget_s": 6, "include": ["linear"], "n_jobs": 1,
+                "storage": str(tmp_path / "studies.log")}
+    decided = AutoML(**settings).target_encoding_for(X, y)
+    assert decided == "drop"
+    outcome = AutoML(**settings, target_encoding=decided).search_worker(X, y)
+    final = AutoML(**settings, target_encoding=decided).fit_from(X, y, [outcome])
+    assert final.target_encoding_ == "drop: target_encoding='drop'"
+    assert not any(name.endswith("_target") for name in final.preprocessor_.get_feature_names_out())
+    kept = AutoML(**settings, target_encoding="keep").fit(X, y)
+    assert kept.target_encoding_ == "keep: target_encoding='keep'"
+    assert "business_name_target" in kept.preprocessor_.get_feature_names_out()
+    with pytest.raises(ValueError, match="target_encoding 'always'"):
+        AutoML(**settings, target_encoding="always").fit(X, y)
+
+
+def test_data_without_a_pooled_column_is_not_checked():
+    X, y = inspections(2000)
+    model = AutoML(task="regression", time_budget_s=3, include=["linear"], n_jobs=1)
+    model.fit(X.drop(columns="business_name"), y)
+    assert model.target_encoding_ == "none: no pooled column to encode"
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass"])

@@ -139,25 +139,33 @@ def search_run_id(context: dg.OpExecutionContext) -> str:
 
 
 def search_engine(context: dg.OpExecutionContext, config: TrainingConfig, registry: ModelRegistry,
-                  artifacts: ArtifactStore, task: str, shape: tuple[int, int], progress=None) -> AutoML:
+                  artifacts: ArtifactStore, task: str, shape: tuple[int, int], lineage: dict, progress=None) -> AutoML:
+    """The run's AutoML, encoding as `plan_search` decided for every worker."""
     name = context.partition_key
     storage, prefix = search_storage(config, registry, name, search_run_id(context))
     automl = config.automl(task, shape, progress, prefix, str(artifacts.path("tensorboard", name, context.run_id)))
-    return automl.set_params(storage=storage)
+    return automl.set_params(storage=storage, target_encoding=lineage["target_encoding"])
 
 
 @dg.op(ins={"feature_set": dg.In(dg.Nothing)},
        out={"workers": dg.DynamicOut(int), "lineage": dg.Out(dict)})
 def plan_search(context: dg.OpExecutionContext, config: TrainingConfig, store: FeatureStore,
                 registry: ModelRegistry):
-    """Pins the feature-set version every worker trains on, creates the shared study storage (its schema
-    once, not raced by the workers), then fans out `search_workers` search steps."""
+    """Pins the feature-set version every worker trains on and whether they target-encode pooled categories
+    (decided once on a holdout of the training rows: workers must encode alike), creates the shared study
+    storage (its schema once, not raced by the workers), then fans out `search_workers` search steps."""
     make_storage(search_storage(config, registry, context.partition_key, search_run_id(context))[0])
     name, version = context.partition_key, store.latest("feature_set", context.partition_key).version
     source = store.lineage("feature_set", name, version)
-    yield dg.Output({"feature_set_version": version, "clean_dataset_version": source["clean_dataset_version"],
-                     "spec": source["spec"], "builder": source["builder"], "test_size": config.test_size,
-                     "seed": config.seed}, "lineage")
+    lineage = {"feature_set_version": version, "clean_dataset_version": source["clean_dataset_version"],
+               "spec": source["spec"], "builder": source["builder"], "test_size": config.test_size,
+               "seed": config.seed}
+    spec, _, split = held_out(store, name, lineage)
+    automl = config.automl(spec.task, split.X_train.shape, None, name, None)
+    with engine_errors_as_failure(name, "AutoML could not check its encoding"):
+        lineage["target_encoding"] = automl.target_encoding_for(split.X_train, split.y_train, split.times_train)
+    context.log.info(f"target encodings of pooled categories: {lineage['target_encoding']}")
+    yield dg.Output(lineage, "lineage")
     for worker in range(config.search_workers):
         yield dg.DynamicOutput(worker, mapping_key=str(worker), output_name="workers")
 
@@ -168,7 +176,7 @@ def search_worker(context: dg.OpExecutionContext, config: TrainingConfig, store:
     """One worker's share of the AutoML search, its trials in the run's shared Optuna studies."""
     spec, _, split = held_out(store, context.partition_key, lineage)
     monitor = TrainingMonitor(context.log)
-    automl = search_engine(context, config, registry, artifacts, spec.task, split.X_train.shape, monitor)
+    automl = search_engine(context, config, registry, artifacts, spec.task, split.X_train.shape, lineage, monitor)
     with engine_errors_as_failure(context.partition_key, "AutoML could not train"):
         outcome = automl.search_worker(split.X_train, split.y_train, times=split.times_train, worker=worker,
                                        workers=config.search_workers)
@@ -185,7 +193,7 @@ def assemble_candidates(context: dg.OpExecutionContext, config: TrainingConfig, 
     family's best as MLflow runs nested in the Dagster run's run; the table as a versioned frame."""
     name = context.partition_key
     spec, clean, split = held_out(store, name, lineage)
-    automl = search_engine(context, config, registry, artifacts, spec.task, split.X_train.shape)
+    automl = search_engine(context, config, registry, artifacts, spec.task, split.X_train.shape, lineage)
     with engine_errors_as_failure(name, "AutoML could not train"):
         automl.fit_from(split.X_train, split.y_train, [s["outcome"] for s in searches], times=split.times_train)
     raw = clean.drop(columns=[spec.target])
@@ -212,6 +220,7 @@ def assemble_candidates(context: dg.OpExecutionContext, config: TrainingConfig, 
         "seconds_by_phase": {phase: round(seconds, 1) for phase, seconds in automl.timings_.items()},
         "validation": f"{automl.cv_strategy_} validation, {split.strategy} test split; final model: "
                       f"{automl.final_kind_}",
+        "target_encoding": automl.target_encoding_,
         "train_rows": len(split.X_train),
         "search_plots": dg.MetadataValue.md(figures_markdown(
             {f"{best_family}_{k}": v for k, v in study_plots(automl.studies_[best_family]).items()})),

@@ -56,6 +56,7 @@ FOLD_TIERS = ((6e4, 1), (3e4, 2), (1.5e4, 3))
 THREAD_MIN_CELLS = 200_000
 BAG_MIN_FOLDS = 5
 ENCODING_CHECK_SHARE = 0.1  # of the budget: the check of the pooled columns' target encodings stops by then
+TARGET_ENCODINGS = ("auto", "keep", "drop")
 FLOOR_PROBE_ROUNDS = 10  # of LightGBM's default 100: a multiclass fold of its defaults is timed on these
 ENSEMBLES = ("caruana", "voting", "stacking", "blending", "bagging", "best")
 MIN_ROWS = 10
@@ -93,6 +94,9 @@ class AutoML(BaseEstimator):
     progress : called with a dict per finished trial: event 'trial', family, number, trial (n of
         n_trials, an estimate), state, value, best (family), best_overall, elapsed_s, eta_s, pruned_reason.
     storage : Optuna RDB URL, journal file path or storage object; lets processes share the studies.
+    target_encoding : whether pooled categorical columns are also target-encoded: 'auto' (a lone fit decides on
+        a holdout, `target_encoding_for`; search workers and max_trials searches keep them), 'keep' or 'drop'.
+        `target_encoding_` says what was done and why.
     """
 
     def __init__(self, task=None, metric=None, time_budget_s: float = 60, seed: int = 0, n_jobs: int = -1,
@@ -100,7 +104,8 @@ class AutoML(BaseEstimator):
                  ensemble: str = "caruana", include=None, exclude=None, max_trials: int | None = None,
                  progress: Callable[[dict], None] | None = None, storage=None, study_prefix: str = "automl",
                  scaler: str = "standard", n_folds: int | None = None, pinned_params: dict | None = None,
-                 log_dir: str | None = None, secondary_objective: str | None = None, pareto_tolerance: float = 0.0):
+                 log_dir: str | None = None, secondary_objective: str | None = None, pareto_tolerance: float = 0.0,
+                 target_encoding: str = "auto"):
         self.task = task
         self.metric = metric
         self.time_budget_s = time_budget_s
@@ -122,6 +127,7 @@ class AutoML(BaseEstimator):
         self.log_dir = log_dir
         self.secondary_objective = secondary_objective
         self.pareto_tolerance = pareto_tolerance
+        self.target_encoding = target_encoding
 
     def fit(self, X: pd.DataFrame, y: pd.Series, times: pd.Series | None = None) -> AutoML:
         """Search, then assemble the final model, all within `time_budget_s`; with `times` (event time per
@@ -184,7 +190,7 @@ class AutoML(BaseEstimator):
         self.threads_ = fit_threads(self.n_jobs, encoded.size)
         self.target_encoding_ = "none: time-ordered rows" if times is not None else "none: no pooled column to encode"
         if self.preprocessor_.named_steps["encode"].target_columns_:
-            encoded = self._target_encoding_checked(X, y, encoded, started, lone)
+            encoded = self._target_encoding_chosen(X, y, encoded, lone)
         self.timings_ = {"encode": time.monotonic() - started}
         n_folds = self._n_folds(encoded.shape)
         if lone and self.max_trials is None and not self.n_folds and times is None and n_folds > 1 and (
@@ -200,26 +206,43 @@ class AutoML(BaseEstimator):
                                 self.pinned_params or {}, scored, self.secondary_objective)
         return Prepared(encoded, y, context, self._refits(times), scored)
 
-    def _target_encoding_checked(self, X: pd.DataFrame, y: pd.Series, encoded: np.ndarray, started: float,
-                                 lone: bool) -> np.ndarray:
-        """The rows encoded again without the pooled columns' target encodings where a holdout says they cost
-        accuracy (`target_encodings_pay`); the check may take ENCODING_CHECK_SHARE of the budget. A lone fit not
-        capped by max_trials only: search workers must encode alike without reading the clock."""
-        if not lone or self.max_trials is not None:
-            self.target_encoding_ = "kept: not checked (search workers or max_trials)"
-            return encoded
-        pays = target_encodings_pay(X, y, self.task_, self.metric_, self.classes_, self.seed, self.threads_,
-                                    started + ENCODING_CHECK_SHARE * self.time_budget_s, self.scaler)
-        if pays is None:
-            self.target_encoding_ = "kept: the holdout check did not finish in its share of the budget"
-        elif pays:
-            self.target_encoding_ = "kept: the holdout validated no worse with it"
+    def target_encoding_for(self, X: pd.DataFrame, y: pd.Series, times: pd.Series | None = None) -> str:
+        """'keep' or 'drop': what a lone fit's holdout check decides for these training rows ('keep' where it
+        cannot finish, and unchecked where a lone fit would not check). Search workers must encode alike:
+        decided once, it is given to each as `target_encoding`."""
+        X, y = self._validate(X, y)
+        if self.target_encoding != "auto":
+            return self.target_encoding
+        if times is not None or self.max_trials is not None:
+            return "keep"
+        classes = np.unique(y) if self.task_ != "regression" else None
+        return self._holdout_verdict(X, y, classes, fit_threads(self.n_jobs, X.size)).split(":")[0]
+
+    def _holdout_verdict(self, X: pd.DataFrame, y: pd.Series, classes: np.ndarray | None, threads: int) -> str:
+        """Whether the pooled columns' target encodings pay on a holdout of the training rows
+        (`encoding.target_encodings_pay`, within ENCODING_CHECK_SHARE of the budget), and why."""
+        pays = target_encodings_pay(X, y, self.task_, self.metric_, classes, self.seed, threads,
+                                    time.monotonic() + ENCODING_CHECK_SHARE * self.time_budget_s, self.scaler)
+        verdict = {None: "keep: the holdout check did not finish in its share of the budget",
+                   True: "keep: the holdout validated no worse with them",
+                   False: "drop: the holdout validated better without them"}[pays]
+        logger.info("target encodings of pooled categories: %s", verdict)
+        return verdict
+
+    def _target_encoding_chosen(self, X: pd.DataFrame, y: pd.Series, encoded: np.ndarray, lone: bool) -> np.ndarray:
+        """The rows encoded again without the pooled columns' target encodings where `target_encoding` says so
+        or, left to 'auto' in a lone fit, where the holdout check does; a search capped by max_trials does not
+        read the clock, and search workers get the decision from `target_encoding_for`."""
+        if self.target_encoding != "auto":
+            self.target_encoding_ = f"{self.target_encoding}: target_encoding={self.target_encoding!r}"
+        elif not lone or self.max_trials is not None:
+            self.target_encoding_ = "keep: not checked (search workers, or capped by max_trials)"
         else:
-            self.target_encoding_ = "dropped: the holdout validated better without it; pooled columns keep their code"
+            self.target_encoding_ = self._holdout_verdict(X, y, self.classes_, self.threads_)
+        if self.target_encoding_.startswith("drop"):
             self.preprocessor_ = make_preprocessor(self.scaler, target_type=TARGET_TYPE_OF[self.task_],
                                                    random_state=self.seed, encode_targets=False)
             encoded = np.asarray(self.preprocessor_.fit_transform(X, y), dtype=np.float64)
-        logger.info("target encoding of pooled categories %s", self.target_encoding_)
         return encoded
 
     def _search(self, prepared: Prepared, worker: int, workers: int, started: float) -> SearchOutcome:
@@ -346,7 +369,8 @@ class AutoML(BaseEstimator):
             raise ValueError(f"target has {int(y.isna().sum())} missing values; drop those rows first")
         for name, value, allowed in (("preset", self.preset, PRESETS), ("sampler", self.sampler, SAMPLERS),
                                      ("ensemble", self.ensemble, ENSEMBLES), ("scaler", self.scaler, SCALER_KINDS),
-                                     ("secondary_objective", self.secondary_objective, (None, *COSTS))):
+                                     ("secondary_objective", self.secondary_objective, (None, *COSTS)),
+                                     ("target_encoding", self.target_encoding, TARGET_ENCODINGS)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
         if not self.time_budget_s or self.time_budget_s <= 0:
