@@ -216,11 +216,14 @@ class AutoML(BaseEstimator):
         if times is not None or self.max_trials is not None:
             return "keep"
         classes = np.unique(y) if self.task_ != "regression" else None
-        return self._holdout_verdict(X, y, classes, fit_threads(self.n_jobs, X.size)).split(":")[0]
+        return self._holdout_verdict(X, y, classes).split(":")[0]
 
-    def _holdout_verdict(self, X: pd.DataFrame, y: pd.Series, classes: np.ndarray | None, threads: int) -> str:
+    def _holdout_verdict(self, X: pd.DataFrame, y: pd.Series, classes: np.ndarray | None) -> str:
         """Whether the pooled columns' target encodings pay on a holdout of the training rows
-        (`encoding.target_encodings_pay`, within ENCODING_CHECK_SHARE of the budget), and why."""
+        (`encoding.target_encodings_pay`, within ENCODING_CHECK_SHARE of the budget), and why. Its models take
+        the cores the machine leaves idle whatever the data's size: a lone fit and `target_encoding_for` must
+        decide alike (storms' 9 classes on one thread did not finish in 3 s, on two in 2.2 s)."""
+        threads = fit_threads(self.n_jobs, THREAD_MIN_CELLS)
         pays = target_encodings_pay(X, y, self.task_, self.metric_, classes, self.seed, threads,
                                     time.monotonic() + ENCODING_CHECK_SHARE * self.time_budget_s, self.scaler)
         verdict = {None: "keep: the holdout check did not finish in its share of the budget",
@@ -238,7 +241,7 @@ class AutoML(BaseEstimator):
         elif not lone or self.max_trials is not None:
             self.target_encoding_ = "keep: not checked (search workers, or capped by max_trials)"
         else:
-            self.target_encoding_ = self._holdout_verdict(X, y, self.classes_, self.threads_)
+            self.target_encoding_ = self._holdout_verdict(X, y, self.classes_)
         if self.target_encoding_.startswith("drop"):
             self.preprocessor_ = make_preprocessor(self.scaler, target_type=TARGET_TYPE_OF[self.task_],
                                                    random_state=self.seed, encode_targets=False)
