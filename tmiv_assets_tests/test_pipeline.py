@@ -161,6 +161,9 @@ def test_time_ordered_data_is_split_and_validated_in_time_order(pipeline):
     assert "validation, chronological test split" in candidates["validation"]
     titanic = pipeline.metadata("titanic", "model_candidates")["validation"]
     assert "-fold validation, stable_id_hash test split" in titanic
+    # shuffled folds would carry later targets into earlier rows' encodings; titanic's columns pool nothing
+    assert candidates["target_encoding"] == "none: time-ordered rows"
+    assert pipeline.metadata("titanic", "model_candidates")["target_encoding"] == "none: no pooled column to encode"
     assert pipeline.metadata("flights", "model_leaderboard")["test_split"] == "chronological"
 
 

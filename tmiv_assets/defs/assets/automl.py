@@ -69,6 +69,9 @@ class TrainingConfig(dg.Config):
                                     "sampler nsga2 is the genetic search); the final model is one Pareto trial.")
     pareto_tolerance: float = Field(default=0.0, ge=0, le=1, description="Pick the cheapest Pareto trial whose CV "
                                                                          "score is within this fraction of the best.")
+    target_encoding: Literal["auto", "keep", "drop"] = Field(
+        default="auto", description="Target-encode pooled categorical columns too: auto (where a holdout of the "
+                                    "training rows says it pays), keep or drop.")
 
     def budget_for(self, rows: int, columns: int) -> float:
         """The configured budget, or one sized to the data: a few hundred rows get the searches they need in
@@ -88,7 +91,8 @@ class TrainingConfig(dg.Config):
                       max_trials=self.max_trials or None, pinned_params=self.pinned_params,
                       storage=self.study_storage or None, progress=progress, study_prefix=study_prefix,
                       log_dir=log_dir if self.tensorboard else None, pareto_tolerance=self.pareto_tolerance,
-                      secondary_objective=None if self.secondary_objective == "none" else self.secondary_objective)
+                      secondary_objective=None if self.secondary_objective == "none" else self.secondary_objective,
+                      target_encoding=self.target_encoding)
 
 
 def held_out(store: FeatureStore, dataset: str, lineage: dict) -> tuple[DatasetSpec, pd.DataFrame, TrainTestSplit]:
