@@ -223,8 +223,7 @@ class AutoML(BaseEstimator):
         (`encoding.target_encodings_pay`, within ENCODING_CHECK_SHARE of the budget), and why. Its models take
         the cores the machine leaves idle whatever the data's size: a lone fit and `target_encoding_for` must
         decide alike (storms' 9 classes on one thread did not finish in 3 s, on two in 2.2 s)."""
-        threads = fit_threads(self.n_jobs, THREAD_MIN_CELLS)
-        pays = target_encodings_pay(X, y, self.task_, self.metric_, classes, self.seed, threads,
+        pays = target_encodings_pay(X, y, self.task_, self.metric_, classes, self.seed, idle_threads(self.n_jobs),
                                     time.monotonic() + ENCODING_CHECK_SHARE * self.time_budget_s, self.scaler)
         verdict = {None: "keep: the holdout check did not finish in its share of the budget",
                    True: "keep: the holdout validated no worse with them",
@@ -610,12 +609,14 @@ def merge_outcomes(outcomes: list[SearchOutcome], metric: str) -> tuple[list[Fam
 
 
 def fit_threads(n_jobs: int | None, cells: int) -> int:
-    """Threads per model fit: what the caller allows, no more than the cores other processes leave idle
-    (threads fighting for a busy core make boosting several times slower), and one for small data, where
-    threads gain little."""
+    """Threads per model fit: `idle_threads`, and one for small data, where threads gain little."""
+    return 1 if cells < THREAD_MIN_CELLS else idle_threads(n_jobs)
+
+
+def idle_threads(n_jobs: int | None) -> int:
+    """What the caller allows, no more than the cores other processes leave idle (threads fighting for a busy
+    core make boosting several times slower)."""
     wanted = (os.cpu_count() or 1) if n_jobs in (None, -1) else max(1, int(n_jobs))
-    if cells < THREAD_MIN_CELLS:
-        return 1
     return int(max(1, min(wanted, round((os.cpu_count() or 1) - busy_cores()))))
 
 
