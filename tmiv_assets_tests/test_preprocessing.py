@@ -181,9 +181,10 @@ def test_pooled_categories_get_a_code_a_tree_splits_on_where_the_target_encoding
     X = pd.DataFrame({"area": areas, "count": level[areas].to_numpy() + np.where(outbound, 1.0, -1.0)
                       + rng.normal(0, 0.2, 2400)})
     X.loc[X.index[-30:], "area"] = "area59x"  # two rarer areas: frequencies differ
-    X.loc[X.index[:6:2], "area"] = "hamlet"  # three rows: too few to learn from, coded as unseen ones
     X["row_id"] = [f"row{k:04d}" for k in range(len(X))]  # unique per row: nothing to code
     train, test, y_train, y_test = train_test_split(X, outbound, test_size=0.25, random_state=0, stratify=outbound)
+    train = train.copy()
+    train.iloc[0, train.columns.get_loc("area")] = "hamlet"  # one training row: nothing to learn, coded as unseen
     encoder = TabularEncoder(target_type="binary")
     encoded = encoder.fit_transform(train, y_train)
     names = list(encoder.get_feature_names_out())

@@ -22,9 +22,10 @@ FINE_ENCODING_GAIN = 0.05
 """Share of the target's variance a lower minimum's cross-fitted encoding must explain beyond the one at
 MIN_TARGET_ENCODED_ROWS. GDP by country gains 0.57 and a cow's diet 1.0; tail numbers of flights 0.003 and
 loan applicants' job titles 0.002, where the rarer categories' encodings cost accuracy."""
-MIN_CODED_ROWS = 5
-"""Rarer categories share the last code with unseen ones: a tree cannot learn what a category seen once or
-twice means, and ranking ids that are unique per row (airport codes) by their text only adds noise."""
+MIN_CODED_ROWS = 2
+"""Rarer categories share the last code with unseen ones: a tree cannot learn what a category seen once means,
+and ranking ids that are unique per row (airport codes) by their text only adds noise. A category seen twice
+has a leaf's worth: forests on 1,618 restaurants' codes gained 0.08 RMSE (of 3.4) over a minimum of 5."""
 RARE_CATEGORY = "\x00rare"  # a value no text column holds
 TARGET_TYPES = ("binary", "multiclass", "continuous")
 """What TabularEncoder's target encoding takes; a task's is TARGET_TYPE_OF[task]."""
