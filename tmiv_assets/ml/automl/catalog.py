@@ -128,6 +128,7 @@ def _lightgbm_space(trial: optuna.Trial, task: str) -> dict:
         "subsample_freq": 1,
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        "max_bin": trial.suggest_int("max_bin", 63, 1023, log=True),
     }
 
 
@@ -247,8 +248,10 @@ _LGBM_STARTS = (
     {},  # LightGBM's defaults: the search is never worse than them on the validation rows
     {"n_estimators": BOOSTING_ROUNDS, "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20,
      "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8},
+    # Finer histograms: 255 bins merge the values of an id or a long-tailed number (2,410 schools, house prices,
+    # loan amounts); 1,023 gained 0.6-3.7% on such sets, and lost elsewhere, so one start of each.
     {"n_estimators": BOOSTING_ROUNDS, "learning_rate": 0.03, "num_leaves": 15, "min_child_samples": 10,
-     "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.7, "reg_lambda": 1.0},
+     "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.7, "reg_lambda": 1.0, "max_bin": 1023},
     {"n_estimators": BOOSTING_ROUNDS, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 5,
      "colsample_bytree": 0.5, "reg_lambda": 3.0},
 )

@@ -119,7 +119,7 @@ def growth_start_seconds(previous, row_predict_seconds: float, rows: int) -> flo
     """Expected seconds before going on from `previous` on `rows` training rows adds to it: its first round or
     chunk again (the data's binning included) and, for boosting, the model so far predicting the rows, whose
     scores the next round starts from; a forest's new trees need no prediction."""
-    rescoring = 0.0 if _is_forest(previous) else row_predict_seconds * rows
+    rescoring = 0.0 if is_forest(previous) else row_predict_seconds * rows
     return previous.first_round_seconds_ + rescoring
 
 
@@ -180,7 +180,8 @@ def _grows_in_chunks(estimator) -> bool:
     return type(estimator).__module__.startswith("sklearn.ensemble") and "warm_start" in estimator.get_params()
 
 
-def _is_forest(estimator) -> bool:
+def is_forest(estimator) -> bool:
+    """A random forest or extra trees: trees grown independently, so a few dozen already score nearly as all do."""
     return _grows_in_chunks(estimator) and "n_estimators" in estimator.get_params() and not hasattr(
         estimator, "learning_rate")
 
