@@ -225,6 +225,7 @@ def assemble_candidates(context: dg.OpExecutionContext, config: TrainingConfig, 
         "validation": f"{automl.cv_strategy_} validation, {split.strategy} test split; final model: "
                       f"{automl.final_kind_}",
         "target_encoding": automl.target_encoding_,
+        **({"decision": automl.decision_} if automl.decision_ else {}),
         "train_rows": len(split.X_train),
         "search_plots": dg.MetadataValue.md(figures_markdown(
             {f"{best_family}_{k}": v for k, v in study_plots(automl.studies_[best_family]).items()})),

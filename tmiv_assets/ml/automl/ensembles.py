@@ -188,8 +188,12 @@ class FoldBagClassifier(ClassifierMixin, _FoldBag):
     def predict_proba(self, X) -> np.ndarray:
         return self._average(X, lambda model, rows: model.predict_proba(rows))
 
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """The classes predicted from `proba`, this model's probabilities: the most probable."""
+        return self.classes_[np.asarray(proba).argmax(axis=1)]
+
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return self.decide(self.predict_proba(X))
 
 
 class FoldBagRegressor(RegressorMixin, _FoldBag):

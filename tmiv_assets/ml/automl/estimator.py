@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from tmiv_assets.ml.automl.catalog import PRESETS, families_for, family_named
+from tmiv_assets.ml.automl.decision import WeightedDecision, macro_f1_weights
 from tmiv_assets.ml.automl.encoding import target_encodings_pay
 from tmiv_assets.ml.automl.ensembles import (
     FoldBagClassifier,
@@ -297,6 +298,9 @@ class AutoML(BaseEstimator):
             mark = time.monotonic()
             final = self._final(results, encoded, y, context, refits, started)
         self.timings_["final_model"] = time.monotonic() - mark
+        mark = time.monotonic()
+        final = self._decision(final, results, y.iloc[scored], started)
+        self.timings_["ensemble"] += time.monotonic() - mark
         self.best_pipeline_ = Pipeline([("preprocess", self.preprocessor_), ("estimator", final)])
         self.leaderboard_ = self._leaderboard(results, reasons)
         self.search_workers_ = len(outcomes)
@@ -460,8 +464,32 @@ class AutoML(BaseEstimator):
         return kept
 
     def _blend_score(self, members: list[FamilyResult], weights: list[float], y: pd.Series) -> float:
-        blend = sum(w * r.oof for w, r in zip(weights, members, strict=True)) / sum(weights)
-        return oof_score(self.metric_, self.task_, y, blend, self.classes_)
+        return oof_score(self.metric_, self.task_, y, _blend(members, weights), self.classes_)
+
+    def _decision(self, final, results: list[FamilyResult], y: pd.Series, started: float):
+        """The final classifier, wrapped in class weights where the metric is macro F1 and weights fitted on the
+        ensemble's out-of-fold probabilities pay (`decision_` says which and why, `decision_weights_` the
+        weights). Only the search's own ensembles, whose probabilities those are. A search capped by max_trials
+        (the reproducible mode) fits them whatever the clock says."""
+        self.decision_weights_ = None
+        if self.classes_ is None:
+            self.decision_ = None
+            return final
+        if self.metric_ != "f1_macro":
+            self.decision_ = f"most probable class: the metric is {self.metric_}"
+            return final
+        if self.ensemble not in ("caruana", "best", "voting"):
+            self.decision_ = f"most probable class: {self.ensemble}'s probabilities are not the search's"
+            return final
+        members = [r for r in results if r.family.name in self.weights_]
+        weights, self.decision_ = macro_f1_weights(
+            np.searchsorted(self.classes_, y.to_numpy()), _blend(members, [self.weights_[r.family.name]
+                                                                          for r in members]),
+            self.seed, None if self.max_trials else started + self.time_budget_s)
+        if weights is None:
+            return final
+        self.decision_weights_ = dict(zip(self.classes_.tolist(), weights.tolist(), strict=True))
+        return WeightedDecision(final, weights)
 
     def _pareto_pick(self, results: list[FamilyResult]) -> list[FamilyResult]:
         """The trials no other beats on both score and cost, and the one configuration the tolerance picks;
@@ -580,6 +608,11 @@ class SearchOutcome:
     reasons: dict[str, str]
     seconds: float
     studies: dict[str, optuna.Study] | None = None
+
+
+def _blend(members: list[FamilyResult], weights: list[float]) -> np.ndarray:
+    """The members' out-of-fold predictions averaged with `weights`."""
+    return sum(w * r.oof for w, r in zip(weights, members, strict=True)) / sum(weights)
 
 
 def _final_kind(refitted: list[str], fold_models: list[str]) -> str:

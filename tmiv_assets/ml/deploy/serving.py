@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from tmiv_assets.ml.automl.ensembles import FoldBagClassifier
 from tmiv_assets.ml.data.spec import CLASSIFICATION
 from tmiv_assets.ml.features.builder import FeatureBuilder
 from tmiv_assets.ml.metrics import resolve_positive_class
@@ -47,15 +46,15 @@ def predict_rows(model, frame: pd.DataFrame, task: str, positive_class=None, kee
     result = frame[list(keep)].copy()
     if task in CLASSIFICATION:
         proba = model.predict_proba(inputs)
-        # The AutoML's bag predicts the most probable class: one pass of the model, not two.
-        result["prediction"] = (model.classes_[proba.argmax(axis=1)] if isinstance(final_estimator(model),
-                                                                                   FoldBagClassifier)
-                                else model.predict(inputs))
+        # The AutoML's final models decide from their probabilities: one pass of the model, not two.
+        estimator = final_estimator(model)
+        result["prediction"] = estimator.decide(proba) if hasattr(estimator, "decide") else model.predict(inputs)
         if task == "binary":
             result["score"] = proba[:, list(model.classes_).index(resolve_positive_class(model.classes_,
                                                                                          positive_class))]
-        else:
-            result["score"] = proba.max(axis=1)
+        else:  # the predicted class's probability (class weights may pick one less probable than the top)
+            result["score"] = proba[np.arange(len(proba)),
+                                    pd.Index(model.classes_).get_indexer(result["prediction"].to_numpy())]
         if probabilities:
             for label, column in zip(model.classes_, proba.T, strict=True):
                 result[f"probability_{label}"] = column

@@ -17,6 +17,7 @@ import pandas as pd
 import shap
 from sklearn.pipeline import Pipeline
 
+from tmiv_assets.ml.automl.decision import WeightedDecision
 from tmiv_assets.ml.explain.contributions import ensemble_contributions, method_of, weighted_models
 from tmiv_assets.ml.metrics import resolve_positive_class
 
@@ -90,7 +91,9 @@ def fitted_estimator(model: Pipeline):
     if not isinstance(last, Pipeline) or not {"preprocess", "estimator"} <= set(last.named_steps):
         raise ValueError(f"cannot explain a {type(model).__name__}: the explainers need the AutoML's served "
                          "pipeline (feature steps, then a pipeline of 'preprocess' and 'estimator' steps)")
-    return last.named_steps["estimator"]
+    estimator = last.named_steps["estimator"]
+    # class weights decide which class is predicted, not the probabilities the explainers explain
+    return estimator.estimator if isinstance(estimator, WeightedDecision) else estimator
 
 
 def _encoded(model: Pipeline, X: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
