@@ -39,7 +39,8 @@ FIRST_PASS_FAIR_SHARES = 2.0  # a family's first trial may take up to twice its 
 # A forest's first trial ranks it after at most this many times the first family's trial (LightGBM's defaults)
 # or this share of the search, whichever is longer: a forest's score settles after a few dozen trees, and the
 # trees a slow one lacks grow later if it is tuned. Without, two forests that ranked last took 11 of 27 s on
-# 25,000 rows of 7 columns and the leaders' last start configurations never ran.
+# 25,000 rows of 7 columns and the leaders' last start configurations never ran. Not in a search capped by
+# max_trials (the reproducible mode), where no first trial is time-boxed.
 FOREST_RANKING_COST = 3.0
 FOREST_RANKING_SHARE = 0.05
 CHEAP_TRIAL_SHARE = 0.005  # a family whose trial costs under this share of the time left is tuned anyway
@@ -385,7 +386,7 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
         share = FLOOR_SHARE if position == 0 else min(FIRST_PASS_SHARE,
                                                            FIRST_PASS_FAIR_SHARES / (len(searches) - position))
         limit = time.monotonic() + (deadline - time.monotonic()) * share
-        if position and searches[0].best is not None and search.forest:
+        if position and searches[0].best is not None and search.forest and context.max_trials is None:
             limit = min(limit, time.monotonic() + max(FOREST_RANKING_COST * searches[0].best["seconds"],
                                                       FOREST_RANKING_SHARE * (deadline - started)))
         search.run(1, min(deadline, limit))
