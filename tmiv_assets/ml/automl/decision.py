@@ -45,7 +45,8 @@ def macro_f1_weights(codes: np.ndarray, proba: np.ndarray, seed: int = 0, deadli
         gains.append(_score(codes[held], proba[held], weights) - _score(codes[held], proba[held], plain))
     gain = float(np.mean(gains))
     if gain <= 0:
-        return None, f"most probable class: weights fitted on half the rows lost {-gain:.4f} macro F1 on the other"
+        outcome = f"lost {-gain:.4f} macro F1" if gain < 0 else "gained nothing"
+        return None, f"most probable class: weights fitted on half the rows {outcome} on the other"
     weights = _ascend(codes, proba, deadline)
     if weights is None:
         return None, "most probable class: the weights' check did not finish in the time budget"
