@@ -21,6 +21,7 @@ WEIGHT_STEPS = np.exp(np.linspace(np.log(0.25), np.log(4.0), 17))
 ROUNDS = 3
 MAX_ROWS = 50_000
 """Out-of-fold rows the weights are fitted on at most (a seeded sample beyond)."""
+UNFINISHED = "most probable class: the weights' check did not finish in the time budget"
 
 
 def macro_f1_weights(codes: np.ndarray, proba: np.ndarray, seed: int = 0, deadline: float | None = None,
@@ -41,7 +42,7 @@ def macro_f1_weights(codes: np.ndarray, proba: np.ndarray, seed: int = 0, deadli
     for fitted, held in ((half, ~half), (~half, half)):
         weights = _ascend(codes[fitted], proba[fitted], deadline)
         if weights is None:
-            return None, "most probable class: the weights' check did not finish in the time budget"
+            return None, UNFINISHED
         gains.append(_score(codes[held], proba[held], weights) - _score(codes[held], proba[held], plain))
     gain = float(np.mean(gains))
     if gain <= 0:
@@ -49,7 +50,7 @@ def macro_f1_weights(codes: np.ndarray, proba: np.ndarray, seed: int = 0, deadli
         return None, f"most probable class: weights fitted on half the rows {outcome} on the other"
     weights = _ascend(codes, proba, deadline)
     if weights is None:
-        return None, "most probable class: the weights' check did not finish in the time budget"
+        return None, UNFINISHED
     before, after = _score(codes, proba, plain), _score(codes, proba, weights)
     return weights, (f"class weights: out-of-fold macro F1 {before:.4f} -> {after:.4f}; {gain:+.4f} on rows the "
                      "weights were not fitted on")
