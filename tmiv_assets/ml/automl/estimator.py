@@ -204,7 +204,8 @@ class AutoML(BaseEstimator):
         context = SearchContext(self.task_, self.metric_, y, self.classes_, self.folds_, encoded, self.seed,
                                 self.threads_, self.sampler, self.sampler_options or {}, self.storage,
                                 f"{self.study_prefix}-{self.task_}", self.max_trials, self.progress,
-                                self.pinned_params or {}, scored, self.secondary_objective)
+                                self.pinned_params or {}, scored, self.secondary_objective,
+                                category_codes=self.preprocessor_.named_steps["encode"].code_scales())
         return Prepared(encoded, y, context, self._refits(times), scored)
 
     def target_encoding_for(self, X: pd.DataFrame, y: pd.Series, times: pd.Series | None = None) -> str:

@@ -22,8 +22,10 @@ import math
 import time
 import warnings
 
+import catboost
 import numpy as np
-from lightgbm import early_stopping
+import xgboost
+from lightgbm import LGBMModel, early_stopping
 from lightgbm.callback import EarlyStopException
 from sklearn.exceptions import ConvergenceWarning
 from xgboost.callback import TrainingCallback
@@ -54,13 +56,13 @@ def fit_within(estimator, X, y, X_valid=None, y_valid=None, deadline: float | No
     that can stop growing (see `time_boxed`; with `any_size` also boosting configured below
     EARLY_STOPPING_FROM rounds) stops at `grow_until` and is kept; `time_boxed_` then says so. The fit goes on
     from `init_model`, a fitted model of the same configuration (see `grows_from`), which stays as it is."""
-    module = type(estimator).__module__.split(".")[0]
     stopped_growing = False
     if grow_until is not None and not time_boxed(estimator, X_valid, any_size):
         grow_until = None
     stop = grow_until if grow_until is not None else deadline  # grow_until never lies past the deadline
     if _is_boosting(estimator):
-        fit = {"lightgbm": _fit_lightgbm, "catboost": _fit_catboost}.get(module, _fit_xgboost)
+        fit = (_fit_lightgbm if isinstance(estimator, LGBMModel) else
+               _fit_catboost if isinstance(estimator, catboost.CatBoost) else _fit_xgboost)
         configured = _configured_rounds(estimator)
         planned = math.inf if configured is None else configured + (
             0 if init_model is None else model_size(init_model))
@@ -171,9 +173,8 @@ def rounds_parameter(params: dict) -> str:
 
 
 def _is_boosting(estimator) -> bool:
-    """LightGBM, CatBoost or XGBoost (also our label-accepting XGBoost classifier)."""
-    module = type(estimator).__module__.split(".")[0]
-    return module in ("lightgbm", "catboost", "xgboost") or type(estimator).__name__.startswith("XGB")
+    """LightGBM, CatBoost or XGBoost (also the catalog's subclasses of them)."""
+    return isinstance(estimator, LGBMModel | catboost.CatBoost | xgboost.XGBModel)
 
 
 def _grows_in_chunks(estimator) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from tmiv_assets.ml.automl.catalog import ModelFamily
+from tmiv_assets.ml.automl.catalog import ModelFamily, needs_category_codes
 from tmiv_assets.ml.automl.fitting import (
     DeadlineReached,
     best_rounds,
@@ -86,9 +86,13 @@ class SearchContext:
     """Which of several processes sharing the studies this is: seeds its sampler; worker 0 enqueues the starts."""
     workers: int = 1
     """How many processes share the studies: `max_trials` then caps the tuning trials of all of them together."""
+    category_codes: tuple = ()
+    """(column, scale) of the pooled columns' codes in X (TabularEncoder.code_scales), for LightGBM's category
+    splits."""
 
     def params_for(self, family: ModelFamily, params: dict) -> dict:
-        return {**params, **self.pinned.get(family.name, {})}
+        params = {**params, **self.pinned.get(family.name, {})}
+        return params | {"category_codes": self.category_codes} if "native_categories" in params else params
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,13 @@ class _FamilySearch:
         self.grid = family.grid_for(context.task) if context.sampler == "grid" else None
         self.tunable = family.tunable and (context.sampler != "grid" or bool(self.grid))
         self.forest = is_forest(family.build({}, context.task, context.seed, 1))
+        self.starts = [start for start in family.starts if context.category_codes or not needs_category_codes(start)]
         sampler = make_sampler(context.sampler if self.tunable else "random",
                                context.seed + SEED_STRIDE * context.worker, grid=self.grid, **context.sampler_options)
         directions = [direction_of(context.metric)] + (["minimize"] if context.secondary else [])
         self.study = create_study(f"{context.study_prefix}-{family.name}", directions, sampler, context.storage)
         if not self.grid and context.worker == 0 and not any("start" in t.user_attrs for t in self.study.trials):
-            for index in range(len(family.starts)):
+            for index in range(len(self.starts)):
                 self.study.enqueue_trial({}, user_attrs={"start": index})
         self.best: dict | None = None
         self.cache: dict[str, float] = {}
@@ -166,7 +171,7 @@ class _FamilySearch:
         `limit`; folds are pruned when they would overrun it."""
         if not self.tunable:
             started = sum("start" in t.user_attrs and t.state.is_finished() for t in self.study.trials)
-            n_trials = min(n_trials or len(self.family.starts), len(self.family.starts) - started)
+            n_trials = min(n_trials or len(self.starts), len(self.starts) - started)
         if n_trials == 0 or time.monotonic() >= limit:
             return
         self.limit = limit
@@ -201,10 +206,13 @@ class _FamilySearch:
 
     def _params(self, trial: optuna.Trial) -> dict:
         if "start" in trial.user_attrs:
-            return dict(self.family.starts[trial.user_attrs["start"]])
+            return dict(self.starts[trial.user_attrs["start"]])
         if self.grid:
-            return {**self.family.starts[0], **{k: trial.suggest_categorical(k, v) for k, v in self.grid.items()}}
-        return self.family.space(trial, self.context.task)
+            return {**self.starts[0], **{k: trial.suggest_categorical(k, v) for k, v in self.grid.items()}}
+        params = self.family.space(trial, self.context.task)
+        if self.context.category_codes and self.family.category_space is not None:
+            params |= self.family.category_space(trial)
+        return params
 
     def _objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = self._params(trial)
@@ -406,7 +414,7 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
             return deadline
         return min(deadline, refit_start([s.result() for s in best_first()]))
 
-    candidates = [s for s in ranked if s.tunable or len(s.family.starts) > 1]
+    candidates = [s for s in ranked if s.tunable or len(s.starts) > 1]
     chosen = candidates[:tuned]
     # Cost-frugal: a family outside the top whose whole trial is nearly free (linear models, naive Bayes on
     # small data) gets a few trials anyway; its tuned version often earns an ensemble weight. The choice

@@ -94,6 +94,8 @@ def method_of(model, n_rows: int = 1) -> str:
 def margin_contributions(model, rows: np.ndarray, threads: int = 1) -> np.ndarray:
     """Exact path-dependent SHAP values of a boosted model's raw margin: (rows, outputs, features + 1), the base
     last; our table-driven TreeSHAP (`tree_shap`) for XGBoost and LightGBM where it applies, else the library's."""
+    if hasattr(model, "booster_rows"):  # LightGBM taking the pooled columns' codes as categories
+        rows = model.booster_rows(rows)
     fast = None if isinstance(model, catboost.CatBoost) else fast_margin_contributions(model, rows, threads)
     return fast if fast is not None else native_margin_contributions(model, rows, threads)
 
