@@ -31,7 +31,14 @@ from tmiv_assets.ml.automl.ensembles import (
     make_voting,
 )
 from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within, training_share
-from tmiv_assets.ml.automl.search import FAILURES, FIRST_PASS_SHARE, FamilyResult, SearchContext, search_families
+from tmiv_assets.ml.automl.search import (
+    FAILURES,
+    FIRST_PASS_SHARE,
+    FamilyResult,
+    SearchContext,
+    rescored,
+    search_families,
+)
 from tmiv_assets.ml.automl.tuning import COSTS, SAMPLERS, make_storage, trials_frame
 from tmiv_assets.ml.data.splits import cv_folds
 from tmiv_assets.ml.features.engineering import SCALER_KINDS
@@ -56,6 +63,11 @@ HOLDOUT_ROWS = 100_000
 FOLD_TIERS = ((6e4, 1), (3e4, 2), (1.5e4, 3))
 THREAD_MIN_CELLS = 200_000
 BAG_MIN_FOLDS = 5
+# Bagged fold models (small data, 5 folds): tuning ends in time to cross-validate this many leading families'
+# best configurations again on a second split of the rows, whose predictions no choice was made on; the
+# ensemble weights are fitted to those (`search.rescored`).
+RESCORED_LEADERS = 3
+MIN_RESCORED = 2  # families, the leader among them; fewer and the ensemble is weighted on the search's split
 ENCODING_CHECK_SHARE = 0.1  # of the budget: the check of the pooled columns' target encodings stops by then
 TARGET_ENCODINGS = ("auto", "keep", "drop")
 FLOOR_PROBE_ROUNDS = 10  # of LightGBM's default 100: a multiclass fold of its defaults is timed on these
@@ -261,7 +273,9 @@ class AutoML(BaseEstimator):
         # and not one capped by max_trials (the reproducible mode does not depend on the clock).
         clocked = prepared.refit and workers == 1 and self.max_trials is None
         refit_start = None
-        if clocked and training_share(self.folds_) <= REFIT_RESERVED_MAX_SHARE:
+        if self._rescores(prepared, workers):
+            refit_start = self._rescore_start(started)
+        elif clocked and training_share(self.folds_) <= REFIT_RESERVED_MAX_SHARE:
             refit_start = self._refit_start(started)
         elif (clocked and len(self.folds_) == 1 and self.ensemble in ("caruana", "best")
               and not self.secondary_objective):  # after a holdout the fold model stands in when no refit fits
@@ -293,7 +307,11 @@ class AutoML(BaseEstimator):
             results = self._pareto_pick(results)
         with threadpool_limits(context.n_jobs):
             mark = time.monotonic()
-            self.weights_, self.ensemble_score_ = self._ensemble_weights(results, y.iloc[scored])
+            results, self.fresh_fold_scores_ = self._rescored(prepared, len(outcomes), results, started)
+            self.timings_["rescore"] = time.monotonic() - mark
+            mark = time.monotonic()
+            candidates = [r for r in results if not self.fresh_fold_scores_ or r.family.name in self.fresh_fold_scores_]
+            self.weights_, self.ensemble_score_ = self._ensemble_weights(candidates, y.iloc[scored])
             refits = self._plan_refit(results, y.iloc[scored], started) if refit else set()
             self.timings_["ensemble"] = time.monotonic() - mark
             mark = time.monotonic()
@@ -436,6 +454,38 @@ class AutoML(BaseEstimator):
         fold 1.05-1.22 after a holdout, 1.37-2.53 after 2 folds, against 1.40 and 2.83 here. Stacking's inner
         folds on top."""
         return fold_seconds * (3.0 if self.ensemble == "stacking" else 1.0) / training_share(self.folds_) ** 1.5
+
+    def _rescores(self, prepared: Prepared, workers: int) -> bool:
+        """Whether the leading families are cross-validated again on a second split before the ensemble: bagged
+        fold models of a lone, clocked, single-objective search (the reproducible mode and search workers keep
+        their first split's predictions)."""
+        return (not prepared.refit and workers == 1 and self.max_trials is None and not self.secondary_objective
+                and self.ensemble == "caruana")
+
+    def _rescored(self, prepared: Prepared, workers: int, results: list[FamilyResult], started: float,
+                  ) -> tuple[list[FamilyResult], dict[str, float]]:
+        """The results with the families cross-validated again on a second split (`search.rescored`) and their
+        scores there, where at least two were, the leader among them; the ensemble is then weighted among those
+        alone, as a family scored on the split its configuration was picked on would be favoured. Otherwise the
+        results as they were and no scores."""
+        if not self._rescores(prepared, workers):
+            return results, {}
+        fresh_folds = cv_folds(prepared.y, self.task_, len(self.folds_), self.seed + 1)
+        fresh, scores = rescored(results, prepared.context, fresh_folds,
+                                 started + self.time_budget_s * SEARCH_SHARE_NO_REFIT)
+        sign = 1 if self.metric_ in LOWER_IS_BETTER else -1
+        leader = min(results, key=lambda r: sign * r.cv_mean).family.name
+        if len(scores) < MIN_RESCORED or leader not in scores:
+            logger.info("ensemble weighted on the search's split: %d families rescored (%s)", len(scores), scores)
+            return results, {}
+        return fresh, scores
+
+    def _rescore_start(self, started: float) -> Callable[[list[FamilyResult]], float]:
+        """The latest time tuning may run for the leading families' second cross-validation to end within the
+        search's share of the budget (families whose first trial was time-boxed are not rescored)."""
+        end = started + self.time_budget_s * SEARCH_SHARE_NO_REFIT
+        return lambda leaders: end - sum(r.fold_seconds * len(self.folds_) for r in leaders[:RESCORED_LEADERS]
+                                         if not any(hasattr(m, "time_boxed_") for m in r.fold_models))
 
     def _refit_start(self, started: float) -> Callable[[list[FamilyResult]], float]:
         """The latest time the refits of the leading families (results best first) may start to end within

@@ -6,7 +6,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -352,6 +352,41 @@ class _FamilySearch:
         if c.secondary == "size":
             trial.set_user_attr(COSTS["size"], len(pickle.dumps(models[0])))
         return (oof if c.classes is not None else oof[:, 0]), seconds, models, rounds
+
+
+def rescored(results: list[FamilyResult], context: SearchContext, folds: list, deadline: float,
+             ) -> tuple[list[FamilyResult], dict[str, float]]:
+    """Each family's best configuration cross-validated again on `folds`, a second split of the same rows, best
+    first while its expected time fits before the monotonic `deadline`; and each rescored family's score there.
+    The search picked that configuration for its score on the first split, so its predictions there flatter it,
+    most for the family that ran the most trials, and ensemble weights fitted to them favour the luckiest.
+    Nothing was chosen on the second split: a rescored family's out-of-fold predictions are those, its fold
+    models both splits'. Families whose first trial was time-boxed keep theirs (their models would not grow
+    alike in the time)."""
+    y, out, scores = _codes(context), [], {}
+    sign = -1 if context.metric in LOWER_IS_BETTER else 1
+    for result in sorted(results, key=lambda r: -sign * r.cv_mean):
+        if (any(hasattr(model, "time_boxed_") for model in result.fold_models) or not result.fold_models
+                or time.monotonic() + result.fold_seconds * len(folds) > deadline):
+            out.append(result)
+            continue
+        full = np.full((len(y), len(context.classes) if context.classes is not None else 1), np.nan)
+        models = []
+        try:
+            for train, valid in folds:
+                model = result.family.build(context.params_for(result.family, result.params), context.task,
+                                            context.seed, context.n_jobs)
+                fit_within(model, context.X[train], y[train], context.X[valid], y[valid], deadline=deadline)
+                full[valid] = (model.predict_proba(context.X[valid]) if context.classes is not None
+                               else model.predict(context.X[valid])[:, None])
+                models.append(model)
+        except DeadlineReached:
+            out.append(result)
+            continue
+        oof = (full if context.classes is not None else full[:, 0])[context.scored]
+        scores[result.family.name] = oof_score(context.metric, context.task, y[context.scored], oof, _labels(context))
+        out.append(replace(result, oof=oof, fold_models=[*result.fold_models, *models]))
+    return out, scores
 
 
 def _codes(context: SearchContext) -> np.ndarray:
