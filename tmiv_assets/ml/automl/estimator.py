@@ -485,7 +485,7 @@ class AutoML(BaseEstimator):
         search's share of the budget (families whose first trial was time-boxed are not rescored)."""
         end = started + self.time_budget_s * SEARCH_SHARE_NO_REFIT
         return lambda leaders: end - sum(r.fold_seconds * len(self.folds_) for r in leaders[:RESCORED_LEADERS]
-                                         if not any(hasattr(m, "time_boxed_") for m in r.fold_models))
+                                         if not r.time_boxed)
 
     def _refit_start(self, started: float) -> Callable[[list[FamilyResult]], float]:
         """The latest time the refits of the leading families (results best first) may start to end within

@@ -114,6 +114,11 @@ class FamilyResult:
     refit_params: dict
     """The best parameters with the rounds early stopping kept, for a refit on all rows."""
 
+    @property
+    def time_boxed(self) -> bool:
+        """Whether a fold model stopped growing at its time share (see `fitting.time_boxed`)."""
+        return any(hasattr(model, "time_boxed_") for model in self.fold_models)
+
 
 class _Tracker:
     """Global trial count, best score and ETA across families, sent to the progress callback."""
@@ -358,15 +363,15 @@ def rescored(results: list[FamilyResult], context: SearchContext, folds: list, d
              ) -> tuple[list[FamilyResult], dict[str, float]]:
     """Each family's best configuration cross-validated again on `folds`, a second split of the same rows, best
     first while its expected time fits before the monotonic `deadline`; and each rescored family's score there.
-    The search picked that configuration for its score on the first split, so its predictions there flatter it,
-    most for the family that ran the most trials, and ensemble weights fitted to them favour the luckiest.
+    The search picked that configuration, and boosting its rounds, for their score on the first split, so its
+    predictions there flatter it (the best of its trials), and ensemble weights fitted to them favour the luckiest.
     Nothing was chosen on the second split: a rescored family's out-of-fold predictions are those, its fold
     models both splits'. Families whose first trial was time-boxed keep theirs (their models would not grow
     alike in the time)."""
     y, out, scores = _codes(context), [], {}
     sign = -1 if context.metric in LOWER_IS_BETTER else 1
     for result in sorted(results, key=lambda r: -sign * r.cv_mean):
-        if (any(hasattr(model, "time_boxed_") for model in result.fold_models) or not result.fold_models
+        if (result.time_boxed or not result.fold_models
                 or time.monotonic() + result.fold_seconds * len(folds) > deadline):
             out.append(result)
             continue
