@@ -64,14 +64,6 @@ class TabularTypes(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return self.feature_names_out_
 
-    def code_scales(self) -> tuple[tuple[int, int], ...]:
-        """(output column, scale) of each pooled column's code: the code times its scale is the category's integer
-        rank (the rare and unseen ones' the last), the form LightGBM's own category splits take."""
-        check_is_fitted(self, "feature_names_out_")
-        start = len(self.numeric_) + (0 if self.categories_encoder_ is None else
-                                      len(self.categories_encoder_.feature_names_out_))
-        return tuple((start + k, len(ranked)) for k, ranked in enumerate(self.code_categories_))
-
 
 class FrequentCategoriesOneHot(TransformerMixin, BaseEstimator):
     """One-hot encoding of categorical columns: a missing value counts as the column's most frequent
@@ -128,14 +120,6 @@ class FrequentCategoriesOneHot(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return self.feature_names_out_
-
-    def code_scales(self) -> tuple[tuple[int, int], ...]:
-        """(output column, scale) of each pooled column's code: the code times its scale is the category's integer
-        rank (the rare and unseen ones' the last), the form LightGBM's own category splits take."""
-        check_is_fitted(self, "feature_names_out_")
-        start = len(self.numeric_) + (0 if self.categories_encoder_ is None else
-                                      len(self.categories_encoder_.feature_names_out_))
-        return tuple((start + k, len(ranked)) for k, ranked in enumerate(self.code_categories_))
 
 
 def _holds_dates(values: pd.Series) -> bool:
