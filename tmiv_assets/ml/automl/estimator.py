@@ -473,9 +473,7 @@ class AutoML(BaseEstimator):
         fresh_folds = cv_folds(prepared.y, self.task_, len(self.folds_), self.seed + 1)
         fresh, scores = rescored(results, prepared.context, fresh_folds,
                                  started + self.time_budget_s * SEARCH_SHARE_NO_REFIT)
-        sign = 1 if self.metric_ in LOWER_IS_BETTER else -1
-        leader = min(results, key=lambda r: sign * r.cv_mean).family.name
-        if len(scores) < MIN_RESCORED or leader not in scores:
+        if len(scores) < MIN_RESCORED or fresh[0].family.name not in scores:  # best first: the leader
             logger.info("ensemble weighted on the search's split: %d families rescored (%s)", len(scores), scores)
             return results, {}
         return fresh, scores

@@ -333,7 +333,7 @@ class _FamilySearch:
             if hasattr(model, "time_boxed_"):
                 trial.set_user_attr("time_boxed", f"fold {step + 1}/{len(c.folds)}: {model.time_boxed_}")
             predicting = time.perf_counter()
-            oof[valid] = model.predict_proba(X_valid) if c.classes is not None else model.predict(X_valid)[:, None]
+            oof[valid] = _outputs(model, X_valid, c)
             predict_seconds += time.perf_counter() - predicting
             models.append(model)
             rounds.append(best_rounds(model))
@@ -362,7 +362,8 @@ class _FamilySearch:
 def rescored(results: list[FamilyResult], context: SearchContext, folds: list, deadline: float,
              ) -> tuple[list[FamilyResult], dict[str, float]]:
     """Each family's best configuration cross-validated again on `folds`, a second split of the same rows, best
-    first while its expected time fits before the monotonic `deadline`; and each rescored family's score there.
+    first while its expected time fits before the monotonic `deadline` (the results come back in that order); and
+    each rescored family's score there.
     The search picked that configuration, and boosting its rounds, for their score on the first split, so its
     predictions there flatter it (the best of its trials), and ensemble weights fitted to them favour the luckiest.
     Nothing was chosen on the second split: a rescored family's out-of-fold predictions are those, its fold
@@ -382,8 +383,7 @@ def rescored(results: list[FamilyResult], context: SearchContext, folds: list, d
                 model = result.family.build(context.params_for(result.family, result.params), context.task,
                                             context.seed, context.n_jobs)
                 fit_within(model, context.X[train], y[train], context.X[valid], y[valid], deadline=deadline)
-                full[valid] = (model.predict_proba(context.X[valid]) if context.classes is not None
-                               else model.predict(context.X[valid])[:, None])
+                full[valid] = _outputs(model, context.X[valid], context)
                 models.append(model)
         except DeadlineReached:
             out.append(result)
@@ -392,6 +392,11 @@ def rescored(results: list[FamilyResult], context: SearchContext, folds: list, d
         scores[result.family.name] = oof_score(context.metric, context.task, y[context.scored], oof, _labels(context))
         out.append(replace(result, oof=oof, fold_models=[*result.fold_models, *models]))
     return out, scores
+
+
+def _outputs(model, X: np.ndarray, context: SearchContext) -> np.ndarray:
+    """A fold model's class probabilities, or its predictions as one column."""
+    return model.predict_proba(X) if context.classes is not None else model.predict(X)[:, None]
 
 
 def _codes(context: SearchContext) -> np.ndarray:
