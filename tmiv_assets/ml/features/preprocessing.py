@@ -259,7 +259,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             numbers = self._filled(self._numbers(X))
             out[:, : len(self.numeric_)] = numbers if self.scaler_ == "passthrough" else self.scaler_.transform(numbers)
         if self.categories_encoder_ is not None:
-            end = len(self.numeric_) + len(self.categories_encoder_.feature_names_out_)
+            end = self._codes_start()
             self.categories_encoder_.encode_into(X[self.categorical_], out[:, len(self.numeric_):end])
             for offset, (column, ranked) in enumerate(zip(self.coded_, self.code_categories_, strict=True)):
                 codes = pd.Categorical(text[column], categories=ranked).codes.astype(np.float64)
@@ -321,9 +321,12 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         """(output column, scale) of each pooled column's code: the code times its scale is the category's integer
         rank (the rare and unseen ones' the last), the form LightGBM's own category splits take."""
         check_is_fitted(self, "feature_names_out_")
-        start = len(self.numeric_) + (0 if self.categories_encoder_ is None else
-                                      len(self.categories_encoder_.feature_names_out_))
-        return tuple((start + k, len(ranked)) for k, ranked in enumerate(self.code_categories_))
+        return tuple((self._codes_start() + k, len(ranked)) for k, ranked in enumerate(self.code_categories_))
+
+    def _codes_start(self) -> int:
+        """The output column of the first pooled column's code: after the numbers and the one-hot categories."""
+        return len(self.numeric_) + (0 if self.categories_encoder_ is None else
+                                     len(self.categories_encoder_.feature_names_out_))
 
     def _numbers(self, X: pd.DataFrame) -> np.ndarray:
         # Infinities (a ratio over a zero) count as missing: a scaler or a linear model cannot take them, and
