@@ -441,10 +441,10 @@ def test_on_two_folds_tuning_ends_in_time_for_the_leading_families_refits_on_all
     reserves = []
     search_families = estimator_module.search_families
 
-    def search_kept(context, families, tuned, started, deadline, large, refit_start):
+    def search_kept(context, families, tuned, started, deadline, large, refit_start, **options):
         reserves.append(refit_start)
         no_time_left = None if refit_start is None else (lambda leaders: started)  # the leaders' refits use it all
-        return search_families(context, families, tuned, started, deadline, large, no_time_left)
+        return search_families(context, families, tuned, started, deadline, large, no_time_left, **options)
 
     monkeypatch.setattr(estimator_module, "search_families", search_kept)
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
@@ -456,9 +456,11 @@ def test_on_two_folds_tuning_ends_in_time_for_the_leading_families_refits_on_all
     assert board.loc["lightgbm", "why_stopped"] == (
         "not tuned: the rest of the budget is kept for refitting the leading families on all rows")
     assert model.final_kind_ == "refitted on all training rows"  # every member: the time went to their refits
-    AutoML(time_budget_s=3, seed=0, n_jobs=1, include=included).fit(X.iloc[:300], y.iloc[:300])
+    small = AutoML(time_budget_s=3, seed=0, n_jobs=1, include=included).fit(X.iloc[:300], y.iloc[:300])
     # 5 folds: the final model bags the fold models, nothing is refitted; the reserve is the second split's
     assert reserves[-1].__qualname__.startswith("AutoML._rescore_start")
+    assert small.leaderboard().set_index("model").loc["lightgbm", "why_stopped"] == (
+        "not tuned: the rest of the budget is kept for cross-validating the leading families again on a second split")
 
     results = [search_module.FamilyResult(family_named(name), {}, 0.9, 0.0, 2 * cost, cost, np.zeros(20), [], {})
                for name, cost in (("catboost", 2.0), ("lightgbm", 0.5), ("linear", 0.1))]
@@ -473,9 +475,9 @@ def test_lightgbm_defaults_may_take_the_floor_share_the_other_families_twice_a_f
     deadlines, shares = [], {}
     search_families, run = estimator_module.search_families, search_module._FamilySearch.run
 
-    def deadline_kept(context, families, tuned, started, deadline, large, refit_start):
+    def deadline_kept(context, families, tuned, started, deadline, large, refit_start, **options):
         deadlines.append(deadline)
-        return search_families(context, families, tuned, started, deadline, large, refit_start)
+        return search_families(context, families, tuned, started, deadline, large, refit_start, **options)
 
     def share_kept(search, n_trials, limit, study_total=None):  # of the search time left, at each first trial
         now = time.monotonic()
@@ -508,9 +510,9 @@ def test_on_large_data_no_family_starts_past_the_first_pass_share_and_the_rest_i
     searches, first_runs = [], {}
     search_families, run = estimator_module.search_families, search_module._FamilySearch.run
 
-    def search_kept(context, families, tuned, started, deadline, large, refit_start):
+    def search_kept(context, families, tuned, started, deadline, large, refit_start, **options):
         searches.append((time.monotonic(), deadline, large, refit_start))
-        return search_families(context, families, tuned, started, deadline, large, refit_start)
+        return search_families(context, families, tuned, started, deadline, large, refit_start, **options)
 
     def first_run_kept(search, n_trials, limit, study_total=None):
         first_runs.setdefault(search.family.name, time.monotonic())

@@ -272,9 +272,10 @@ class AutoML(BaseEstimator):
         # models 1.69-1.72), so tuning ends when their refits would no longer fit. A single worker's search only,
         # and not one capped by max_trials (the reproducible mode does not depend on the clock).
         clocked = prepared.refit and workers == 1 and self.max_trials is None
-        refit_start = None
+        refit_start, reserved_for = None, "refitting the leading families on all rows"
         if self._rescores(prepared, workers):
             refit_start = self._rescore_start(started)
+            reserved_for = "cross-validating the leading families again on a second split"
         elif clocked and training_share(self.folds_) <= REFIT_RESERVED_MAX_SHARE:
             refit_start = self._refit_start(started)
         elif (clocked and len(self.folds_) == 1 and self.ensemble in ("caruana", "best")
@@ -284,7 +285,7 @@ class AutoML(BaseEstimator):
         # otherwise take every core: two search workers' histogram boosting then spun for 37 s on 442 rows.
         with threadpool_limits(context.n_jobs):
             results, studies, reasons = search_families(context, families, PRESETS[self.preset]["tuned"], started,
-                                                        deadline, large, refit_start)
+                                                        deadline, large, refit_start, reserved_for=reserved_for)
         seconds = time.monotonic() - started - sum(self.timings_.values())
         return SearchOutcome(worker, results, reasons, seconds, studies if self.storage is None else None)
 

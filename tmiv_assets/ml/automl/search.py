@@ -412,13 +412,14 @@ def _labels(context: SearchContext):
 
 def search_families(context: SearchContext, families: list[ModelFamily], tuned: int, started: float,
                     deadline: float, large: bool = False,
-                    refit_start: Callable[[list[FamilyResult]], float] | None = None,
+                    refit_start: Callable[[list[FamilyResult]], float] | None = None, *,
+                    reserved_for: str = "refitting the leading families on all rows",
                     ) -> tuple[list[FamilyResult], dict[str, optuna.Study], dict[str, str]]:
     """First pass: each family's first start configuration, LightGBM's defaults first. Second pass: the
     `tuned` best families share the remaining time in proportion to their budget weights, their other
     start configurations before sampled ones. `refit_start` maps the results, best first, to the latest
-    time their refits on all rows may start: tuning ends by then. Returns the results, the studies and, per
-    family, why it got no more time."""
+    time their refits on all rows (or what `reserved_for` says the time is kept for) may start: tuning ends by
+    then. Returns the results, the studies and, per family, why it got no more time."""
     tracker = _Tracker(context, started, deadline)
     searches = [_FamilySearch(context, family, tracker) for family in families]
     # On data so large for the budget that a holdout validates it, a family's first trial grows to its time
@@ -496,7 +497,7 @@ def search_families(context: SearchContext, families: list[ModelFamily], tuned: 
     for position, search in enumerate(planned):
         remaining = max(0.0, tuning_deadline() - time.monotonic())
         if not remaining:
-            search.why = "not tuned: the rest of the budget is kept for refitting the leading families on all rows"
+            search.why = f"not tuned: the rest of the budget is kept for {reserved_for}"
             continue
         share = remaining * search.family.budget_weight / sum(s.family.budget_weight for s in planned[position:])
         # Split over workers, the cap counts all of their tuning trials (the first pass ran one per worker);
