@@ -157,8 +157,11 @@ def _gain_over_best_other(row: dict, runs: list[dict], metric: str) -> dict:
     best_other = max((s for s in SYSTEMS if s != "ours"), key=lambda s: sign * row[s])
     rng, gains = np.random.default_rng(0), []
     for _ in range(BOOTSTRAP_RESAMPLES):
-        gains.append(np.mean([sign * (run["scorers"]["ours"](rows) - run["scorers"][best_other](rows))
-                              for run in runs for rows in [rng.integers(0, run["test_rows"], run["test_rows"])]]))
+        split_gains = []
+        for run in runs:
+            rows = rng.integers(0, run["test_rows"], run["test_rows"])
+            split_gains.append(sign * (run["scorers"]["ours"](rows) - run["scorers"][best_other](rows)))
+        gains.append(np.mean(split_gains))
     low, high = np.nanpercentile(gains, [2.5, 97.5])
     return {"best_other": best_other, "ours_gain": sign * (row["ours"] - row[best_other]),
             "ours_gain_ci95": [float(low), float(high)]}

@@ -34,6 +34,7 @@ from tmiv_assets.ml.automl.fitting import DeadlineReached, fit_within, training_
 from tmiv_assets.ml.automl.search import (
     FAILURES,
     FIRST_PASS_SHARE,
+    REFITS_RESERVED,
     FamilyResult,
     SearchContext,
     rescored,
@@ -272,7 +273,7 @@ class AutoML(BaseEstimator):
         # models 1.69-1.72), so tuning ends when their refits would no longer fit. A single worker's search only,
         # and not one capped by max_trials (the reproducible mode does not depend on the clock).
         clocked = prepared.refit and workers == 1 and self.max_trials is None
-        refit_start, reserved_for = None, "refitting the leading families on all rows"
+        refit_start, reserved_for = None, REFITS_RESERVED
         if self._rescores(prepared, workers):
             refit_start = self._rescore_start(started)
             reserved_for = "cross-validating the leading families again on a second split"

@@ -54,6 +54,7 @@ BOXED_FOLD_GROWTH = 0.85  # of a fold's even share of the family's time left: th
 # one regularisation strength ran 318 trials on 1,100 rows at 30 s, 12% of the search, for no ensemble weight);
 # its time goes to the families still improving.
 PLATEAU_TRIALS_PER_PARAMETER = 20
+REFITS_RESERVED = "refitting the leading families on all rows"  # what the time after tuning is kept for, by default
 SEED_STRIDE = 7919  # sampler seed offset per search worker, so workers sharing a study propose different trials
 
 
@@ -413,7 +414,7 @@ def _labels(context: SearchContext):
 def search_families(context: SearchContext, families: list[ModelFamily], tuned: int, started: float,
                     deadline: float, large: bool = False,
                     refit_start: Callable[[list[FamilyResult]], float] | None = None, *,
-                    reserved_for: str = "refitting the leading families on all rows",
+                    reserved_for: str = REFITS_RESERVED,
                     ) -> tuple[list[FamilyResult], dict[str, optuna.Study], dict[str, str]]:
     """First pass: each family's first start configuration, LightGBM's defaults first. Second pass: the
     `tuned` best families share the remaining time in proportion to their budget weights, their other

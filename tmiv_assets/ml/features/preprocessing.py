@@ -321,7 +321,8 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         """(output column, scale) of each pooled column's code: the code times its scale is the category's integer
         rank (the rare and unseen ones' the last), the form LightGBM's own category splits take."""
         check_is_fitted(self, "feature_names_out_")
-        return tuple((self._codes_start() + k, len(ranked)) for k, ranked in enumerate(self.code_categories_))
+        start = self._codes_start()
+        return tuple((start + k, len(ranked)) for k, ranked in enumerate(self.code_categories_))
 
     def _codes_start(self) -> int:
         """The output column of the first pooled column's code: after the numbers and the one-hot categories."""
