@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from tmiv_assets.ml.automl.catalog import PRESETS, families_for, family_named
 from tmiv_assets.ml.automl.decision import WeightedDecision, macro_f1_weights
-from tmiv_assets.ml.automl.encoding import target_encodings_pay
+from tmiv_assets.ml.automl.encoding import DROP_CONFIDENCE, target_encodings_pay
 from tmiv_assets.ml.automl.ensembles import (
     FoldBagClassifier,
     FoldBagRegressor,
@@ -241,8 +241,9 @@ class AutoML(BaseEstimator):
         pays = target_encodings_pay(X, y, self.task_, self.metric_, classes, self.seed, idle_threads(self.n_jobs),
                                     time.monotonic() + ENCODING_CHECK_SHARE * self.time_budget_s, self.scaler)
         verdict = {None: "keep: the holdout check did not finish in its share of the budget",
-                   True: "keep: the holdout validated no worse with them",
-                   False: "drop: the holdout validated better without them"}[pays]
+                   True: "keep: the holdout did not validate surely better without them",
+                   False: (f"drop: the holdout validated better without them on {DROP_CONFIDENCE:.0%}+ of its "
+                           "bootstrap resamples")}[pays]
         logger.info("target encodings of pooled categories: %s", verdict)
         return verdict
 
