@@ -42,9 +42,9 @@ RESAMPLES = 200
 def target_encodings_pay(X: pd.DataFrame, y: pd.Series, task: str, metric: str, classes: np.ndarray | None,
                          seed: int, n_jobs: int, deadline: float, scaler: str = "standard") -> bool | None:
     """False when the better of CHECK_MODELS validates better without the pooled columns' target encodings
-    than the better of them with on at least DROP_CONFIDENCE of the holdout's bootstrap resamples; True when not or when
-    the sample has none; None when the check does not finish before the monotonic `deadline` or the sample
-    cannot be split stratified."""
+    than the better of them with on at least DROP_CONFIDENCE of the holdout's bootstrap resamples; True when
+    not or when the sample has none; None when the check does not finish before the monotonic `deadline` or the
+    sample cannot be split stratified."""
     if len(y) > CHECK_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(len(y), CHECK_ROWS, replace=False))
         X, y = X.iloc[rows].reset_index(drop=True), y.iloc[rows].reset_index(drop=True)
