@@ -20,23 +20,23 @@ def categories(rng: np.random.Generator, rows: int, kinds: int) -> np.ndarray:
     return values
 
 
-@pytest.mark.parametrize("kinds", [4, 30, 45])
+@pytest.mark.parametrize("kinds", [4, 28, 45])
 def test_the_encoding_equals_scikit_learns_with_rare_and_unseen_categories(kinds):
     rng = np.random.default_rng(kinds)
     train = pd.DataFrame({"city": categories(rng, 5000, kinds), "colour": categories(rng, 5000, 3)})
     test = pd.DataFrame({"city": [*categories(rng, 500, kinds)[:-2], "atlantis", np.nan],
                          "colour": [*categories(rng, 500, 3)[:-2], "plaid", "c01"]})
     ours = FrequentCategoriesOneHot(max_categories=30).fit(train)
-    reference = make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(
-        handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False)).fit(train)
+    reference = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False).fit(train)
     np.testing.assert_array_equal(ours.transform(test), reference.transform(test))
-    names = [n.replace("infrequent_sklearn", "infrequent") for n in reference.get_feature_names_out(train.columns)]
+    names = [n.replace("infrequent_sklearn", "infrequent").replace("_nan", "_(missing)")
+             for n in reference.get_feature_names_out(train.columns)]
     assert list(ours.get_feature_names_out()) == names
     pooled = kinds > 30
-    assert names[-4].endswith("_infrequent") is pooled
+    assert names[-5].endswith("_infrequent") is pooled  # before colour's three categories and its missing one
     unseen = ours.transform(test.tail(2))
     assert unseen[0, : len(ours.categories_[0]) + pooled].sum() == float(pooled)  # pooled, or no column at all
-    assert unseen[1].sum() == 2.0  # a missing city counts as its most frequent one
+    assert unseen[1].sum() == 2.0 and unseen[1, names.index("city_(missing)")] == 1.0  # a category of its own
     with_none = ours.transform(test.tail(1).astype(object).where(test.tail(1).notna(), None))
     np.testing.assert_array_equal(with_none, unseen[1:])  # None and NaN are both missing
 
@@ -52,15 +52,24 @@ def test_the_tabular_encoder_equals_a_column_transformer_of_imputers_scalers_and
     reference = ColumnTransformer(
         [("numeric", make_pipeline(SimpleImputer(strategy="median"), make_scaler(scaler)),
           make_column_selector(dtype_include="number")),
-         ("categorical", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(
-             handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False)),
+         ("categorical", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=30, sparse_output=False),
           make_column_selector(dtype_exclude="number"))], verbose_feature_names_out=False).fit(train)
     ours = TabularEncoder(scaler).fit(train)
     encoded = ours.transform(test)
     np.testing.assert_allclose(encoded, reference.transform(test), rtol=1e-12, atol=1e-12)
     assert encoded.flags["C_CONTIGUOUS"] and encoded.dtype == np.float64
-    assert [n.replace("infrequent_sklearn", "infrequent") for n in reference.get_feature_names_out()] == list(
-        ours.get_feature_names_out())
+    assert [n.replace("infrequent_sklearn", "infrequent").replace("_nan", "_(missing)")
+            for n in reference.get_feature_names_out()] == list(ours.get_feature_names_out())
+
+
+def test_a_missing_value_is_its_own_category_only_where_training_had_missing_values():
+    train = pd.DataFrame({"rating": ["R", "R", "PG", np.nan, np.nan, np.nan], "port": ["S", "S", "C", "Q", "S", "C"]})
+    encoder = FrequentCategoriesOneHot().fit(train)
+    names = list(encoder.get_feature_names_out())
+    assert names == ["rating_PG", "rating_R", "rating_(missing)", "port_C", "port_Q", "port_S"]
+    served = encoder.transform(pd.DataFrame({"rating": [np.nan, "R"], "port": [np.nan, "Q"]}))
+    # the unrated film stays apart from the R-rated one; a port never missing in training counts as its mode
+    np.testing.assert_array_equal(served, [[0, 0, 1, 0, 0, 1], [0, 1, 0, 0, 1, 0]])
 
 
 def test_the_served_model_predicts_a_large_batch_in_chunks_exactly_as_at_once(monkeypatch):
