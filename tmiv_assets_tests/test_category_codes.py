@@ -1,5 +1,5 @@
-"""LightGBM splitting the pooled columns' codes as categories: the model, its explanation and where the search
-tries it."""
+"""LightGBM splitting the pooled columns' codes as categories, and CatBoost taking them as categorical features:
+the models, their explanation and where the search tries them."""
 
 import pickle
 
@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from tmiv_assets.ml.automl.catalog import LGBMCodesClassifier, LGBMCodesRegressor
+from tmiv_assets.ml.automl.catalog import (
+    CatBoostCodesClassifier,
+    CatBoostCodesRegressor,
+    LGBMCodesClassifier,
+    LGBMCodesRegressor,
+)
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.explain.contributions import margin_contributions
 from tmiv_assets.ml.features.preprocessing import TabularEncoder
@@ -74,3 +79,41 @@ def test_the_search_tries_codes_as_categories_only_where_there_are_codes():
         X.assign(shop=X["shop"].str[:5]), y)  # one category: nothing pooled, nothing coded
     trials = plain.studies_["lightgbm"].trials
     assert not any("native_categories" in t.user_attrs["config"] or "native_categories" in t.params for t in trials)
+
+
+def test_catboost_takes_the_codes_as_categorical_features_clones_pickles_and_explains():
+    encoder, X, y, X_test, y_test = _encoded()
+    scales = encoder.code_scales()
+    few_trees = {"iterations": 60, "depth": 3, "random_seed": 0, "thread_count": 1, "verbose": False,
+                 "allow_writing_files": False}
+    native = CatBoostCodesRegressor(native_categories=True, category_codes=scales, **few_trees).fit(X, y)
+    ranks = CatBoostCodesRegressor(category_codes=scales, **few_trees).fit(X, y)
+    assert native.get_cat_feature_indices() == [scales[0][0]] and ranks.get_cat_feature_indices() == []
+    rmse = {name: float(np.sqrt(np.mean((model.predict(X_test) - y_test) ** 2)))
+            for name, model in (("native", native), ("ranks", ranks))}
+    # the shops' target statistics tell +2 from -2 at once; ranks of frequency need a split per alternation
+    assert rmse["native"] < 0.6 * rmse["ranks"], rmse
+    assert clone(native).get_params()["category_codes"] == scales
+    restored = pickle.loads(pickle.dumps(native))
+    assert (restored.native_categories, restored.category_codes) == (True, scales)
+    assert np.array_equal(restored.predict(X_test), native.predict(X_test))
+    contributions = margin_contributions(native, X_test[:50])
+    assert np.allclose(contributions.sum(axis=2)[:, 0], native.predict(X_test[:50]), atol=1e-6)
+
+    classifier = CatBoostCodesClassifier(native_categories=True, category_codes=scales, **few_trees).fit(X, y > 0)
+    probabilities = classifier.predict_proba(X_test)
+    assert np.array_equal(classifier.predict(X_test), classifier.classes_[probabilities.argmax(axis=1)])
+    assert np.mean(classifier.predict(X_test) == (y_test > 0)) > 0.9
+
+
+def test_the_search_tries_catboost_on_codes_as_categories_only_where_there_are_codes():
+    X, y = _shops(1000)
+    coded = AutoML(task="regression", include=["catboost"], max_trials=2, n_folds=3, seed=0, n_jobs=1,
+                   target_encoding="drop").fit(X, y)
+    trials = coded.studies_["catboost"].trials
+    assert [t.user_attrs["config"].get("native_categories", False) for t in trials[:2]] == [False, True]
+    assert "native_categories" in trials[-1].params  # sampled too, not only a start
+    plain = AutoML(task="regression", include=["catboost"], max_trials=2, n_folds=3, seed=0, n_jobs=1).fit(
+        X.assign(shop=X["shop"].str[:5]), y)
+    assert not any("native_categories" in t.user_attrs["config"] or "native_categories" in t.params
+                   for t in plain.studies_["catboost"].trials)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import optuna
+import pandas as pd
 from catboost import CatBoostClassifier, CatBoostRegressor
 from lightgbm import LGBMClassifier, LGBMModel, LGBMRegressor
 from sklearn.calibration import CalibratedClassifierCV
@@ -106,6 +107,61 @@ class LGBMCodesRegressor(_CategoryCodes, LGBMRegressor):
 
     def predict(self, X, *args, **kwargs):
         return super().predict(self.booster_rows(X), *args, **kwargs)
+
+
+class _CatBoostCodes:
+    """CatBoost that, with `native_categories`, takes the pooled columns' codes as categorical features: its
+    ordered target statistics, computed on earlier rows only, replace the encoder's codes (a rank of frequency)
+    and one-hot blocks. Drag-race contestants' episodes (180 queens) 5-fold RMSE 2.595 -> 2.534 and cars'
+    mileage by model 1.256 -> 1.239, but GDP by country 3,365 -> 4,028 and Texas home sales by city 63.6 -> 68.2:
+    a start configuration, and the search decides. The codes become integer ranks only here; they travel
+    with the model when it is pickled (CatBoost pickles its own parameters alone)."""
+
+    def __init__(self, *, native_categories: bool = False, category_codes: tuple = (), **kwargs):
+        super().__init__(**kwargs)
+        self.native_categories, self.category_codes = native_categories, category_codes
+
+    def booster_rows(self, X):
+        """The rows as CatBoost takes them: the codes as integer ranks in a frame, where asked."""
+        if not (self.native_categories and self.category_codes) or isinstance(X, pd.DataFrame):
+            return X  # a frame is rows this method already made
+        rows = pd.DataFrame(np.asarray(X, dtype=np.float64))
+        for column, scale in self.category_codes:
+            rows[column] = np.rint(rows[column].to_numpy() * scale).astype(np.int64)
+        return rows
+
+    def fit(self, X, y, *args, eval_set=None, **kwargs):
+        if self.native_categories and self.category_codes:
+            kwargs["cat_features"] = [column for column, _ in self.category_codes]
+            if eval_set is not None:
+                eval_set = (self.booster_rows(eval_set[0]), eval_set[1])
+        return super().fit(self.booster_rows(X), y, *args, eval_set=eval_set, **kwargs)
+
+    def predict(self, X, *args, **kwargs):
+        return super().predict(self.booster_rows(X), *args, **kwargs)
+
+    def get_params(self, deep: bool = True) -> dict:  # CatBoost's own are its parameters alone; clone needs these
+        return {**super().get_params(), "native_categories": self.native_categories,
+                "category_codes": self.category_codes}
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_codes": (self.native_categories, self.category_codes)}
+
+    def __setstate__(self, state):
+        state = dict(state)
+        self.native_categories, self.category_codes = state.pop("_codes", (False, ()))
+        super().__setstate__(state)
+
+
+class CatBoostCodesClassifier(_CatBoostCodes, CatBoostClassifier):
+    """CatBoostClassifier with the pooled columns' codes as categorical features where asked."""
+
+    def predict_proba(self, X, *args, **kwargs):
+        return super().predict_proba(self.booster_rows(X), *args, **kwargs)
+
+
+class CatBoostCodesRegressor(_CatBoostCodes, CatBoostRegressor):
+    """CatBoostRegressor with the pooled columns' codes as categorical features where asked."""
 
 
 @dataclass(frozen=True)
@@ -220,8 +276,12 @@ def _catboost_space(trial: optuna.Trial, task: str) -> dict:
     }
 
 
+def _catboost_category_space(trial: optuna.Trial) -> dict:
+    return {"native_categories": trial.suggest_categorical("native_categories", [False, True])}
+
+
 def _catboost_build(params: dict, task: str, seed: int, n_jobs: int):
-    cls = CatBoostClassifier if task in CLASSIFICATION else CatBoostRegressor
+    cls = CatBoostCodesClassifier if task in CLASSIFICATION else CatBoostCodesRegressor
     # allow_writing_files=False: CatBoost otherwise writes a catboost_info/ folder into the working directory.
     return cls(**{"random_seed": seed, "thread_count": n_jobs, "verbose": False, "allow_writing_files": False,
                   **params})
@@ -344,7 +404,9 @@ CATALOG: tuple[ModelFamily, ...] = (
                 space=_xgboost_space, budget_weight=2.0, starts=_XGB_STARTS,
                 grid={"max_depth": [3, 6], "learning_rate": [0.03, 0.1]}),
     ModelFamily(name="catboost", tasks=ALL_TASKS, build=_catboost_build, space=_catboost_space, budget_weight=1.5,
-                starts=({"iterations": BOOSTING_ROUNDS, "learning_rate": 0.08, "depth": 6},),
+                category_space=_catboost_category_space,
+                starts=({"iterations": BOOSTING_ROUNDS, "learning_rate": 0.08, "depth": 6},
+                        {"iterations": BOOSTING_ROUNDS, "learning_rate": 0.08, "depth": 6, "native_categories": True}),
                 grid={"depth": [4, 6], "learning_rate": [0.05, 0.1]}),
     ModelFamily(name="hist_gradient_boosting", tasks=ALL_TASKS,
                 build=_by_task(HistGradientBoostingClassifier, HistGradientBoostingRegressor),

@@ -94,7 +94,7 @@ def method_of(model, n_rows: int = 1) -> str:
 def margin_contributions(model, rows: np.ndarray, threads: int = 1) -> np.ndarray:
     """Exact path-dependent SHAP values of a boosted model's raw margin: (rows, outputs, features + 1), the base
     last; our table-driven TreeSHAP (`tree_shap`) for XGBoost and LightGBM where it applies, else the library's."""
-    if hasattr(model, "booster_rows"):  # LightGBM taking the pooled columns' codes as categories
+    if hasattr(model, "booster_rows"):  # LightGBM or CatBoost taking the pooled columns' codes as categories
         rows = model.booster_rows(rows)
     fast = None if isinstance(model, catboost.CatBoost) else fast_margin_contributions(model, rows, threads)
     return fast if fast is not None else native_margin_contributions(model, rows, threads)
@@ -110,7 +110,8 @@ def native_margin_contributions(model, rows: np.ndarray, threads: int = 1) -> np
                                         iteration_range=(0, int(best) + 1 if best is not None else 0),
                                         validate_features=False)
     elif isinstance(model, catboost.CatBoost):
-        contributions = model.get_feature_importance(catboost.Pool(rows), type="ShapValues", thread_count=threads)
+        pool = catboost.Pool(rows, cat_features=model.get_cat_feature_indices())  # the codes' columns, if any
+        contributions = model.get_feature_importance(pool, type="ShapValues", thread_count=threads)
     else:  # LightGBM: the booster uses the best iteration when early stopping found one
         contributions = model.booster_.predict(rows, pred_contrib=True, num_threads=threads)
     contributions = np.asarray(contributions, dtype=float)
