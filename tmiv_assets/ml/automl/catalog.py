@@ -58,6 +58,15 @@ class XGBLabelClassifier(XGBClassifier):
         return self.__dict__["labels_"] if "labels_" in self.__dict__ else np.arange(self.n_classes_)
 
 
+def _code_ranks(X, category_codes: tuple) -> np.ndarray:
+    """A copy of the rows (the search's folds are shared by every family) with each pooled column's code as the
+    category's integer rank: the code times its scale (TabularEncoder.code_scales)."""
+    X = np.array(X, dtype=np.float64)
+    for column, scale in category_codes:
+        X[:, column] = np.rint(X[:, column] * scale)
+    return X
+
+
 class _CategoryCodes:
     """LightGBM that, with `native_categories`, splits the pooled columns' codes as categories: it then groups a
     column's categories by their gradient statistics, many against many, where a code taken as a number splits
@@ -75,10 +84,7 @@ class _CategoryCodes:
         """The rows as the booster takes them (the codes as integer ranks), for callers of `booster_` itself."""
         if not (self.native_categories and self.category_codes):
             return X
-        X = np.array(X, dtype=np.float64)  # a copy: the search's folds are shared by every family
-        for column, scale in self.category_codes:
-            X[:, column] = np.rint(X[:, column] * scale)
-        return X
+        return _code_ranks(X, self.category_codes)
 
     def fit(self, X, y, *args, eval_X=None, **kwargs):
         if self.native_categories and self.category_codes:
@@ -123,11 +129,11 @@ class _CatBoostCodes:
 
     def booster_rows(self, X):
         """The rows as CatBoost takes them: the codes as integer ranks in a frame, where asked."""
-        if not (self.native_categories and self.category_codes) or isinstance(X, pd.DataFrame):
-            return X  # a frame is rows this method already made
-        rows = pd.DataFrame(np.asarray(X, dtype=np.float64))
-        for column, scale in self.category_codes:
-            rows[column] = np.rint(rows[column].to_numpy() * scale).astype(np.int64)
+        if not (self.native_categories and self.category_codes):
+            return X
+        rows = pd.DataFrame(_code_ranks(X, self.category_codes))
+        codes = [column for column, _ in self.category_codes]
+        rows[codes] = rows[codes].astype(np.int64)  # CatBoost refuses float categorical values
         return rows
 
     def fit(self, X, y, *args, eval_set=None, **kwargs):
