@@ -21,7 +21,13 @@ from threadpoolctl import threadpool_info
 
 from tmiv_assets.ml.automl import estimator as estimator_module
 from tmiv_assets.ml.automl import search as search_module
-from tmiv_assets.ml.automl.catalog import CATALOG, XGBLabelClassifier, families_for, family_named
+from tmiv_assets.ml.automl.catalog import (
+    BOOSTING_ROUNDS,
+    CATALOG,
+    XGBLabelClassifier,
+    families_for,
+    family_named,
+)
 from tmiv_assets.ml.automl.ensembles import caruana_selection, make_bagging, make_blending, make_stacking
 from tmiv_assets.ml.automl.estimator import AutoML
 from tmiv_assets.ml.automl.evaluation import evaluation_plots, fit_baseline, training_histories
@@ -670,6 +676,21 @@ def test_boosting_stops_early_on_the_validation_fold_and_at_the_deadline():
     forest = RandomForestClassifier(n_estimators=5000, random_state=0)
     with pytest.raises(DeadlineReached, match=f"stopped at the deadline after {FIRST_CHUNK} of 5000"):
         fit_within(forest, X, y, deadline=time.monotonic())
+
+
+def test_xgboost_starts_hold_its_library_defaults_which_fit_a_target_without_noise():
+    # a square of an integer column: exact only with a leaf per value and no row or column sampling
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.integers(0, 50, 1200), rng.normal(size=(1200, 3))])
+    y = X[:, 0] ** 2
+    errors = []
+    for params in family_named("xgboost").starts:
+        model = fit_within(family_named("xgboost").build(params, "regression", 0, 1), X[:1000], y[:1000],
+                           X[1000:], y[1000:])
+        errors.append(float(np.sqrt(np.mean((model.predict(X[1000:]) - y[1000:]) ** 2))))
+    defaults = family_named("xgboost").starts.index({"n_estimators": BOOSTING_ROUNDS})
+    # the first start samples rows and columns: trees without the column cannot fit it
+    assert errors[defaults] < 0.01 * y.std() < errors[0], errors
 
 
 def test_an_iterative_linear_fit_is_cut_at_the_deadline_and_unchanged_when_it_converges():
