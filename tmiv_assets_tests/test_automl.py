@@ -679,17 +679,17 @@ def test_boosting_stops_early_on_the_validation_fold_and_at_the_deadline():
 
 
 def test_xgboost_starts_hold_its_library_defaults_which_fit_a_target_without_noise():
-    # a square of an integer column: exact only with a leaf per value and no row or column sampling
+    family = family_named("xgboost")
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.integers(0, 50, 1200), rng.normal(size=(1200, 3))])
     y = X[:, 0] ** 2
     errors = []
-    for params in family_named("xgboost").starts:
-        model = fit_within(family_named("xgboost").build(params, "regression", 0, 1), X[:1000], y[:1000],
+    for params in family.starts:
+        model = fit_within(family.build(params, "regression", 0, 1), X[:1000], y[:1000],
                            X[1000:], y[1000:])
         errors.append(float(np.sqrt(np.mean((model.predict(X[1000:]) - y[1000:]) ** 2))))
-    defaults = family_named("xgboost").starts.index({"n_estimators": BOOSTING_ROUNDS})
-    # the first start samples rows and columns: trees without the column cannot fit it
+    defaults = family.starts.index({"n_estimators": BOOSTING_ROUNDS})
+    # a square of an integer column: the first start samples columns, and trees without it cannot fit it
     assert errors[defaults] < 0.01 * y.std() < errors[0], errors
 
 
